@@ -1,0 +1,1 @@
+"""Fictures: write fiction, publish it, and watch the community update live."""

@@ -1,0 +1,80 @@
+"""Accounts: registration, password checks (argon2 via pwdlib) and bearer tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from datetime import timedelta
+
+from pwdlib import PasswordHash
+from sqlmodel import Session, select
+
+from fictures.errors import Conflict, Unauthorized
+from fictures.models import AuthToken, Credentials, User, utcnow
+from fictures.settings import settings
+
+logger = logging.getLogger(__name__)
+
+_hasher = PasswordHash.recommended()
+# Verified against when the username is unknown, so a login takes as long
+# whether or not the account exists (no user enumeration by timing).
+_DUMMY_HASH = _hasher.hash("fictures-timing-equaliser")
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def register(*, session: Session, data: Credentials) -> User:
+    if session.exec(select(User).where(User.username == data.username)).first():
+        raise Conflict(f"the username {data.username!r} is taken")
+    user = User(username=data.username, password_hash=_hasher.hash(data.password))
+    session.add(user)
+    session.commit()
+    session.refresh(user)
+    logger.info("Registered user %s (id %s)", user.username, user.id)
+    return user
+
+
+def authenticate(*, session: Session, data: Credentials) -> User:
+    user = session.exec(select(User).where(User.username == data.username)).first()
+    if user is None:
+        _hasher.verify(data.password, _DUMMY_HASH)
+        raise Unauthorized("wrong username or password")
+    if not _hasher.verify(data.password, user.password_hash):
+        raise Unauthorized("wrong username or password")
+    return user
+
+
+def issue_token(*, session: Session, user: User) -> str:
+    token = secrets.token_urlsafe(32)
+    session.add(
+        AuthToken(
+            token_hash=_token_hash(token),
+            user_id=user.id,
+            expires_at=utcnow() + timedelta(hours=settings.token_ttl_hours),
+        )
+    )
+    session.commit()
+    return token
+
+
+def user_for_token(*, session: Session, token: str | None) -> User | None:
+    if not token:
+        return None
+    row = session.exec(
+        select(AuthToken).where(AuthToken.token_hash == _token_hash(token))
+    ).first()
+    if row is None or row.expires_at < utcnow():
+        return None
+    return session.get(User, row.user_id)
+
+
+def revoke_token(*, session: Session, token: str) -> None:
+    row = session.exec(
+        select(AuthToken).where(AuthToken.token_hash == _token_hash(token))
+    ).first()
+    if row is not None:
+        session.delete(row)
+        session.commit()

@@ -1,0 +1,181 @@
+"""One Redis subscription per process, copied into a bounded queue per local subscriber.
+
+Local subscribers are SSE streams and the live-tab dispatcher. A subscriber
+that falls too far behind is marked overflowed and closed (its consumer sends
+the client a `reset`) instead of slowing anyone else down.
+
+On every (re)connect the subscriber first subscribes, then reads the stream
+for anything after the last id it delivered, so a Redis outage or a dropped
+connection loses nothing; ids already delivered are skipped, so nothing shows twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import redis.exceptions
+
+from fictures import metrics
+from fictures.events.bus import EventBus
+from fictures.events.schema import ALL_CHANNELS, CommunityEvent, MalformedEvent, parse_event
+from fictures.settings import settings
+
+logger = logging.getLogger(__name__)
+
+_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+@dataclass(eq=False)
+class Subscription:
+    """A local subscriber's bounded queue of events."""
+
+    maxsize: int
+    queue: asyncio.Queue[CommunityEvent | None] = field(init=False)
+    overflowed: bool = False
+    closed: bool = False
+
+    def __post_init__(self) -> None:
+        # One slot kept for the closing sentinel.
+        self.queue = asyncio.Queue(self.maxsize + 1)
+
+    def offer(self, event: CommunityEvent) -> bool:
+        if self.closed:
+            return False
+        if self.queue.qsize() >= self.maxsize:
+            self.overflowed = True
+            self.close()
+            return False
+        self.queue.put_nowait(event)
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.queue.put_nowait(None)
+
+    async def get(self) -> CommunityEvent | None:
+        """The next event, or None once closed (check `overflowed`)."""
+        return await self.queue.get()
+
+
+class Fanout:
+    def __init__(self, bus: EventBus):
+        self.bus = bus
+        self.last_id = 0
+        self.healthy = False
+        self._subscriptions: set[Subscription] = set()
+        self._health_listeners: list[Callable[[bool], None]] = []
+        self._started = asyncio.Event()
+
+    # ------------------------------------------------------------ local side
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, maxsize: int | None = None) -> AsyncIterator[Subscription]:
+        sub = Subscription(maxsize or settings.sse_queue_size)
+        self._subscriptions.add(sub)
+        try:
+            yield sub
+        finally:
+            self._subscriptions.discard(sub)
+            sub.close()
+
+    def on_health_change(self, listener: Callable[[bool], None]) -> None:
+        self._health_listeners.append(listener)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscriptions)
+
+    def _set_health(self, healthy: bool) -> None:
+        if healthy == self.healthy:
+            return
+        self.healthy = healthy
+        logger.info("Redis subscription %s", "healthy" if healthy else "lost")
+        for listener in list(self._health_listeners):
+            try:
+                listener(healthy)
+            except Exception:
+                logger.exception("Health listener failed")
+
+    def dispatch(self, event: CommunityEvent) -> int:
+        """Hand an event to every local subscriber, once, in id order."""
+        assert event.id is not None
+        if event.id <= self.last_id:
+            return 0
+        self.last_id = event.id
+        delivered = 0
+        for sub in list(self._subscriptions):
+            if sub.offer(event):
+                delivered += 1
+        return delivered
+
+    # ------------------------------------------------------------ Redis side
+
+    async def wait_started(self, timeout: float = 10.0) -> None:
+        await asyncio.wait_for(self._started.wait(), timeout)
+
+    async def run(self) -> None:
+        """The process's one Redis subscription; reconnects with capped exponential backoff."""
+        backoff = settings.redis_backoff_initial
+        first = True
+        while True:
+            try:
+                if first:
+                    # Start from now (read before subscribing, so nothing slips
+                    # between the two): history before this process is not replayed.
+                    self.last_id = max(self.last_id, await self.bus.head())
+                    first = False
+                pubsub = self.bus.pubsub()
+                try:
+                    await pubsub.subscribe(*ALL_CHANNELS)
+                    await self._catch_up()
+                    self._set_health(True)
+                    self._started.set()
+                    backoff = settings.redis_backoff_initial
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self._receive(message["channel"], message["data"])
+                finally:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+            except asyncio.CancelledError:
+                self._set_health(False)
+                raise
+            except _REDIS_DOWN as exc:
+                self._set_health(False)
+                self._started.set()
+                metrics.REDIS_RECONNECTS.inc()
+                logger.warning("Redis subscription dropped (%s); reconnecting in %.2fs", exc, backoff)
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, settings.redis_backoff_max)
+
+    async def _catch_up(self) -> None:
+        """Deliver what was sent while unsubscribed (pub/sub drops it; the stream keeps it)."""
+        if not await self.bus.covers(self.last_id):
+            logger.warning("History no longer covers event #%s: some events were missed", self.last_id)
+        cursor, missed = self.last_id, 0
+        while batch := await self.bus.read_after(cursor):
+            for stored in batch:
+                self._receive(stored.channel, stored.data)
+                cursor = stored.id
+                missed += 1
+            if len(batch) < 1000:
+                break
+        if missed:
+            logger.info("Caught up %d events missed while disconnected", missed)
+
+    def _receive(self, channel: str, data: str) -> None:
+        try:
+            event = parse_event(channel, data)
+        except MalformedEvent as exc:
+            metrics.MALFORMED.inc()
+            logger.warning("Skipped a malformed message on %s: %s", channel, exc)
+            return
+        delivered = self.dispatch(event)
+        if delivered:
+            metrics.EVENTS_DELIVERED.labels(channel).inc(delivered)

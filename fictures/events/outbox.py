@@ -1,0 +1,142 @@
+"""Transactional outbox: events are rows written with the change, then relayed to Redis.
+
+`record` adds the event to the caller's session (committed with the change).
+`OutboxRelay` (one per process) sends unsent rows in order, records the id
+Redis assigned, and retries with backoff while Redis is unreachable, so a
+change made during an outage is announced, in order, once Redis is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+
+import redis.exceptions
+from sqlalchemy import func, update
+from sqlmodel import Session, select
+
+from fictures import db, metrics
+from fictures.events.bus import EventBus
+from fictures.events.schema import CommunityEvent
+from fictures.models import OutboxEvent, utcnow
+from fictures.settings import settings
+
+logger = logging.getLogger(__name__)
+
+_BATCH = 200
+
+
+def record(session: Session, event: CommunityEvent) -> None:
+    """Add `event` to the session's transaction; the caller commits, then calls `kick`."""
+    session.add(OutboxEvent(channel=event.channel, payload=event.body_without_id()))
+
+
+_relays: set[OutboxRelay] = set()
+_relays_lock = threading.Lock()
+
+
+def kick() -> None:
+    """Wake this process's relay (thread-safe). Other processes' relays sweep."""
+    with _relays_lock:
+        relays = list(_relays)
+    for relay in relays:
+        relay.wake()
+
+
+def _unsent(limit: int) -> list[OutboxEvent]:
+    with db.session() as s:
+        return list(
+            s.exec(
+                select(OutboxEvent)
+                .where(OutboxEvent.sent_at.is_(None))
+                .order_by(OutboxEvent.id)
+                .limit(limit)
+            )
+        )
+
+
+def _mark_sent(sent: list[tuple[int, int]]) -> None:
+    now = utcnow()
+    with db.session() as s:
+        for row_id, event_id in sent:
+            s.exec(
+                update(OutboxEvent)
+                .where(OutboxEvent.id == row_id)
+                .values(event_id=event_id, sent_at=now)
+            )
+        s.commit()
+
+
+def _floor_and_backlog() -> tuple[int, int]:
+    with db.session() as s:
+        floor = s.exec(select(func.max(OutboxEvent.event_id))).one() or 0
+        backlog = s.exec(
+            select(func.count()).select_from(OutboxEvent).where(OutboxEvent.sent_at.is_(None))
+        ).one()
+    return floor, backlog
+
+
+class OutboxRelay:
+    def __init__(self, bus: EventBus):
+        self.bus = bus
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._floor = 0
+
+    def wake(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        with _relays_lock:
+            _relays.add(self)
+        backoff = settings.redis_backoff_initial
+        try:
+            while True:
+                try:
+                    await self.flush()
+                    backoff = settings.redis_backoff_initial
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), settings.outbox_sweep_seconds)
+                    except TimeoutError:
+                        pass
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+                    logger.warning("Outbox relay cannot reach Redis (%s); retry in %.1fs", exc, backoff)
+                    await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                    backoff = min(backoff * 2, settings.redis_backoff_max)
+                except Exception:
+                    logger.exception("Outbox relay failed; retrying")
+                    await asyncio.sleep(settings.redis_backoff_max)
+        finally:
+            with _relays_lock:
+                _relays.discard(self)
+
+    async def flush(self) -> int:
+        """Send every unsent row, oldest first. Returns how many were sent."""
+        total = 0
+        self._wake.clear()
+        floor, backlog = await asyncio.to_thread(_floor_and_backlog)
+        self._floor = max(self._floor, floor)
+        metrics.OUTBOX_BACKLOG.set(backlog)
+        while rows := await asyncio.to_thread(_unsent, _BATCH):
+            sent: list[tuple[int, int]] = []
+            try:
+                for row in rows:
+                    event_id = await self.bus.send(
+                        row.channel, row.payload, dedupe_key=f"outbox:{row.id}", floor=self._floor
+                    )
+                    self._floor = max(self._floor, event_id)
+                    sent.append((row.id, event_id))
+                    metrics.EVENTS_PUBLISHED.labels(row.channel).inc()
+                    logger.info("Published %s #%s (outbox row %s)", row.channel, event_id, row.id)
+            finally:
+                if sent:
+                    await asyncio.to_thread(_mark_sent, sent)
+                    total += len(sent)
+                    metrics.OUTBOX_BACKLOG.dec(len(sent))
+            if len(rows) < _BATCH:
+                break
+        return total

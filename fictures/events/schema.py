@@ -1,0 +1,129 @@
+"""Typed community events and their Redis channels.
+
+Each event travels as JSON with camelCase keys, an ``id`` (assigned when it is
+sent to Redis; later events have larger ids) and an ISO-8601 ``timestamp``.
+The same models validate what is published and what is received.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class CommunityEvent(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+    channel: ClassVar[str]
+    # Events on public channels are visible to everyone; private ones only to `user_id`.
+    public: ClassVar[bool] = True
+
+    id: int | None = Field(default=None, ge=1)
+    timestamp: datetime = Field(default_factory=_now)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=False)
+
+    def body_without_id(self) -> str:
+        """The JSON the relay completes with the id Redis assigns."""
+        return self.model_dump_json(by_alias=True, exclude={"id"})
+
+    @property
+    def story_id_or_none(self) -> int | None:
+        return getattr(self, "story_id", None)
+
+
+class StoryPublished(CommunityEvent):
+    channel: ClassVar[str] = "story:published"
+    story_id: int
+    title: str
+    author_id: int
+    genre: str | None = None
+
+
+class StoryUpdated(CommunityEvent):
+    channel: ClassVar[str] = "story:updated"
+    story_id: int
+    title: str
+    genre: str | None = None
+    status: Literal["published", "draft"]
+
+
+class StoryDeleted(CommunityEvent):
+    channel: ClassVar[str] = "story:deleted"
+    story_id: int
+
+
+class PostCreated(CommunityEvent):
+    channel: ClassVar[str] = "post:created"
+    post_id: int
+    story_id: int
+    author_id: int
+    title: str
+    type: Literal["discussion", "review", "question", "announcement"]
+
+
+class PostUpdated(CommunityEvent):
+    channel: ClassVar[str] = "post:updated"
+    post_id: int
+    story_id: int
+
+
+class PostDeleted(CommunityEvent):
+    channel: ClassVar[str] = "post:deleted"
+    post_id: int
+    story_id: int
+
+
+class DraftChanged(CommunityEvent):
+    """An author's own draft was created, edited or deleted: private to that author."""
+
+    channel: ClassVar[str] = "private:draft"
+    public: ClassVar[bool] = False
+    user_id: int
+    story_id: int
+    action: Literal["created", "updated", "deleted"]
+    title: str
+
+
+PUBLIC_EVENTS: tuple[type[CommunityEvent], ...] = (
+    StoryPublished,
+    StoryUpdated,
+    StoryDeleted,
+    PostCreated,
+    PostUpdated,
+    PostDeleted,
+)
+PUBLIC_CHANNELS: tuple[str, ...] = tuple(e.channel for e in PUBLIC_EVENTS)
+PRIVATE_CHANNEL = DraftChanged.channel
+ALL_CHANNELS: tuple[str, ...] = (*PUBLIC_CHANNELS, PRIVATE_CHANNEL)
+
+EVENT_BY_CHANNEL: dict[str, type[CommunityEvent]] = {
+    e.channel: e for e in (*PUBLIC_EVENTS, DraftChanged)
+}
+
+
+class MalformedEvent(ValueError):
+    pass
+
+
+def parse_event(channel: str, raw: str | bytes) -> CommunityEvent:
+    """Validate a message received on `channel`; it must carry an id."""
+    cls = EVENT_BY_CHANNEL.get(channel)
+    if cls is None:
+        raise MalformedEvent(f"unknown channel {channel!r}")
+    try:
+        event = cls.model_validate_json(raw)
+    except ValueError as exc:
+        raise MalformedEvent(str(exc)) from exc
+    if event.id is None:
+        raise MalformedEvent("event has no id")
+    return event

@@ -1,0 +1,19 @@
+"""Prometheus metrics, exported at /api/metrics."""
+
+from prometheus_client import Counter, Gauge
+
+SSE_CLIENTS = Gauge("fictures_sse_clients", "Connected SSE streams in this process")
+LIVE_TABS = Gauge("fictures_live_tabs", "Browser tabs receiving live updates in this process")
+EVENTS_PUBLISHED = Counter(
+    "fictures_events_published_total", "Events sent to Redis by the outbox relay", ["channel"]
+)
+EVENTS_DELIVERED = Counter(
+    "fictures_events_delivered_total",
+    "Events handed to a local subscriber (SSE stream or live tab)",
+    ["channel"],
+)
+REPLAYS = Counter("fictures_replays_total", "Resumed streams served from history")
+RESETS = Counter("fictures_resets_total", "Reset events sent to clients", ["reason"])
+OUTBOX_BACKLOG = Gauge("fictures_outbox_backlog", "Outbox rows not yet sent to Redis")
+REDIS_RECONNECTS = Counter("fictures_redis_reconnects_total", "Subscriber reconnects to Redis")
+MALFORMED = Counter("fictures_malformed_events_total", "Messages skipped as malformed")

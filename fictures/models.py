@@ -1,0 +1,195 @@
+"""Every table, and the validated shapes that cross the app's boundaries. No queries."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from enum import Enum
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlmodel import Field as DBField
+from sqlmodel import SQLModel
+
+from fictures.settings import GENRES
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class StoryStatus(str, Enum):
+    draft = "draft"
+    published = "published"
+
+
+class PostType(str, Enum):
+    discussion = "discussion"
+    review = "review"
+    question = "question"
+    announcement = "announcement"
+
+
+# ---------------------------------------------------------------- tables
+# Plain SQLModel tables (rx.Model is deprecated since Reflex 0.9.2); `reflex db`
+# migrates SQLModel.metadata all the same.
+
+
+class _Table(SQLModel):
+    id: int | None = DBField(default=None, primary_key=True)
+
+
+class User(_Table, table=True):
+    username: str = DBField(index=True, sa_column_kwargs={"unique": True}, max_length=32)
+    password_hash: str
+    created_at: datetime = DBField(default_factory=utcnow)
+
+
+class AuthToken(_Table, table=True):
+    """A login: the SHA-256 of a bearer token (the token itself is never stored)."""
+
+    token_hash: str = DBField(index=True, sa_column_kwargs={"unique": True})
+    user_id: int = DBField(foreign_key="user.id", index=True)
+    created_at: datetime = DBField(default_factory=utcnow)
+    expires_at: datetime
+
+
+class Story(_Table, table=True):
+    author_id: int = DBField(foreign_key="user.id", index=True)
+    title: str = DBField(max_length=200)
+    genre: str | None = DBField(default=None, max_length=32)
+    summary: str = DBField(default="", sa_type=sa.Text)
+    content: str = DBField(default="", sa_type=sa.Text)
+    status: str = DBField(default=StoryStatus.draft.value, index=True, max_length=16)
+    created_at: datetime = DBField(default_factory=utcnow)
+    updated_at: datetime = DBField(default_factory=utcnow)
+    published_at: datetime | None = DBField(default=None, index=True)
+
+
+class Post(_Table, table=True):
+    story_id: int = DBField(foreign_key="story.id", index=True)
+    author_id: int = DBField(foreign_key="user.id", index=True)
+    title: str = DBField(max_length=200)
+    body: str = DBField(sa_type=sa.Text)
+    type: str = DBField(default=PostType.discussion.value, max_length=16)
+    created_at: datetime = DBField(default_factory=utcnow, index=True)
+    updated_at: datetime = DBField(default_factory=utcnow)
+
+
+class OutboxEvent(_Table, table=True):
+    """An event written in the same transaction as the change it describes.
+
+    The relay (fictures.events.outbox) sends unsent rows to Redis in order and
+    records the event id Redis assigned; so a change and its event never diverge,
+    even when Redis is down at the moment of the change.
+    """
+
+    channel: str = DBField(max_length=64)
+    payload: str = DBField(sa_type=sa.Text)
+    created_at: datetime = DBField(default_factory=utcnow)
+    event_id: int | None = DBField(default=None, index=True)
+    sent_at: datetime | None = DBField(default=None, index=True)
+
+
+# ---------------------------------------------------------------- boundary shapes
+
+_USERNAME = re.compile(r"^[A-Za-z0-9_]{3,32}$")
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Credentials(_Input):
+    username: str
+    password: str = Field(min_length=8, max_length=256)
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, v: str) -> str:
+        if not _USERNAME.match(v):
+            raise ValueError("3–32 letters, digits or underscores")
+        return v
+
+
+def _check_genre(v: str | None) -> str | None:
+    if v in (None, ""):
+        return None
+    if v not in GENRES:
+        raise ValueError(f"must be one of: {', '.join(GENRES)}")
+    return v
+
+
+class StoryCreate(_Input):
+    title: str = Field(min_length=1, max_length=200)
+    genre: str | None = None
+    summary: str = Field("", max_length=1_000)
+    content: str = Field("", max_length=200_000)
+    status: StoryStatus = StoryStatus.draft
+
+    _genre = field_validator("genre")(classmethod(lambda cls, v: _check_genre(v)))
+
+
+class StoryUpdate(_Input):
+    title: str | None = Field(None, min_length=1, max_length=200)
+    genre: str | None = None
+    summary: str | None = Field(None, max_length=1_000)
+    content: str | None = Field(None, max_length=200_000)
+
+    _genre = field_validator("genre")(classmethod(lambda cls, v: _check_genre(v)))
+
+    @field_validator("title", "summary", "content", mode="before")
+    @classmethod
+    def _not_null(cls, v: object) -> object:
+        if v is None:
+            raise ValueError("may be omitted but not null")
+        return v
+
+
+class Visibility(_Input):
+    status: StoryStatus
+
+
+class PostCreate(_Input):
+    title: str = Field(min_length=1, max_length=200)
+    body: str = Field(min_length=1, max_length=20_000)
+    type: PostType = PostType.discussion
+
+
+class PostUpdate(_Input):
+    title: str | None = Field(None, min_length=1, max_length=200)
+    body: str | None = Field(None, min_length=1, max_length=20_000)
+    type: PostType | None = None
+
+    @field_validator("title", "body", "type", mode="before")
+    @classmethod
+    def _not_null(cls, v: object) -> object:
+        if v is None:
+            raise ValueError("may be omitted but not null")
+        return v
+
+
+class StoryPublic(BaseModel):
+    id: int
+    title: str
+    genre: str | None
+    summary: str
+    content: str
+    status: StoryStatus
+    author_id: int
+    author: str
+    created_at: datetime
+    updated_at: datetime
+    published_at: datetime | None
+
+
+class PostPublic(BaseModel):
+    id: int
+    story_id: int
+    author_id: int
+    author: str
+    title: str
+    body: str
+    type: PostType
+    created_at: datetime
+    updated_at: datetime

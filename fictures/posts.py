@@ -1,0 +1,104 @@
+"""Community post operations: validate, write the DB and record the event.
+
+Posts only exist on published stories, so every post event is public.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlmodel import Session, col, select
+
+from fictures import stories
+from fictures.errors import Forbidden, NotFound
+from fictures.events import outbox
+from fictures.events.schema import PostCreated, PostDeleted, PostUpdated
+from fictures.models import Post, PostCreate, PostUpdate, Story, User, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+def _published_story(session: Session, story_id: int) -> Story:
+    story = session.get(Story, story_id)
+    if story is None or story.status != stories.PUBLISHED:
+        raise NotFound(f"story {story_id} not found")
+    return story
+
+
+def _own_post(session: Session, author: User, post_id: int) -> Post:
+    post = session.get(Post, post_id)
+    if post is None:
+        raise NotFound(f"post {post_id} not found")
+    if post.author_id != author.id:
+        raise Forbidden("only the author can change this post")
+    return post
+
+
+def list_for_story(*, session: Session, story_id: int) -> list[Post]:
+    query = select(Post).where(Post.story_id == story_id).order_by(col(Post.created_at).desc())
+    return list(session.exec(query))
+
+
+def list_recent(*, session: Session, limit: int = 20) -> list[Post]:
+    query = (
+        select(Post)
+        .join(Story, Story.id == Post.story_id)
+        .where(Story.status == stories.PUBLISHED)
+        .order_by(col(Post.created_at).desc(), col(Post.id).desc())
+        .limit(limit)
+    )
+    return list(session.exec(query))
+
+
+def create_post(*, session: Session, author: User, story_id: int, data: PostCreate) -> Post:
+    _published_story(session, story_id)
+    now = utcnow()
+    post = Post(
+        story_id=story_id,
+        author_id=author.id,
+        title=data.title,
+        body=data.body,
+        type=data.type.value,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(post)
+    session.flush()
+    outbox.record(
+        session,
+        PostCreated(
+            post_id=post.id,
+            story_id=story_id,
+            author_id=author.id,
+            title=post.title,
+            type=post.type,
+        ),
+    )
+    session.commit()
+    session.refresh(post)
+    outbox.kick()
+    logger.info("Post %s created on story %s by user %s", post.id, story_id, author.id)
+    return post
+
+
+def update_post(*, session: Session, author: User, post_id: int, data: PostUpdate) -> Post:
+    post = _own_post(session, author, post_id)
+    for name, value in data.model_dump(exclude_unset=True).items():
+        if value is not None:
+            setattr(post, name, getattr(value, "value", value))
+    post.updated_at = utcnow()
+    session.add(post)
+    outbox.record(session, PostUpdated(post_id=post.id, story_id=post.story_id))
+    session.commit()
+    session.refresh(post)
+    outbox.kick()
+    return post
+
+
+def delete_post(*, session: Session, author: User, post_id: int) -> None:
+    post = _own_post(session, author, post_id)
+    outbox.record(session, PostDeleted(post_id=post.id, story_id=post.story_id))
+    session.delete(post)
+    session.commit()
+    outbox.kick()
+    logger.info("Post %s deleted by user %s", post_id, author.id)

@@ -1,0 +1,81 @@
+"""One typed settings object: the only reader of the environment.
+
+Every setting can be given as an environment variable (``FICTURES_<NAME>``), and
+the two production connection strings also under their usual names
+``DATABASE_URL`` and ``REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GENRES: tuple[str, ...] = (
+    "fantasy",
+    "science-fiction",
+    "mystery",
+    "romance",
+    "horror",
+    "thriller",
+    "literary",
+    "historical",
+    "young-adult",
+    "other",
+)
+
+_DEV_SECRET = "dev-only-not-secret"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FICTURES_", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    database_url: str = Field(
+        "sqlite:///fictures.db",
+        validation_alias=AliasChoices("DATABASE_URL", "FICTURES_DATABASE_URL"),
+    )
+    # Empty means: start an embedded Valkey server for this app run.
+    redis_url: str = Field(
+        "", validation_alias=AliasChoices("REDIS_URL", "FICTURES_REDIS_URL")
+    )
+    # Backend worker processes. With more than one, Reflex keeps tab state in
+    # Redis so any worker can serve any tab.
+    workers: int = Field(1, ge=1, le=64)
+    port: int = Field(3000, ge=1, le=65535)
+    secret_key: str = _DEV_SECRET
+    token_ttl_hours: int = Field(24 * 14, ge=1)
+
+    # Events
+    stream_key: str = "fictures:events"
+    stream_maxlen: int = Field(10_000, ge=100)
+    redis_backoff_initial: float = Field(0.1, gt=0)
+    redis_backoff_max: float = Field(5.0, gt=0)
+    outbox_sweep_seconds: float = Field(2.0, gt=0)
+
+    # Browser pages
+    poll_seconds: int = Field(15, ge=1)
+
+    # SSE
+    sse_ping_seconds: float = Field(30.0, gt=0)
+    sse_max_per_ip: int = Field(20, ge=1)
+    sse_queue_size: int = Field(1000, ge=1)
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.env == "production" and self.secret_key == _DEV_SECRET:
+            raise ValueError("FICTURES_SECRET_KEY must be set in production")
+        if self.env == "production" and self.database_url.startswith("sqlite"):
+            raise ValueError("DATABASE_URL must point at PostgreSQL in production")
+        return self
+
+
+settings = Settings()
+
+
+def redis_url() -> str:
+    """The Redis URL for the event bus: the configured one, or the embedded server's."""
+    from fictures.embedded_redis import ensure_redis_url
+
+    return ensure_redis_url(settings.redis_url)

@@ -1,0 +1,158 @@
+"""Story operations: validate, write the DB and record the event, in one transaction.
+
+The only code that changes stories; the writing page and the REST API both call it.
+Drafts only ever produce private events (for their author).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlmodel import Session, col, select
+
+from fictures.errors import Forbidden, NotFound
+from fictures.events import outbox
+from fictures.events.schema import DraftChanged, StoryDeleted, StoryPublished, StoryUpdated
+from fictures.models import Post, Story, StoryCreate, StoryStatus, StoryUpdate, User, utcnow
+
+logger = logging.getLogger(__name__)
+
+PUBLISHED = StoryStatus.published.value
+DRAFT = StoryStatus.draft.value
+
+
+def _published_event(story: Story) -> StoryPublished:
+    return StoryPublished(
+        story_id=story.id, title=story.title, author_id=story.author_id, genre=story.genre
+    )
+
+
+def _updated_event(story: Story) -> StoryUpdated:
+    return StoryUpdated(
+        story_id=story.id, title=story.title, genre=story.genre, status=story.status
+    )
+
+
+def _draft_event(story: Story, action: str) -> DraftChanged:
+    return DraftChanged(
+        user_id=story.author_id, story_id=story.id, action=action, title=story.title
+    )
+
+
+def _commit(session: Session, story: Story | None = None) -> None:
+    session.commit()
+    if story is not None and story.id is not None:
+        session.refresh(story)
+    outbox.kick()
+
+
+def get_own_story(*, session: Session, author: User, story_id: int) -> Story:
+    """A story its author may change: 404 if missing, 403 if someone else's."""
+    story = session.get(Story, story_id)
+    if story is None:
+        raise NotFound(f"story {story_id} not found")
+    if story.author_id != author.id:
+        raise Forbidden("only the author can change this story")
+    return story
+
+
+def get_readable_story(*, session: Session, story_id: int, viewer: User | None) -> Story:
+    """A published story, or the viewer's own draft; anything else is 404."""
+    story = session.get(Story, story_id)
+    if story is None or (
+        story.status != PUBLISHED and (viewer is None or viewer.id != story.author_id)
+    ):
+        raise NotFound(f"story {story_id} not found")
+    return story
+
+
+def list_published(
+    *, session: Session, genre: str | None = None, limit: int = 50
+) -> list[Story]:
+    query = select(Story).where(Story.status == PUBLISHED)
+    if genre:
+        query = query.where(Story.genre == genre)
+    query = query.order_by(col(Story.published_at).desc(), col(Story.id).desc()).limit(limit)
+    return list(session.exec(query))
+
+
+def list_by_author(*, session: Session, author: User) -> list[Story]:
+    query = (
+        select(Story)
+        .where(Story.author_id == author.id)
+        .order_by(col(Story.updated_at).desc(), col(Story.id).desc())
+    )
+    return list(session.exec(query))
+
+
+def create_story(*, session: Session, author: User, data: StoryCreate) -> Story:
+    now = utcnow()
+    story = Story(
+        author_id=author.id,
+        title=data.title,
+        genre=data.genre,
+        summary=data.summary,
+        content=data.content,
+        status=data.status.value,
+        created_at=now,
+        updated_at=now,
+        published_at=now if data.status == StoryStatus.published else None,
+    )
+    session.add(story)
+    session.flush()  # assigns the id the event needs, inside the transaction
+    if story.status == PUBLISHED:
+        outbox.record(session, _published_event(story))
+    else:
+        outbox.record(session, _draft_event(story, "created"))
+    _commit(session, story)
+    logger.info("Story %s created by user %s (%s)", story.id, author.id, story.status)
+    return story
+
+
+def update_story(*, session: Session, author: User, story_id: int, data: StoryUpdate) -> Story:
+    story = get_own_story(session=session, author=author, story_id=story_id)
+    changes = data.model_dump(exclude_unset=True)
+    for name, value in changes.items():
+        setattr(story, name, value)
+    story.updated_at = utcnow()
+    session.add(story)
+    outbox.record(
+        session,
+        _updated_event(story) if story.status == PUBLISHED else _draft_event(story, "updated"),
+    )
+    _commit(session, story)
+    return story
+
+
+def set_visibility(
+    *, session: Session, author: User, story_id: int, status: StoryStatus
+) -> Story:
+    story = get_own_story(session=session, author=author, story_id=story_id)
+    if story.status == status.value:
+        return story
+    story.status = status.value
+    story.updated_at = utcnow()
+    if status == StoryStatus.published:
+        story.published_at = story.updated_at
+        outbox.record(session, _published_event(story))
+    else:
+        # Readers' pages drop it; nothing about the draft beyond this is ever public.
+        outbox.record(session, _updated_event(story))
+        outbox.record(session, _draft_event(story, "updated"))
+    session.add(story)
+    _commit(session, story)
+    logger.info("Story %s is now %s", story.id, story.status)
+    return story
+
+
+def delete_story(*, session: Session, author: User, story_id: int) -> None:
+    story = get_own_story(session=session, author=author, story_id=story_id)
+    for post in session.exec(select(Post).where(Post.story_id == story.id)):
+        session.delete(post)
+    if story.status == PUBLISHED:
+        outbox.record(session, StoryDeleted(story_id=story.id))
+    else:
+        outbox.record(session, _draft_event(story, "deleted"))
+    session.delete(story)
+    _commit(session)
+    logger.info("Story %s deleted by user %s", story_id, author.id)

@@ -1,0 +1,18 @@
+import reflex as rx
+
+from fictures.settings import redis_url, settings
+
+# Started here, in the `reflex` command's own process, so the embedded server
+# (when no REDIS_URL is set) exists once per app run and every worker reuses it.
+_redis_url = redis_url()
+
+config = rx.Config(
+    app_name="fictures",
+    db_url=settings.database_url,
+    # One worker keeps Reflex's tab state in-process: a Redis outage then only
+    # degrades live updates. Several workers share tab state through the same Redis.
+    redis_url=_redis_url if settings.workers > 1 else None,
+    show_built_with_reflex=False,
+    telemetry_enabled=False,
+    plugins=[rx.plugins.SitemapPlugin()],
+)
