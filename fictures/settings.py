@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GENRES: tuple[str, ...] = (
@@ -61,6 +61,16 @@ class Settings(BaseSettings):
     sse_ping_seconds: float = Field(30.0, gt=0)
     sse_max_per_ip: int = Field(20, ge=1)
     sse_queue_size: int = Field(1000, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _pin_postgres_driver(cls, v: str) -> str:
+        # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which is not
+        # installed; requirements.txt pins psycopg2.
+        for prefix in ("postgresql://", "postgres://"):
+            if v.startswith(prefix):
+                return "postgresql+psycopg2://" + v[len(prefix):]
+        return v
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
