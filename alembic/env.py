@@ -7,11 +7,11 @@ file makes ``alembic upgrade head`` etc. work the same way, on the same URL.
 
 from logging.config import fileConfig
 
-from alembic import context
 from sqlalchemy import create_engine, pool
 from sqlmodel import SQLModel
 
 import fictures.models  # noqa: F401  (registers every table on SQLModel.metadata)
+from alembic import context
 from fictures.settings import settings
 
 config = context.config
