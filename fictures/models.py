@@ -15,7 +15,9 @@ from fictures.settings import GENRES
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    # Aware: SQLModel (0.0.50) maps datetime fields to UTCDateTime, which refuses
+    # naive values and returns aware UTC ones.
+    return datetime.now(timezone.utc)
 
 
 class StoryStatus(str, Enum):
