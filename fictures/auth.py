@@ -8,6 +8,7 @@ import secrets
 from datetime import timedelta
 
 from pwdlib import PasswordHash
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from fictures.errors import Conflict, Unauthorized
@@ -31,7 +32,12 @@ def register(*, session: Session, data: Credentials) -> User:
         raise Conflict(f"the username {data.username!r} is taken")
     user = User(username=data.username, password_hash=_hasher.hash(data.password))
     session.add(user)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:
+        # A concurrent registration won the race past the check above.
+        session.rollback()
+        raise Conflict(f"the username {data.username!r} is taken") from None
     session.refresh(user)
     logger.info("Registered user %s (id %s)", user.username, user.id)
     return user
