@@ -1,0 +1,353 @@
+"""Test setup: a real Redis server and a real database, then the shared fixtures.
+
+Settings are read once, when fictures.settings is first imported, so the
+environment is prepared here before anything from fictures (or rxconfig) is:
+
+- Redis: ``REDIS_URL`` if set, otherwise an embedded Valkey for this session.
+- Database: ``TEST_DATABASE_URL`` if set (PostgreSQL gets a schema of its own
+  for this session, dropped at the end), otherwise a temporary SQLite file.
+- Events: a stream key unique to this session. Pub/sub channel names are
+  global to a Redis server, so listeners below keep only the messages that
+  are in this session's stream (see `ChannelRecorder`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import uuid
+
+_SESSION = uuid.uuid4().hex[:12]
+_TMP = tempfile.mkdtemp(prefix="fictures-test-")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _postgres_schema_url(url: str) -> tuple[str, str]:
+    """Create a schema for this session; return the URL that uses it, and its name."""
+    import sqlalchemy as sa
+
+    schema = f"fictures_test_{_SESSION}"
+    base = sa.make_url(url)
+    if base.drivername in ("postgresql", "postgres"):
+        base = base.set(drivername="postgresql+psycopg2")
+    admin = sa.create_engine(base, poolclass=sa.pool.NullPool)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    admin.dispose()
+    scoped = base.update_query_dict({"options": f"-csearch_path={schema}"})
+    return scoped.render_as_string(hide_password=False), schema
+
+
+os.environ["FICTURES_ENV"] = "test"
+os.environ["FICTURES_STREAM_KEY"] = f"fictures-test-{_SESSION}:events"
+# Reconnects within a second, so outage tests finish quickly.
+os.environ.setdefault("FICTURES_REDIS_BACKOFF_MAX", "0.5")
+os.environ.pop("FICTURES_EMBEDDED_REDIS_URL", None)
+
+_PG_SCHEMA: tuple[str, str] | None = None  # (server URL, schema) to drop at the end
+if _test_db := os.environ.get("TEST_DATABASE_URL"):
+    if _test_db.startswith(("postgresql", "postgres")):
+        _url, _schema = _postgres_schema_url(_test_db)
+        _PG_SCHEMA = (_test_db, _schema)
+        os.environ["DATABASE_URL"] = _url
+    else:
+        os.environ["DATABASE_URL"] = _test_db
+else:
+    os.environ["DATABASE_URL"] = f"sqlite:///{_TMP}/fictures-test.db"
+
+from fictures.embedded_redis import EmbeddedRedis  # noqa: E402  (reads no settings)
+
+_EMBEDDED: EmbeddedRedis | None = None
+if not os.environ.get("REDIS_URL"):
+    _EMBEDDED = EmbeddedRedis(port=free_port()).start()
+    os.environ["REDIS_URL"] = _EMBEDDED.url
+
+# ---------------------------------------------------------------- environment ready
+
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any  # noqa: E402
+
+import httpx  # noqa: E402
+import pytest  # noqa: E402
+import redis.asyncio as aioredis  # noqa: E402
+from sqlmodel import Session, SQLModel, select  # noqa: E402
+
+from fictures import db  # noqa: E402
+from fictures.events.bus import EventBus  # noqa: E402
+from fictures.events.fanout import Fanout  # noqa: E402
+from fictures.events.outbox import OutboxRelay  # noqa: E402
+from fictures.models import OutboxEvent  # noqa: E402
+from fictures.settings import settings  # noqa: E402
+
+EVENT_TIMEOUT = 5.0
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _EMBEDDED is not None:
+        _EMBEDDED.stop()
+    if _PG_SCHEMA is not None:
+        import sqlalchemy as sa
+        from reflex.model import get_engine
+
+        get_engine().dispose()
+        server, schema = _PG_SCHEMA
+        base = sa.make_url(server)
+        if base.drivername in ("postgresql", "postgres"):
+            base = base.set(drivername="postgresql+psycopg2")
+        admin = sa.create_engine(base, poolclass=sa.pool.NullPool)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+    shutil.rmtree(_TMP, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- waiting
+
+
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]],
+    *,
+    timeout: float = EVENT_TIMEOUT,
+    interval: float = 0.02,
+    message: str = "condition",
+) -> None:
+    """Poll `condition` (sync or async) until true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        await asyncio.sleep(interval)
+
+
+# ---------------------------------------------------------------- database
+
+
+@pytest.fixture(scope="session", autouse=True)
+def database() -> Iterator[None]:
+    """The schema, created once per session (the one place that creates it)."""
+    from reflex.model import get_engine
+
+    import fictures.models  # noqa: F401  (registers every table)
+
+    SQLModel.metadata.create_all(get_engine())
+    yield
+
+
+@pytest.fixture
+def db_session(database: None) -> Iterator[Session]:
+    with db.session() as session:
+        yield session
+
+
+def unsent_outbox_rows() -> list[OutboxEvent]:
+    with db.session() as s:
+        return list(s.exec(select(OutboxEvent).where(OutboxEvent.sent_at.is_(None))))
+
+
+# ---------------------------------------------------------------- Redis
+
+
+def make_bus(url: str | None = None) -> EventBus:
+    return EventBus(
+        url or settings.redis_url, stream_key=settings.stream_key, maxlen=settings.stream_maxlen
+    )
+
+
+@pytest.fixture
+async def bus() -> AsyncIterator[EventBus]:
+    """An EventBus on the session's Redis and stream, closed after the test."""
+    the_bus = make_bus()
+    yield the_bus
+    await the_bus.close()
+
+
+@dataclass
+class Running:
+    bus: EventBus
+    relay: OutboxRelay
+    fanout: Fanout
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.bus.close()
+
+
+@contextlib.asynccontextmanager
+async def run_event_service(the_bus: EventBus) -> AsyncIterator[Running]:
+    """A fresh outbox relay and fan-out on `the_bus`, running in this event loop."""
+    running = Running(bus=the_bus, relay=OutboxRelay(the_bus), fanout=Fanout(the_bus))
+    running.tasks = [
+        asyncio.create_task(running.fanout.run(), name="test-fanout"),
+        asyncio.create_task(running.relay.run(), name="test-outbox-relay"),
+    ]
+    try:
+        await running.fanout.wait_started()
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+async def relay_running(database: None) -> AsyncIterator[Running]:
+    """The event service (relay + fan-out) on its own bus, as the app runs it."""
+    async with run_event_service(make_bus()) as running:
+        yield running
+
+
+@dataclass
+class Received:
+    channel: str
+    data: dict[str, Any]
+
+    @property
+    def id(self) -> int:
+        return self.data["id"]
+
+
+class ChannelRecorder:
+    """Messages PUBLISHed on some channels, as the real Redis delivered them.
+
+    Only messages that are in this session's stream (same id, channel and bytes)
+    are kept, so other apps or test runs on the same server cannot interfere.
+    """
+
+    def __init__(self, the_bus: EventBus, channels: tuple[str, ...]):
+        self.bus = the_bus
+        self.channels = channels
+        self.received: list[Received] = []
+        self.foreign = 0
+        self._new = asyncio.Condition()
+        self._pubsub: aioredis.client.PubSub | None = None
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> ChannelRecorder:
+        # Not bus.pubsub(): that one hides the subscribe confirmations waited for here.
+        self._pubsub = self.bus.redis.pubsub()
+        await self._pubsub.subscribe(*self.channels)
+        confirmed = 0
+        while confirmed < len(self.channels):
+            message = await self._pubsub.get_message(timeout=EVENT_TIMEOUT)
+            assert message is not None, "no subscribe confirmation from Redis"
+            confirmed += message["type"] == "subscribe"
+        self._task = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None and self._pubsub is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self._pubsub.aclose()
+
+    async def _read(self) -> None:
+        assert self._pubsub is not None
+        async for message in self._pubsub.listen():
+            if message["type"] != "message":
+                continue
+            received = await self._ours(message["channel"], message["data"])
+            async with self._new:
+                if received is None:
+                    self.foreign += 1
+                else:
+                    self.received.append(received)
+                self._new.notify_all()
+
+    async def _ours(self, channel: str, raw: str) -> Received | None:
+        try:
+            data = json.loads(raw)
+            event_id = int(data["id"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        entries = await self.bus.redis.xrange(
+            self.bus.stream_key, min=f"{event_id}-0", max=f"{event_id}-0"
+        )
+        if not entries or entries[0][1] != {"channel": channel, "data": raw}:
+            return None
+        return Received(channel, data)
+
+    def on(self, *channels: str) -> list[Received]:
+        return [r for r in self.received if r.channel in channels]
+
+    async def next(
+        self,
+        channel: str,
+        where: Callable[[dict[str, Any]], bool] = lambda data: True,
+        *,
+        timeout: float = EVENT_TIMEOUT,
+    ) -> dict[str, Any]:
+        """The first message on `channel` matching `where` (already received or next)."""
+
+        def find() -> dict[str, Any] | None:
+            return next(
+                (r.data for r in self.received if r.channel == channel and where(r.data)), None
+            )
+
+        async with self._new:
+            try:
+                await asyncio.wait_for(self._new.wait_for(find), timeout)
+            except TimeoutError:
+                raise AssertionError(
+                    f"no matching event on {channel} within {timeout}s; "
+                    f"got {[(r.channel, r.data) for r in self.received]}"
+                ) from None
+            found = find()
+            assert found is not None
+            return found
+
+
+@pytest.fixture
+def listen(bus: EventBus) -> Callable[..., ChannelRecorder]:
+    """``async with listen("story:published", ...) as rec: ... await rec.next(channel)``."""
+
+    def factory(*channels: str, on_bus: EventBus | None = None) -> ChannelRecorder:
+        return ChannelRecorder(on_bus or bus, channels)
+
+    return factory
+
+
+@pytest.fixture
+def embedded_redis() -> Iterator[Callable[..., EmbeddedRedis]]:
+    """Start dedicated Valkey servers (for outage tests); all are stopped afterwards."""
+    started: list[EmbeddedRedis] = []
+
+    def start(port: int | None = None) -> EmbeddedRedis:
+        # Started from this (the main) thread: the server is tied to its parent thread.
+        server = EmbeddedRedis(port=port or free_port()).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+# ---------------------------------------------------------------- API
+
+
+@pytest.fixture
+async def api_client(database: None) -> AsyncIterator[httpx.AsyncClient]:
+    from fictures.api import build
+
+    transport = httpx.ASGITransport(app=build())
+    async with httpx.AsyncClient(transport=transport, base_url="http://fictures.test") as client:
+        yield client
