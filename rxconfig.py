@@ -14,5 +14,8 @@ config = rx.Config(
     redis_url=_redis_url if settings.workers > 1 else None,
     show_built_with_reflex=False,
     telemetry_enabled=False,
-    plugins=[rx.plugins.SitemapPlugin()],
+    plugins=[
+        rx.plugins.SitemapPlugin(),
+        rx.plugins.RadixThemesPlugin(theme=rx.theme(accent_color="iris", radius="medium")),
+    ],
 )

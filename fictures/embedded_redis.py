@@ -66,7 +66,7 @@ class EmbeddedRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 (prctl only; no locks taken)
         )
         deadline = time.monotonic() + timeout
         client = redis.Redis(port=self.port, socket_timeout=0.5)

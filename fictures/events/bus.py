@@ -54,10 +54,18 @@ class EventBus:
         self.redis = aioredis.Redis.from_url(
             url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5
         )
+        self._pubsub_client = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=2,
+            socket_keepalive=True,
+            health_check_interval=5,
+        )
         self._send = self.redis.register_script(_SEND)
 
     async def close(self) -> None:
         await self.redis.aclose()
+        await self._pubsub_client.aclose()
 
     async def send(self, channel: str, body: str, *, dedupe_key: str, floor: int = 0) -> int:
         """Assign the next id, append to the stream and publish; returns the id."""
@@ -89,7 +97,9 @@ class EventBus:
         return bool(first) and _entry(first[0]).id <= last_id + 1
 
     def pubsub(self) -> aioredis.client.PubSub:
-        return self.redis.pubsub(ignore_subscribe_messages=True)
+        """A subscription on its own connection: no read timeout (it idles between
+        events), keep-alive, and a PING every few seconds so a dead server is noticed."""
+        return self._pubsub_client.pubsub(ignore_subscribe_messages=True)
 
     @staticmethod
     def channels() -> tuple[str, ...]:

@@ -137,8 +137,10 @@ class Fanout:
                     self._set_health(True)
                     self._started.set()
                     backoff = settings.redis_backoff_initial
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
+                    while True:
+                        # A timeout, not a blocking listen, so health-check PINGs go out.
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is not None and message["type"] == "message":
                             self._receive(message["channel"], message["data"])
                 finally:
                     with contextlib.suppress(Exception):

@@ -1,0 +1,17 @@
+"""HTTP API for non-browser clients: REST, the SSE event stream, and metrics."""
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+
+def routes() -> list[BaseRoute]:
+    from fictures.api import rest
+
+    return [*rest.routes]
+
+
+def build() -> Starlette:
+    """The Starlette app Reflex mounts itself under (see `api_transformer`)."""
+    from fictures.api.errors import exception_handlers
+
+    return Starlette(routes=routes(), exception_handlers=exception_handlers)

@@ -1,0 +1,1 @@
+"""Stateless functions returning rx.Component."""

@@ -1,0 +1,65 @@
+"""Story and post cards."""
+
+from __future__ import annotations
+
+import reflex as rx
+
+
+def genre_badge(genre) -> rx.Component:
+    return rx.cond(genre != "", rx.badge(genre, variant="soft", color_scheme="iris"))
+
+
+def story_card(card, *, is_new: bool = False) -> rx.Component:
+    return rx.card(
+        rx.vstack(
+            rx.hstack(
+                rx.link(
+                    rx.heading(card.title, size="4", class_name="story-title"),
+                    href="/community/story/" + card.id.to_string(),
+                ),
+                rx.spacer(),
+                rx.cond(is_new, rx.badge("NEW", color_scheme="green", variant="solid", class_name="new-badge")),
+                genre_badge(card.genre),
+                width="100%",
+                align="center",
+            ),
+            rx.text("by ", card.author, size="2", color_scheme="gray"),
+            rx.text(card.summary, size="2", class_name="story-summary"),
+            spacing="2",
+            width="100%",
+        ),
+        id="story-" + card.id.to_string(),
+        class_name="story-card story-enter" if is_new else "story-card",
+        data_new="1" if is_new else "0",
+        width="100%",
+    )
+
+
+def post_card(card) -> rx.Component:
+    return rx.card(
+        rx.vstack(
+            rx.hstack(
+                rx.badge(card.type, variant="surface"),
+                rx.text(card.title, weight="bold", class_name="post-title"),
+                align="center",
+            ),
+            rx.text(card.body, size="2", white_space="pre-wrap"),
+            rx.hstack(
+                rx.text("by ", card.author, size="1", color_scheme="gray"),
+                rx.cond(
+                    card.story_title != "",
+                    rx.link(
+                        "on " + card.story_title,
+                        href="/community/story/" + card.story_id.to_string(),
+                        size="1",
+                    ),
+                ),
+                spacing="2",
+            ),
+            spacing="1",
+            width="100%",
+        ),
+        id="post-" + card.id.to_string(),
+        class_name="post-card story-enter",
+        width="100%",
+    )

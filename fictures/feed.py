@@ -1,0 +1,117 @@
+"""The read side for pages: small display records built from the DB.
+
+Pages hold these (not table rows) in their state; live handlers build one per
+event with `story_card` / `post_card`, which are cached per event so a
+thousand tabs receiving the same event cost one query.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import lru_cache
+
+from sqlmodel import Session, select
+
+from fictures import db, posts, stories
+from fictures.models import Post, Story, User
+
+
+@dataclasses.dataclass(frozen=True)
+class StoryCard:
+    id: int = 0
+    title: str = ""
+    genre: str = ""
+    summary: str = ""
+    author: str = ""
+    published_at: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class PostCard:
+    id: int = 0
+    story_id: int = 0
+    story_title: str = ""
+    title: str = ""
+    body: str = ""
+    type: str = ""
+    author: str = ""
+    created_at: str = ""
+
+
+def _names(session: Session, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    return {u.id: u.username for u in session.exec(select(User).where(User.id.in_(ids)))}
+
+
+def _story_card(story: Story, author: str) -> StoryCard:
+    return StoryCard(
+        id=story.id,
+        title=story.title,
+        genre=story.genre or "",
+        summary=story.summary,
+        author=author,
+        published_at=story.published_at.isoformat() if story.published_at else "",
+    )
+
+
+def _post_card(post: Post, author: str, story_title: str = "") -> PostCard:
+    return PostCard(
+        id=post.id,
+        story_id=post.story_id,
+        story_title=story_title,
+        title=post.title,
+        body=post.body if len(post.body) <= 600 else post.body[:600] + "…",
+        type=post.type,
+        author=author,
+        created_at=post.created_at.isoformat(),
+    )
+
+
+def published_cards(genre: str | None = None, limit: int = 50) -> list[StoryCard]:
+    with db.session() as s:
+        rows = stories.list_published(session=s, genre=genre, limit=limit)
+        names = _names(s, {r.author_id for r in rows})
+        return [_story_card(r, names.get(r.author_id, "?")) for r in rows]
+
+
+def recent_post_cards(limit: int = 20) -> list[PostCard]:
+    with db.session() as s:
+        rows = posts.list_recent(session=s, limit=limit)
+        names = _names(s, {r.author_id for r in rows})
+        titles = {
+            st.id: st.title
+            for st in s.exec(select(Story).where(Story.id.in_({r.story_id for r in rows})))
+        } if rows else {}
+        return [_post_card(r, names.get(r.author_id, "?"), titles.get(r.story_id, "")) for r in rows]
+
+
+def story_post_cards(story_id: int) -> list[PostCard]:
+    with db.session() as s:
+        rows = posts.list_for_story(session=s, story_id=story_id)
+        names = _names(s, {r.author_id for r in rows})
+        return [_post_card(r, names.get(r.author_id, "?")) for r in rows]
+
+
+@lru_cache(maxsize=256)
+def story_card(story_id: int, version: int = 0) -> StoryCard | None:
+    """The card of a published story (None if gone or unpublished); `version` keys the cache."""
+    with db.session() as s:
+        story = s.get(Story, story_id)
+        if story is None or story.status != stories.PUBLISHED:
+            return None
+        author = s.get(User, story.author_id)
+        return _story_card(story, author.username if author else "?")
+
+
+@lru_cache(maxsize=256)
+def post_card(post_id: int, version: int = 0) -> PostCard | None:
+    with db.session() as s:
+        post = s.get(Post, post_id)
+        if post is None:
+            return None
+        story = s.get(Story, post.story_id)
+        if story is None or story.status != stories.PUBLISHED:
+            return None
+        author = s.get(User, post.author_id)
+        return _post_card(post, author.username if author else "?", story.title)

@@ -1,0 +1,25 @@
+"""Builds `app`: pages, API routes and lifespan tasks. Nothing else."""
+
+import logging
+
+import reflex as rx
+
+from fictures import api, live, pages  # noqa: F401  (pages register themselves)
+from fictures.events import service
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logging.getLogger("fictures").setLevel(logging.INFO)
+
+app = rx.App(
+    api_transformer=api.build(),
+    stylesheets=["/styles.css"],
+)
+# Order matters: the event service (Redis subscription, outbox relay) starts
+# before the tab hub that consumes it, and stops after it.
+app.register_lifespan_task(service.lifespan)
+app.register_lifespan_task(live.lifespan)
+
+
+@rx.page(route="/", on_load=rx.redirect("/community"))
+def index() -> rx.Component:
+    return rx.fragment()

@@ -1,0 +1,305 @@
+"""Live pages: community events pushed into open browser tabs.
+
+A page becomes live by mixing `LiveState` into its state, calling
+`live_start` from its `on_load`, and overriding the handlers it cares about::
+
+    class MyState(LiveState, rx.State):
+        titles: list[str] = []
+
+        def on_story_published(self, event: StoryPublished):
+            self.titles.insert(0, event.title)
+            return rx.toast(f"New story: {event.title}")
+
+    @rx.page(route="/mine", on_load=MyState.live_start)
+    def mine():
+        return rx.vstack(live_indicator(MyState), rx.foreach(MyState.titles, rx.text))
+
+Each `on_<channel>` handler (`on_story_published`, `on_story_updated`,
+`on_story_deleted`, `on_post_created`, `on_post_updated`, `on_post_deleted`)
+receives the typed event and runs like any Reflex event handler: change vars,
+return `rx.toast(...)`. `live_reload` runs when the page must refetch from the
+database (on resume after a pause, and while polling when live updates are
+unavailable).
+
+Under it, `TabHub` (one per backend process) takes every event from the
+process's fan-out subscription and hands it to the tabs whose websocket this
+process serves, as an ordinary Reflex event, so each tab's server-side state
+always matches what its browser shows. A tab that reconnects replays what it
+missed from the Redis stream, and every handler sees each event id once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import reflex as rx
+from reflex.event import Event
+
+from fictures import metrics
+from fictures.events import service
+from fictures.events.schema import (
+    PUBLIC_CHANNELS,
+    CommunityEvent,
+    MalformedEvent,
+    PostCreated,
+    PostDeleted,
+    PostUpdated,
+    StoryDeleted,
+    StoryPublished,
+    StoryUpdated,
+    parse_event,
+)
+from fictures.settings import settings
+
+logger = logging.getLogger(__name__)
+
+# How many missed events a reconnecting tab replays before it just reloads.
+_MAX_CATCH_UP = 500
+
+
+class LiveState(rx.State, mixin=True):
+    """Mix into a page's state to receive community events live. See the module doc."""
+
+    # "1" while the reader paused live updates; remembered by the browser.
+    live_paused: str = rx.LocalStorage("", name="fictures_live_paused", sync=True)
+    # True while this tab is registered with the server and its Redis subscription is healthy.
+    live_ok: bool = False
+    # The newest event id this tab has applied: reconnects resume after it.
+    live_last_id: int = 0
+
+    # -- handlers a page overrides -------------------------------------------------
+
+    def on_story_published(self, event: StoryPublished) -> Any:
+        """A story was published."""
+
+    def on_story_updated(self, event: StoryUpdated) -> Any:
+        """A published story changed, or was unpublished (`event.status == "draft"`)."""
+
+    def on_story_deleted(self, event: StoryDeleted) -> Any:
+        """A published story was deleted."""
+
+    def on_post_created(self, event: PostCreated) -> Any:
+        """A community post was written."""
+
+    def on_post_updated(self, event: PostUpdated) -> Any:
+        """A community post was edited."""
+
+    def on_post_deleted(self, event: PostDeleted) -> Any:
+        """A community post was deleted."""
+
+    def live_reload(self) -> Any:
+        """Refetch the page's data from the database (resume, polling)."""
+
+    # -- what the page's components read ------------------------------------------
+
+    @rx.var
+    def live_status(self) -> str:
+        """"live", "paused" or "reconnecting" (the browser adds "offline")."""
+        if self.live_paused == "1":
+            return "paused"
+        return "live" if self.live_ok else "reconnecting"
+
+    # -- events wired by the page -------------------------------------------------
+
+    @rx.event
+    async def live_start(self):
+        """Register this tab for live events; call it from the page's `on_load`.
+
+        After a reconnect (on_load runs again with the new socket) it first replays
+        the events this tab missed, so toasts, counts and badges include them.
+        """
+        hub = TabHub.current()
+        token = self.router.session.client_token
+        hub.register(token, type(self), dict(self.router_data))
+        self.live_ok = hub.healthy
+        if self.live_last_id == 0 or self.live_paused == "1":
+            # A fresh page load: the page just read the DB; start from now.
+            self.live_last_id = hub.last_id
+            return None
+        missed = await hub.history_after(self.live_last_id)
+        if missed is None:
+            self.live_last_id = hub.last_id
+            return type(self).live_reload
+        results = [self._apply(event) for event in missed]
+        return [r for r in results if r is not None] or None
+
+    @rx.event
+    def live_receive(self, data: dict):
+        """One event from the hub (an internal event: pages override `on_*` instead)."""
+        if self.live_paused == "1":
+            return None
+        try:
+            event = parse_event(data["channel"], data["json"])
+        except (KeyError, MalformedEvent):
+            logger.warning("Dropped a malformed live event for a tab: %r", data)
+            return None
+        return self._apply(event)
+
+    @rx.event
+    def live_set_ok(self, ok: bool):
+        """The server's subscription became healthy or not (internal)."""
+        self.live_ok = ok
+
+    @rx.event
+    def live_poll(self, _value: Any = None):
+        """Called every `poll_seconds` while live updates are unavailable."""
+        if self.live_paused != "1":
+            return type(self).live_reload
+        return None
+
+    @rx.event
+    def live_toggle_pause(self):
+        """Pause or resume live updates (remembered for this browser)."""
+        if self.live_paused == "1":
+            self.live_paused = ""
+            self.live_last_id = TabHub.current().last_id
+            return type(self).live_reload
+        self.live_paused = "1"
+        return None
+
+    def _apply(self, event: CommunityEvent) -> Any:
+        if event.id is None or event.id <= self.live_last_id:
+            return None  # already applied (a replay overlapping live delivery)
+        self.live_last_id = event.id
+        if event.channel not in PUBLIC_CHANNELS:
+            return None
+        handler = getattr(self, "on_" + event.channel.replace(":", "_"))
+        return handler(event)
+
+
+@dataclass
+class _Tab:
+    handler: str  # the full name of the state's `live_receive`
+    status_handler: str
+    router_data: dict[str, Any]
+
+
+class TabHub:
+    """This process's live tabs, fed from the process's one fan-out subscription."""
+
+    _current: TabHub | None = None
+
+    def __init__(self, app: rx.App):
+        self.app = app
+        self.tabs: dict[str, _Tab] = {}
+        self.fanout = service.fanout()
+
+    @classmethod
+    def current(cls) -> TabHub:
+        if cls._current is None:
+            raise RuntimeError("TabHub is not running (the app's lifespan has not started)")
+        return cls._current
+
+    @property
+    def healthy(self) -> bool:
+        return self.fanout.healthy
+
+    @property
+    def last_id(self) -> int:
+        return self.fanout.last_id
+
+    def register(self, token: str, state_cls: type[LiveState], router_data: dict) -> None:
+        name = state_cls.get_full_name()
+        known = token in self.tabs
+        self.tabs[token] = _Tab(f"{name}.live_receive", f"{name}.live_set_ok", router_data)
+        metrics.LIVE_TABS.set(len(self.tabs))
+        if not known:
+            logger.info("Live tab connected (%s); %d active", token[:8], len(self.tabs))
+
+    def unregister(self, token: str) -> None:
+        if self.tabs.pop(token, None) is not None:
+            metrics.LIVE_TABS.set(len(self.tabs))
+            logger.info("Live tab left (%s); %d active", token[:8], len(self.tabs))
+
+    async def history_after(self, last_id: int) -> list[CommunityEvent] | None:
+        """Events after `last_id` from the Redis stream, or None if they can't all be had."""
+        bus = self.fanout.bus
+        try:
+            if not await bus.covers(last_id):
+                return None
+            stored = await bus.read_after(last_id, limit=_MAX_CATCH_UP + 1)
+        except Exception as exc:  # noqa: BLE001 (any failure: the tab reloads instead)
+            logger.warning("Cannot read event history for a reconnecting tab: %s", exc)
+            return None
+        if len(stored) > _MAX_CATCH_UP:
+            return None
+        events = []
+        for item in stored:
+            with contextlib.suppress(MalformedEvent):
+                events.append(parse_event(item.channel, item.data))
+        return events
+
+    async def _send(self, token: str, handler: str, payload: dict, tab: _Tab) -> None:
+        await self.app.event_processor.enqueue(
+            token, Event(name=handler, router_data=dict(tab.router_data), payload=payload)
+        )
+
+    async def deliver(self, event: CommunityEvent) -> int:
+        """Hand `event` to every live tab this process serves."""
+        if not event.public:
+            return 0  # private events never reach tabs; the SSE API serves their owners
+        connected = self.app.event_namespace.token_to_sid if self.app.event_namespace else {}
+        payload = {"data": {"channel": event.channel, "json": event.to_json()}}
+        sent = 0
+        for token, tab in list(self.tabs.items()):
+            if token not in connected:
+                self.unregister(token)
+                continue
+            await self._send(token, tab.handler, payload, tab)
+            sent += 1
+        logger.info("Fanned out %s #%s to %d tabs", event.channel, event.id, sent)
+        return sent
+
+    async def _broadcast_status(self, ok: bool) -> None:
+        for token, tab in list(self.tabs.items()):
+            await self._send(token, tab.status_handler, {"ok": ok}, tab)
+
+    def _wrap_disconnect(self) -> None:
+        namespace = self.app.event_namespace
+        if namespace is None:
+            return
+        original = namespace.on_disconnect
+
+        def on_disconnect(sid: str):
+            token = namespace.sid_to_token.get(sid)
+            result = original(sid)
+            if token is not None:
+                self.unregister(token)
+            return result
+
+        namespace.on_disconnect = on_disconnect
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.fanout.on_health_change(
+            lambda ok: loop.create_task(self._broadcast_status(ok))
+        )
+        async with self.fanout.subscribe(maxsize=100_000) as sub:
+            while (event := await sub.get()) is not None:
+                try:
+                    await self.deliver(event)
+                except Exception:
+                    logger.exception("Delivering %s #%s to tabs failed", event.channel, event.id)
+            logger.error("Live tab feed overflowed; tabs will catch up on reconnect")
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: rx.App) -> AsyncIterator[None]:
+    """Runs the process's TabHub (registered on the app after the event service)."""
+    hub = TabHub(app)
+    hub._wrap_disconnect()
+    TabHub._current = hub
+    task = asyncio.create_task(hub.run(), name="fictures-live-tabs")
+    logger.info("Live tab hub started (poll fallback every %ss)", settings.poll_seconds)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        TabHub._current = None

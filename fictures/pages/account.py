@@ -1,0 +1,125 @@
+"""/register and /login."""
+
+from __future__ import annotations
+
+import reflex as rx
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from fictures import auth, db
+from fictures.components.layout import page
+from fictures.errors import DomainError
+from fictures.forms import field_errors
+from fictures.models import Credentials, User
+from fictures.state import SessionState
+
+
+def _register(data: Credentials) -> tuple[User, str]:
+    with db.session() as s:
+        user = auth.register(session=s, data=data)
+        token = auth.issue_token(session=s, user=user)
+        s.refresh(user)
+        s.expunge(user)
+        return user, token
+
+
+def _login(data: Credentials) -> tuple[User, str]:
+    with db.session() as s:
+        user = auth.authenticate(session=s, data=data)
+        token = auth.issue_token(session=s, user=user)
+        s.refresh(user)
+        s.expunge(user)
+        return user, token
+
+
+class AccountState(rx.State):
+    errors: dict[str, str] = {}
+    busy: bool = False
+
+    @rx.event
+    def reset_form(self):
+        self.errors = {}
+        self.busy = False
+
+    async def _submit(self, form: dict, action, welcome: str):
+        try:
+            data = Credentials.model_validate(
+                {"username": form.get("username", ""), "password": form.get("password", "")}
+            )
+        except ValidationError as exc:
+            self.errors = field_errors(exc)
+            return
+        self.busy = True
+        yield
+        try:
+            user, token = await run_in_threadpool(action, data)
+        except DomainError as exc:
+            self.errors = {"form": exc.detail}
+        else:
+            self.errors = {}
+            session = await self.get_state(SessionState)
+            session.login_as(user, token)
+            yield [rx.redirect("/writing"), rx.toast.success(welcome.format(user.username))]
+        finally:
+            self.busy = False
+
+    @rx.event
+    async def register(self, form: dict):
+        async for update in self._submit(form, _register, "Welcome to Fictures, {}!"):
+            yield update
+
+    @rx.event
+    async def login(self, form: dict):
+        async for update in self._submit(form, _login, "Welcome back, {}"):
+            yield update
+
+
+def _error(key: str) -> rx.Component:
+    return rx.cond(
+        AccountState.errors.contains(key),
+        rx.text(AccountState.errors[key], color_scheme="red", size="1", class_name="field-error", id=f"error-{key}"),
+    )
+
+
+def _form(title: str, submit: str, handler, other: rx.Component) -> rx.Component:
+    return page(
+        rx.center(
+            rx.card(
+                rx.form(
+                    rx.vstack(
+                        rx.heading(title, size="6"),
+                        rx.text("Username", size="2", weight="medium"),
+                        rx.input(name="username", id="username", placeholder="3–32 letters, digits or _", width="100%"),
+                        _error("username"),
+                        rx.text("Password", size="2", weight="medium"),
+                        rx.input(name="password", id="password", type="password", placeholder="at least 8 characters", width="100%"),
+                        _error("password"),
+                        _error("form"),
+                        rx.button(submit, type="submit", loading=AccountState.busy, width="100%", id="submit"),
+                        other,
+                        spacing="2",
+                        width="100%",
+                    ),
+                    on_submit=handler,
+                ),
+                width="24em",
+            ),
+            width="100%",
+        ),
+    )
+
+
+@rx.page(route="/register", title="Register · Fictures", on_load=[SessionState.check_login, AccountState.reset_form])
+def register() -> rx.Component:
+    return _form(
+        "Create an account", "Register", AccountState.register,
+        rx.text("Have an account? ", rx.link("Log in", href="/login"), size="2"),
+    )
+
+
+@rx.page(route="/login", title="Log in · Fictures", on_load=[SessionState.check_login, AccountState.reset_form])
+def login() -> rx.Component:
+    return _form(
+        "Log in", "Log in", AccountState.login,
+        rx.text("New here? ", rx.link("Register", href="/register"), size="2"),
+    )

@@ -1,0 +1,310 @@
+"""/writing: an author's own stories, drafts and published; create, edit, publish, delete."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import reflex as rx
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from fictures import db, stories
+from fictures.components.layout import loading, page
+from fictures.errors import DomainError
+from fictures.forms import field_errors
+from fictures.models import StoryCreate, StoryStatus, StoryUpdate, User
+from fictures.settings import GENRES
+from fictures.state import SessionState
+
+NO_GENRE = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class MyStory:
+    id: int = 0
+    title: str = ""
+    genre: str = ""
+    summary: str = ""
+    content: str = ""
+    status: str = ""
+    updated_at: str = ""
+
+
+def _mine(user: User) -> list[MyStory]:
+    with db.session() as s:
+        return [
+            MyStory(
+                id=st.id,
+                title=st.title,
+                genre=st.genre or "",
+                summary=st.summary,
+                content=st.content,
+                status=st.status,
+                updated_at=st.updated_at.strftime("%Y-%m-%d %H:%M"),
+            )
+            for st in stories.list_by_author(session=s, author=user)
+        ]
+
+
+def _save(user: User, story_id: int, data: StoryCreate | StoryUpdate) -> int:
+    with db.session() as s:
+        if story_id:
+            return stories.update_story(session=s, author=user, story_id=story_id, data=data).id
+        return stories.create_story(session=s, author=user, data=data).id
+
+
+def _set_visibility(user: User, story_id: int, status: StoryStatus) -> None:
+    with db.session() as s:
+        stories.set_visibility(session=s, author=user, story_id=story_id, status=status)
+
+
+def _delete(user: User, story_id: int) -> None:
+    with db.session() as s:
+        stories.delete_story(session=s, author=user, story_id=story_id)
+
+
+class WritingState(rx.State):
+    mine: list[MyStory] = []
+    loading: bool = True
+    # The editor: 0 while writing a new story.
+    editing_id: int = 0
+    title: str = ""
+    genre: str = NO_GENRE
+    summary: str = ""
+    content: str = ""
+    errors: dict[str, str] = {}
+    saving: bool = False
+
+    async def _user(self) -> User | None:
+        return await (await self.get_state(SessionState)).current_user()
+
+    @rx.event
+    async def load(self):
+        user = await self._user()
+        if user is None:
+            self.mine, self.loading = [], True
+            return
+        self.mine = await run_in_threadpool(_mine, user)
+        self.loading = False
+
+    @rx.event
+    def new_story(self):
+        self.editing_id, self.title, self.genre, self.summary, self.content = 0, "", NO_GENRE, "", ""
+        self.errors = {}
+
+    @rx.event
+    def edit(self, story_id: int):
+        story = next((s for s in self.mine if s.id == story_id), None)
+        if story is None:
+            return
+        self.editing_id = story.id
+        self.title, self.summary, self.content = story.title, story.summary, story.content
+        self.genre = story.genre or NO_GENRE
+        self.errors = {}
+
+    @rx.event
+    def set_title(self, value: str):
+        self.title = value
+
+    @rx.event
+    def set_genre(self, value: str):
+        self.genre = value
+
+    @rx.event
+    def set_summary(self, value: str):
+        self.summary = value
+
+    @rx.event
+    def set_content(self, value: str):
+        self.content = value
+
+    @rx.event
+    async def save(self, publish: bool = False):
+        user = await self._user()
+        if user is None:
+            return rx.redirect("/login")
+        fields = {
+            "title": self.title,
+            "genre": None if self.genre == NO_GENRE else self.genre,
+            "summary": self.summary,
+            "content": self.content,
+        }
+        try:
+            if self.editing_id:
+                data = StoryUpdate.model_validate(fields)
+            else:
+                data = StoryCreate.model_validate(
+                    {**fields, "status": "published" if publish else "draft"}
+                )
+        except ValidationError as exc:
+            self.errors = field_errors(exc)
+            return None
+        self.saving = True
+        try:
+            story_id = await run_in_threadpool(_save, user, self.editing_id, data)
+            if publish and self.editing_id:
+                await run_in_threadpool(_set_visibility, user, story_id, StoryStatus.published)
+        except DomainError as exc:
+            self.errors = {"form": exc.detail}
+            return None
+        finally:
+            self.saving = False
+        self.errors = {}
+        self.editing_id = story_id
+        self.mine = await run_in_threadpool(_mine, user)
+        return rx.toast.success("Published" if publish else "Saved")
+
+    @rx.event
+    async def toggle_visibility(self, story_id: int):
+        user = await self._user()
+        if user is None:
+            return rx.redirect("/login")
+        story = next((s for s in self.mine if s.id == story_id), None)
+        if story is None:
+            return None
+        target = StoryStatus.draft if story.status == "published" else StoryStatus.published
+        try:
+            await run_in_threadpool(_set_visibility, user, story_id, target)
+        except DomainError as exc:
+            return rx.toast.error(exc.detail)
+        self.mine = await run_in_threadpool(_mine, user)
+        return rx.toast.success("Published" if target == StoryStatus.published else "Unpublished")
+
+    @rx.event
+    async def delete(self, story_id: int):
+        user = await self._user()
+        if user is None:
+            return rx.redirect("/login")
+        try:
+            await run_in_threadpool(_delete, user, story_id)
+        except DomainError as exc:
+            return rx.toast.error(exc.detail)
+        if self.editing_id == story_id:
+            self.new_story()
+        self.mine = await run_in_threadpool(_mine, user)
+        return rx.toast.success("Deleted")
+
+
+def _error(key: str) -> rx.Component:
+    return rx.cond(
+        WritingState.errors.contains(key),
+        rx.text(WritingState.errors[key], color_scheme="red", size="1", class_name="field-error", id=f"error-{key}"),
+    )
+
+
+def _editor() -> rx.Component:
+    return rx.card(
+        rx.vstack(
+            rx.heading(rx.cond(WritingState.editing_id == 0, "New story", "Edit story"), size="4"),
+            rx.input(
+                value=WritingState.title, on_change=WritingState.set_title,
+                placeholder="Title", id="story-title-input", width="100%",
+            ),
+            _error("title"),
+            rx.select(
+                [NO_GENRE, *GENRES], value=WritingState.genre, on_change=WritingState.set_genre,
+                id="story-genre-input",
+            ),
+            _error("genre"),
+            rx.text_area(
+                value=WritingState.summary, on_change=WritingState.set_summary,
+                placeholder="Summary (up to 1,000 characters)", id="story-summary-input", width="100%",
+            ),
+            _error("summary"),
+            rx.text_area(
+                value=WritingState.content, on_change=WritingState.set_content,
+                placeholder="Once upon a time…", id="story-content-input", width="100%", rows="10",
+            ),
+            _error("content"),
+            _error("form"),
+            rx.hstack(
+                rx.button("Save draft", on_click=WritingState.save(False), loading=WritingState.saving,
+                          variant="soft", id="save-draft"),
+                rx.button("Save & publish", on_click=WritingState.save(True), loading=WritingState.saving,
+                          id="save-publish"),
+                rx.button("New", on_click=WritingState.new_story, variant="ghost", id="new-story"),
+            ),
+            width="100%",
+        ),
+        width="100%",
+    )
+
+
+def _row(story: MyStory) -> rx.Component:
+    published = story.status == "published"
+    return rx.card(
+        rx.hstack(
+            rx.vstack(
+                rx.text(story.title, weight="bold", class_name="my-story-title"),
+                rx.hstack(
+                    rx.badge(story.status, color_scheme=rx.cond(published, "green", "amber")),
+                    rx.text(story.updated_at, size="1", color_scheme="gray"),
+                ),
+                spacing="1",
+            ),
+            rx.spacer(),
+            rx.button("Edit", on_click=WritingState.edit(story.id), size="1", variant="soft",
+                      class_name="edit-story"),
+            rx.button(
+                rx.cond(published, "Unpublish", "Publish"),
+                on_click=WritingState.toggle_visibility(story.id),
+                size="1",
+                color_scheme=rx.cond(published, "gray", "green"),
+                class_name="toggle-visibility",
+            ),
+            rx.alert_dialog.root(
+                rx.alert_dialog.trigger(
+                    rx.button("Delete", size="1", color_scheme="red", variant="soft", class_name="delete-story"),
+                ),
+                rx.alert_dialog.content(
+                    rx.alert_dialog.title("Delete this story?"),
+                    rx.alert_dialog.description(
+                        "“", story.title, "” and its posts will be gone for good."
+                    ),
+                    rx.hstack(
+                        rx.alert_dialog.cancel(rx.button("Cancel", variant="soft", color_scheme="gray")),
+                        rx.alert_dialog.action(
+                            rx.button("Delete", color_scheme="red", on_click=WritingState.delete(story.id),
+                                      class_name="confirm-delete"),
+                        ),
+                        justify="end",
+                        spacing="3",
+                    ),
+                ),
+            ),
+            align="center",
+            width="100%",
+        ),
+        id="my-story-" + story.id.to_string(),
+        width="100%",
+    )
+
+
+@rx.page(
+    route="/writing",
+    title="Writing · Fictures",
+    on_load=[SessionState.require_login, WritingState.load],
+)
+def writing() -> rx.Component:
+    return page(
+        rx.heading("Your writing", size="7"),
+        rx.cond(
+            SessionState.logged_in,
+            rx.grid(
+                _editor(),
+                rx.vstack(
+                    rx.heading("Your stories", size="4"),
+                    rx.cond(
+                        WritingState.loading,
+                        loading(),
+                        rx.vstack(rx.foreach(WritingState.mine, _row), width="100%", id="my-stories"),
+                    ),
+                    width="100%",
+                ),
+                columns=rx.breakpoints(initial="1", md="2"),
+                spacing="5",
+                width="100%",
+            ),
+            loading(),
+        ),
+    )
