@@ -62,7 +62,7 @@ if _test_db := os.environ.get("TEST_DATABASE_URL"):
 else:
     os.environ["DATABASE_URL"] = f"sqlite:///{_TMP}/fictures-test.db"
 
-from fictures.embedded_redis import EmbeddedRedis  # noqa: E402  (reads no settings)
+from fictures.embedded_redis import EmbeddedRedis  # reads no settings
 
 _EMBEDDED: EmbeddedRedis | None = None
 if not os.environ.get("REDIS_URL"):
@@ -71,25 +71,25 @@ if not os.environ.get("REDIS_URL"):
 
 # ---------------------------------------------------------------- environment ready
 
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Self
 
-import httpx  # noqa: E402
-import pytest  # noqa: E402
-import redis.asyncio as aioredis  # noqa: E402
-from sqlmodel import Session, SQLModel, select  # noqa: E402
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from sqlmodel import Session, SQLModel, select
 
-from fictures import db  # noqa: E402
-from fictures.events.bus import EventBus  # noqa: E402
-from fictures.events.fanout import Fanout  # noqa: E402
-from fictures.events.outbox import OutboxRelay  # noqa: E402
-from fictures.models import OutboxEvent  # noqa: E402
-from fictures.settings import settings  # noqa: E402
+from fictures import db
+from fictures.events.bus import EventBus
+from fictures.events.fanout import Fanout
+from fictures.events.outbox import OutboxRelay
+from fictures.models import OutboxEvent
+from fictures.settings import settings
 
 EVENT_TIMEOUT = 5.0
 
@@ -240,7 +240,7 @@ class ChannelRecorder:
         self._pubsub: aioredis.client.PubSub | None = None
         self._task: asyncio.Task | None = None
 
-    async def __aenter__(self) -> ChannelRecorder:
+    async def __aenter__(self) -> Self:
         # Not bus.pubsub(): that one hides the subscribe confirmations waited for here.
         self._pubsub = self.bus.redis.pubsub()
         await self._pubsub.subscribe(*self.channels)

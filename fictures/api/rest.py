@@ -10,7 +10,7 @@ the event loop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -258,17 +258,22 @@ async def delete_post(request: Request) -> Response:
     return Response(status_code=204)
 
 
+def _route(path: str, **endpoints: Callable[[Request], Awaitable[Response]]) -> Route:
+    """One route per path, so a 405 lists every method the path allows."""
+
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await endpoints[method](request)
+
+    return Route(path, dispatch, methods=list(endpoints), name=path)
+
+
 routes = [
-    Route("/api/auth/register", register, methods=["POST"]),
-    Route("/api/auth/token", token, methods=["POST"]),
-    Route("/api/stories", list_stories, methods=["GET"]),
-    Route("/api/stories", create_story, methods=["POST"]),
-    Route("/api/stories/{story_id}", get_story, methods=["GET"]),
-    Route("/api/stories/{story_id}", update_story, methods=["PATCH"]),
-    Route("/api/stories/{story_id}", delete_story, methods=["DELETE"]),
-    Route("/api/stories/{story_id}/visibility", set_visibility, methods=["PUT"]),
-    Route("/api/stories/{story_id}/posts", list_posts, methods=["GET"]),
-    Route("/api/stories/{story_id}/posts", create_post, methods=["POST"]),
-    Route("/api/posts/{post_id}", update_post, methods=["PATCH"]),
-    Route("/api/posts/{post_id}", delete_post, methods=["DELETE"]),
+    _route("/api/auth/register", POST=register),
+    _route("/api/auth/token", POST=token),
+    _route("/api/stories", GET=list_stories, POST=create_story),
+    _route("/api/stories/{story_id}", GET=get_story, PATCH=update_story, DELETE=delete_story),
+    _route("/api/stories/{story_id}/visibility", PUT=set_visibility),
+    _route("/api/stories/{story_id}/posts", GET=list_posts, POST=create_post),
+    _route("/api/posts/{post_id}", PATCH=update_post, DELETE=delete_post),
 ]
