@@ -49,6 +49,7 @@ MIN_PYTHON = (3, 11)
 MIN_NODE_MAJOR = 22
 STARTUP_TIMEOUT = 900  # seconds; a first run installs the frontend's npm packages
 STOP_TIMEOUT = 20
+T0 = time.monotonic()
 
 
 class Terminated(Exception):
@@ -268,7 +269,7 @@ def cmd_run(args: list[str]) -> int:
         if proc.poll() is None:
             say(
                 f"Fictures is running at http://localhost:{port}/community "
-                f"(ready in {time.monotonic() - started:.0f}s)"
+                f"(ready in {time.monotonic() - T0:.0f}s)"
             )
         code = proc.wait()
     except (KeyboardInterrupt, Terminated):
