@@ -54,7 +54,9 @@ async def test_title_of_200_characters_is_accepted(api_client):
 )
 async def test_create_invalid_fields_are_422(api_client, fields, loc):
     user = await api_user(api_client)
-    response = await api_client.post("/api/stories", json=story_body(**fields), headers=user.headers)
+    response = await api_client.post(
+        "/api/stories", json=story_body(**fields), headers=user.headers
+    )
     assert response.status_code == 422, response.text
     assert loc in [err["loc"] for err in response.json()["detail"]]
 
@@ -358,4 +360,5 @@ async def test_owner_deletes_a_draft(api_client):
     draft = await api_story(api_client, user, status="draft", title=unique("Draft"))
     response = await api_client.delete(f"/api/stories/{draft['id']}", headers=user.headers)
     assert response.status_code == 204
-    assert (await api_client.get(f"/api/stories/{draft['id']}", headers=user.headers)).status_code == 404
+    gone = await api_client.get(f"/api/stories/{draft['id']}", headers=user.headers)
+    assert gone.status_code == 404
