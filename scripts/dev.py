@@ -17,8 +17,8 @@ Environment: FICTURES_PORT (default 3000), FICTURES_WORKERS (default 1),
 DATABASE_URL (default SQLite in ./fictures.db), REDIS_URL (default: an embedded
 Valkey started for the run).
 
-`test` exports FICTURES_CHROMIUM=/usr/bin/chromium when that browser exists
-(browser tests launch it); otherwise it installs Playwright's own Chromium.
+`test` leaves the browser tests /usr/bin/chromium when it exists, and otherwise
+installs Playwright's own Chromium (which needs internet).
 
 Standard library only: this runs before the venv exists.
 """
@@ -283,8 +283,8 @@ def cmd_run(args: list[str]) -> int:
 
 
 def ensure_browser(env: dict[str, str]) -> None:
+    # tests/e2e/conftest.py launches /usr/bin/chromium when present, else Playwright's.
     if SYSTEM_CHROMIUM.exists():
-        env["FICTURES_CHROMIUM"] = str(SYSTEM_CHROMIUM)
         return
     say(f"{SYSTEM_CHROMIUM} not found: installing Playwright's Chromium (needs internet)")
     step(
@@ -292,7 +292,6 @@ def ensure_browser(env: dict[str, str]) -> None:
         env,
         "Installing Playwright's Chromium",
     )
-    env.pop("FICTURES_CHROMIUM", None)
 
 
 def lint(env: dict[str, str]) -> int:
