@@ -27,7 +27,10 @@ def _published_story(session: Session, story_id: int) -> Story:
 
 def _own_post(session: Session, author: User, post_id: int) -> Post:
     post = session.get(Post, post_id)
-    if post is None:
+    story = session.get(Story, post.story_id) if post is not None else None
+    # A post on an unpublished story is hidden with it: changing it would
+    # announce a draft's activity on the public channels.
+    if post is None or story is None or story.status != stories.PUBLISHED:
         raise NotFound(f"post {post_id} not found")
     if post.author_id != author.id:
         raise Forbidden("only the author can change this post")

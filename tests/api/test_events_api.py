@@ -160,3 +160,27 @@ async def test_failed_requests_announce_nothing(api_client, relay_running, liste
         marker = await api_story(api_client, owner)
         await events.next("story:published", lambda e: e["storyId"] == marker["id"])
     assert [r.data["storyId"] for r in events.received] == [marker["id"]]
+
+
+async def test_posts_of_an_unpublished_story_can_no_longer_change(
+    api_client, relay_running, listen
+):
+    author = await api_user(api_client)
+    reader = await api_user(api_client)
+    story = await api_story(api_client, author)
+    post = await api_post(api_client, reader, story["id"])
+    hidden = await api_client.put(
+        f"/api/stories/{story['id']}/visibility", json={"status": "draft"}, headers=author.headers
+    )
+    assert hidden.status_code == 200
+    await wait_until(lambda: not unsent_outbox_rows(), message="the outbox to drain")
+    async with listen(*PUBLIC_CHANNELS) as events:
+        url = f"/api/posts/{post['id']}"
+        edited = await api_client.patch(url, json={"body": "x"}, headers=reader.headers)
+        deleted = await api_client.delete(url, headers=reader.headers)
+        assert (edited.status_code, deleted.status_code) == (404, 404)
+        marker = await api_story(api_client, author)
+        await events.next("story:published", lambda e: e["storyId"] == marker["id"])
+    assert [(r.channel, r.data["storyId"]) for r in events.received] == [
+        ("story:published", marker["id"])
+    ]
