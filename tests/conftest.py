@@ -77,21 +77,23 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, SQLModel, col, func, select
 
 from fictures import db
 from fictures.events.bus import EventBus
-from fictures.events.fanout import Fanout
+from fictures.events.fanout import Fanout, Subscription
 from fictures.events.outbox import OutboxRelay
+from fictures.events.schema import CommunityEvent
 from fictures.models import OutboxEvent
 from fictures.settings import settings
 
 EVENT_TIMEOUT = 5.0
+T = TypeVar("T")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -156,9 +158,39 @@ def db_session(database: None) -> Iterator[Session]:
         yield session
 
 
+async def in_db(work: Callable[[Session], T]) -> T:
+    """Run `work` with its own session in a worker thread, keeping the event loop free.
+
+    Return plain values: ORM objects are expired once the session closes.
+    """
+
+    def run() -> T:
+        with db.session() as session:
+            return work(session)
+
+    return await asyncio.to_thread(run)
+
+
 def unsent_outbox_rows() -> list[OutboxEvent]:
     with db.session() as s:
         return list(s.exec(select(OutboxEvent).where(OutboxEvent.sent_at.is_(None))))
+
+
+def outbox_mark() -> int:
+    """The newest outbox row's id: pass it to `outbox_since` to see what came after."""
+    with db.session() as s:
+        return s.exec(select(func.max(OutboxEvent.id))).one() or 0
+
+
+def outbox_since(mark: int) -> list[OutboxEvent]:
+    with db.session() as s:
+        query = select(OutboxEvent).where(OutboxEvent.id > mark).order_by(col(OutboxEvent.id))
+        return list(s.exec(query))
+
+
+def recorded_since(mark: int) -> list[tuple[str, dict[str, Any]]]:
+    """(channel, payload) of every event recorded in the outbox after `mark`."""
+    return [(row.channel, json.loads(row.payload)) for row in outbox_since(mark)]
 
 
 # ---------------------------------------------------------------- Redis
@@ -313,6 +345,25 @@ class ChannelRecorder:
             found = find()
             assert found is not None
             return found
+
+
+async def next_event(
+    sub: Subscription,
+    where: Callable[[CommunityEvent], bool] = lambda event: True,
+    *,
+    timeout: float = EVENT_TIMEOUT,
+) -> CommunityEvent:
+    """The next event a fan-out subscriber gets that matches `where` (others are skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            event = await asyncio.wait_for(sub.get(), max(remaining, 0))
+        except TimeoutError:
+            raise AssertionError(f"no matching event within {timeout}s") from None
+        assert event is not None, f"subscription closed (overflowed={sub.overflowed})"
+        if where(event):
+            return event
 
 
 @pytest.fixture
