@@ -169,6 +169,10 @@ def _banner() -> rx.Component:
             id="new-stories-banner",
             width="100%",
             class_name="story-enter",
+            position="sticky",
+            top="0.5em",
+            z_index="10",
+            background_color=rx.color("green", 2),
         ),
     )
 

@@ -59,7 +59,7 @@ class StoryState(LiveState, rx.State):
 
     @rx.event
     async def load(self):
-        raw = self.router.page.params.get("story_id", "")
+        raw = self.router.url.path.rstrip("/").rpartition("/")[2]
         try:
             self.current_id = int(raw)
         except (TypeError, ValueError):
@@ -89,7 +89,9 @@ class StoryState(LiveState, rx.State):
             yield rx.redirect("/login")
             return
         try:
-            data = PostCreate.model_validate({**form, "type": self.post_type})
+            data = PostCreate.model_validate(
+                {"title": form.get("title", ""), "body": form.get("body", ""), "type": self.post_type}
+            )
         except ValidationError as exc:
             self.post_errors = field_errors(exc)
             return

@@ -1,0 +1,217 @@
+"""The running app, in production mode, with a Redis server these tests control,
+and a real Chromium driven by Playwright.
+
+Every test fails if the server logged an error while it ran.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from fictures.embedded_redis import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+START_TIMEOUT = 600  # a first production build on a fresh machine installs npm packages
+POLL_SECONDS = 2
+# Backend log lines that mean something went wrong.
+_ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback \(most recent call last\)")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RedisControl:
+    """The app's Redis server, which tests may stop and start again on the same port."""
+
+    port: int
+    server: EmbeddedRedis | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.server = EmbeddedRedis(port=self.port).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+@dataclass
+class AppServer:
+    url: str
+    log_path: Path
+    process: subprocess.Popen
+    redis: RedisControl
+    _log_offset: int = field(default=0)
+
+    def mark_log(self) -> None:
+        self._log_offset = self.log_path.stat().st_size
+
+    def log_since_mark(self) -> str:
+        with self.log_path.open("rb") as f:
+            f.seek(self._log_offset)
+            return f.read().decode(errors="replace")
+
+    def errors_since_mark(self) -> list[str]:
+        return [line for line in self.log_since_mark().splitlines() if _ERROR_LINE.search(line)]
+
+    # -- the REST API, for arranging data quickly ------------------------------------
+
+    def register(self, username: str | None = None, password: str = "password123") -> tuple[str, str]:
+        """A new account; returns (username, bearer token)."""
+        username = username or f"user_{uuid.uuid4().hex[:8]}"
+        r = httpx.post(f"{self.url}/api/auth/register", json={"username": username, "password": password})
+        assert r.status_code == 201, r.text
+        r = httpx.post(f"{self.url}/api/auth/token", json={"username": username, "password": password})
+        assert r.status_code == 200, r.text
+        return username, r.json()["token"]
+
+    def api(self, method: str, path: str, token: str | None = None, **kwargs) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kwargs)
+
+    def create_story(self, token: str, title: str, *, status: str = "published", **fields) -> dict:
+        r = self.api("POST", "/api/stories", token, json={"title": title, "status": status, **fields})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+
+def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the app exited ({process.returncode}):\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(url, timeout=2, follow_redirects=True).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the app did not answer {url} within {timeout}s:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def app_server() -> Iterator[AppServer]:
+    workdir = Path(tempfile.mkdtemp(prefix="fictures-e2e-"))
+    redis = RedisControl(port=_free_port())
+    redis.start()
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "REFLEX_USE_NPM": "1",
+        "GRANIAN_WORKERS": "1",
+        "FICTURES_WORKERS": "1",
+        "FICTURES_ENV": "test",
+        "DATABASE_URL": f"sqlite:///{workdir}/e2e.db",
+        "REDIS_URL": redis.url,
+        "FICTURES_STREAM_KEY": f"fictures-e2e-{uuid.uuid4().hex[:8]}:events",
+        "FICTURES_POLL_SECONDS": str(POLL_SECONDS),
+        "FICTURES_REDIS_BACKOFF_MAX": "0.5",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("FICTURES_EMBEDDED_REDIS_URL", None)
+    reflex = str(BIN / "reflex")
+    subprocess.run([reflex, "db", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
+    log_path = workdir / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [reflex, "run", "--env", "prod", "--single-port",
+             "--frontend-port", str(port), "--backend-port", str(port), "--loglevel", "info"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    server = AppServer(url=f"http://localhost:{port}", log_path=log_path, process=process, redis=redis)
+    try:
+        _wait_for(f"{server.url}/ping", process, log_path, START_TIMEOUT)
+        _wait_for(f"{server.url}/community", process, log_path, 60)
+        yield server
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        redis.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_backend_errors(app_server: AppServer) -> Iterator[None]:
+    """Fail any test during which the server logged an error."""
+    if app_server.redis.server is None:
+        app_server.redis.start()  # a test that stopped Redis failed before restarting it
+    app_server.mark_log()
+    yield
+    # Shown by pytest only when the test failed.
+    print("---- server log during this test ----\n" + app_server.log_since_mark()[-6000:])
+    errors = app_server.errors_since_mark()
+    assert not errors, "the server logged errors:\n" + "\n".join(errors)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        if Path(CHROMIUM).exists():
+            chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        else:
+            # Playwright's own browser, installed by `scripts/dev.py test` (needs internet).
+            chromium = p.chromium.launch(args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def new_page(browser: Browser, app_server: AppServer) -> Iterator[Callable[..., Page]]:
+    """Open a tab in a fresh browser profile; `token=` logs it in."""
+    contexts: list[BrowserContext] = []
+
+    def open_page(path: str = "/community", token: str | None = None) -> Page:
+        context = browser.new_context(base_url=app_server.url)
+        if token:
+            context.add_init_script(f"window.localStorage.setItem('fictures_token', {token!r});")
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.goto(path)
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()

@@ -1,0 +1,76 @@
+"""Registration, validation errors, login and logout in the browser."""
+
+from __future__ import annotations
+
+import uuid
+
+from playwright.sync_api import expect
+
+from tests.e2e.conftest import AppServer
+
+
+def test_register_validate_logout_login(app_server: AppServer, new_page):
+    page = new_page("/register")
+    username = f"reader_{uuid.uuid4().hex[:6]}"
+
+    page.locator("#username").fill("x")
+    page.locator("#password").fill("short")
+    page.locator("#submit").click()
+    expect(page.locator("#error-username")).to_be_visible()
+    expect(page.locator("#error-password")).to_contain_text("at least 8")
+
+    page.locator("#username").fill(username)
+    page.locator("#password").fill("a good password")
+    page.locator("#submit").click()
+    page.wait_for_url("**/writing")
+    expect(page.locator("#nav-username")).to_have_text(username)
+
+    page.locator("#logout").click()
+    page.wait_for_url("**/community")
+    expect(page.locator("#nav-login")).to_be_visible()
+
+    page.goto("/writing")
+    page.wait_for_url("**/login")
+    page.locator("#username").fill(username)
+    page.locator("#password").fill("wrong password")
+    page.locator("#submit").click()
+    expect(page.locator("#error-form")).to_contain_text("wrong username or password")
+    page.locator("#password").fill("a good password")
+    page.locator("#submit").click()
+    page.wait_for_url("**/writing")
+    expect(page.locator("#nav-username")).to_have_text(username)
+
+
+def test_writing_shows_inline_errors_and_only_own_stories(app_server: AppServer, new_page):
+    _, other_token = app_server.register()
+    other = app_server.create_story(other_token, "Someone else's draft", status="draft")
+    _, token = app_server.register()
+    page = new_page("/writing", token=token)
+    expect(page.locator("#story-title-input")).to_be_visible()
+    page.locator("#save-draft").click()
+    expect(page.locator("#error-title")).to_be_visible()
+    page.locator("#story-title-input").fill("x" * 201)
+    page.locator("#save-draft").click()
+    expect(page.locator("#error-title")).to_contain_text("200")
+
+    page.locator("#story-title-input").fill("My own draft")
+    page.locator("#save-draft").click()
+    expect(page.locator("#my-stories")).to_contain_text("My own draft")
+    expect(page.locator("#my-stories")).not_to_contain_text("Someone else's draft")
+    # Another author's draft is not readable by URL either.
+    page.goto(f"/community/story/{other['id']}")
+    expect(page.locator("#story-not-found")).to_be_visible()
+
+
+def test_delete_asks_for_confirmation(app_server: AppServer, new_page):
+    _, token = app_server.register()
+    story = app_server.create_story(token, "Doomed Tale", status="draft")
+    page = new_page("/writing", token=token)
+    row = page.locator(f"#my-story-{story['id']}")
+    row.locator(".delete-story").click()
+    page.get_by_role("button", name="Cancel").click()
+    expect(row).to_be_visible()
+    row.locator(".delete-story").click()
+    page.locator(".confirm-delete").click()
+    expect(row).to_have_count(0)
+    assert app_server.api("GET", f"/api/stories/{story['id']}", token).status_code == 404

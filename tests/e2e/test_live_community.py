@@ -1,0 +1,153 @@
+"""Readers see what authors do, live, in another browser."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from playwright.sync_api import expect
+
+from tests.e2e.conftest import POLL_SECONDS, AppServer
+
+
+def _title(prefix: str) -> str:
+    return f"{prefix} {uuid.uuid4().hex[:6]}"
+
+
+def _wait_live(page) -> None:
+    expect(page.locator("#live-indicator")).to_have_attribute("data-status", "live", timeout=15_000)
+
+
+def test_published_story_arrives_live_with_toast_banner_badge_and_view_now(app_server: AppServer, new_page):
+    _, token = app_server.register()
+    # Enough stories that the reader has to scroll.
+    for i in range(8):
+        app_server.create_story(token, _title(f"Older story {i}"), summary="Filler " * 40)
+    reader = new_page("/community")
+    _wait_live(reader)
+    author = new_page("/writing", token=token)
+    expect(author.locator("#story-title-input")).to_be_visible()
+
+    first, second = _title("The Lighthouse Keeper"), _title("Salt and Iron")
+    for title in (first, second):
+        author.locator("#story-title-input").fill(title)
+        author.locator("#story-summary-input").fill("A keeper, a storm, a letter.")
+        started = time.monotonic()
+        author.locator("#save-publish").click()
+        card = reader.locator(".story-card", has_text=title)
+        expect(card.locator(".new-badge")).to_be_visible(timeout=1_000)
+        elapsed = time.monotonic() - started
+        print(f"publish-to-reader latency for {title!r}: {elapsed * 1000:.0f} ms")
+        expect(reader.get_by_text(f"New story: {title}")).to_be_visible(timeout=1_000)
+        author.locator("#new-story").click()
+
+    expect(reader.locator("#new-stories-count")).to_have_text("2 new stories published")
+    # The newest arrival is first, and both carry the NEW badge; older stories don't.
+    expect(reader.locator(".story-card").first).to_contain_text(second)
+    expect(reader.locator(".story-card[data-new='1']")).to_have_count(2)
+
+    reader.mouse.wheel(0, 5000)
+    expect(reader.locator(".story-card", has_text=second)).not_to_be_in_viewport()
+    reader.locator("#view-now").click()
+    expect(reader.locator(".story-card", has_text=second)).to_be_in_viewport()
+    expect(reader.locator("#new-stories-banner")).to_have_count(0)
+
+
+def test_post_on_story_page_toasts_in_another_tab(app_server: AppServer, new_page):
+    _, author_token = app_server.register()
+    story = app_server.create_story(author_token, _title("Under the Bridge"))
+    _, commenter_token = app_server.register()
+    watcher = new_page(f"/community/story/{story['id']}")
+    _wait_live(watcher)
+    community = new_page("/community")
+    _wait_live(community)
+    writer = new_page(f"/community/story/{story['id']}", token=commenter_token)
+    _wait_live(writer)
+
+    post_title = _title("Loved the ending")
+    writer.locator("#post-title").fill(post_title)
+    writer.locator("#post-body").fill("The bridge scene stayed with me.")
+    writer.locator("#post-submit").click()
+
+    expect(watcher.get_by_text(f"New discussion: {post_title}")).to_be_visible(timeout=2_000)
+    expect(watcher.locator("#story-posts")).to_contain_text(post_title)
+    expect(community.get_by_text(f"New discussion: {post_title}")).to_be_visible(timeout=2_000)
+    expect(community.locator("#recent-posts")).to_contain_text(post_title)
+
+
+def test_unpublished_story_disappears_from_reader(app_server: AppServer, new_page):
+    _, token = app_server.register()
+    title = _title("Paper Moons")
+    story = app_server.create_story(token, title)
+    reader = new_page("/community")
+    _wait_live(reader)
+    expect(reader.locator(f"#story-{story['id']}")).to_be_visible()
+
+    author = new_page("/writing", token=token)
+    row = author.locator(f"#my-story-{story['id']}")
+    row.locator(".toggle-visibility").click()
+    expect(row).to_contain_text("draft")
+
+    expect(reader.locator(f"#story-{story['id']}")).to_have_count(0, timeout=2_000)
+    # And it is not shown again after a reload.
+    reader.reload()
+    _wait_live(reader)
+    expect(reader.get_by_text(title)).to_have_count(0)
+
+
+def test_updated_and_deleted_stories_change_in_place(app_server: AppServer, new_page):
+    _, token = app_server.register()
+    story = app_server.create_story(token, _title("First Draft of Spring"))
+    reader = new_page("/community")
+    _wait_live(reader)
+    card = reader.locator(f"#story-{story['id']}")
+    expect(card).to_be_visible()
+
+    new_title = _title("Spring, Revised")
+    assert app_server.api("PATCH", f"/api/stories/{story['id']}", token, json={"title": new_title}).status_code == 200
+    expect(card).to_contain_text(new_title, timeout=2_000)
+
+    assert app_server.api("DELETE", f"/api/stories/{story['id']}", token).status_code == 204
+    expect(card).to_have_count(0, timeout=2_000)
+
+
+def test_live_indicator_follows_redis_outage_and_polling_fills_the_gap(app_server: AppServer, new_page):
+    _, token = app_server.register()
+    reader = new_page("/community")
+    _wait_live(reader)
+
+    app_server.redis.stop()
+    expect(reader.locator("#live-indicator")).to_have_attribute("data-status", "reconnecting", timeout=10_000)
+    expect(reader.locator("#live-indicator")).to_contain_text("Reconnecting")
+
+    # Redis is down, yet publishing works (the outbox keeps the event) and the
+    # reader's page, polling the database, shows the story.
+    title = _title("Written During the Outage")
+    app_server.create_story(token, title)
+    expect(reader.locator(".story-card", has_text=title)).to_be_visible(timeout=(POLL_SECONDS + 5) * 1000)
+
+    app_server.redis.start()
+    _wait_live(reader)
+    expect(reader.locator("#live-indicator")).to_contain_text("Live")
+    # The delayed event, relayed once Redis is back, does not duplicate the story.
+    time.sleep(1)  # give the relayed event time to arrive; then count
+    expect(reader.locator(".story-card", has_text=title)).to_have_count(1)
+
+
+def test_pause_and_resume_live_updates_is_remembered(app_server: AppServer, new_page):
+    _, token = app_server.register()
+    reader = new_page("/community")
+    _wait_live(reader)
+    reader.locator("#live-pause").click()
+    expect(reader.locator("#live-indicator")).to_have_attribute("data-status", "paused")
+
+    title = _title("Quiet Hours")
+    app_server.create_story(token, title)
+    reader.wait_for_timeout(1_000)
+    expect(reader.get_by_text(f"New story: {title}")).to_have_count(0)
+
+    reader.reload()
+    expect(reader.locator("#live-indicator")).to_have_attribute("data-status", "paused")
+    reader.locator("#live-pause").click()
+    _wait_live(reader)
+    expect(reader.locator(".story-card", has_text=title)).to_be_visible()
