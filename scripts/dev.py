@@ -172,18 +172,27 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def call(cmd: list[str], env: dict[str, str]) -> int:
-    """Run a command in the foreground; Ctrl+C reaches it directly, so just wait."""
+    """Run a command in the foreground and return its exit code.
+
+    Ctrl+C reaches the command directly (same process group), so this waits for it
+    to finish its own cleanup, then stops too; a second Ctrl+C kills it.
+    """
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
-    interrupts = 0
+    stopped_by: BaseException | None = None
     while True:
         try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            interrupts += 1
-            if interrupts > 1:
+            code = proc.wait()
+            break
+        except KeyboardInterrupt as exc:
+            if stopped_by is not None:
                 proc.kill()
-        except Terminated:
-            proc.send_signal(signal.SIGINT)
+            stopped_by = exc
+        except Terminated as exc:
+            proc.send_signal(signal.SIGINT)  # a SIGTERM reached only this process
+            stopped_by = exc
+    if stopped_by is not None:
+        raise stopped_by
+    return code
 
 
 def step(cmd: list[str], env: dict[str, str], what: str) -> None:
