@@ -1,0 +1,94 @@
+"""fictures.events.bus against the real Redis: ids, the stream, dedupe, floors.
+
+Each test uses a stream key of its own, so counts are exact.
+"""
+
+import json
+import uuid
+
+import pytest
+
+from fictures.events.bus import EventBus
+from fictures.events.schema import StoryDeleted, StoryPublished
+from fictures.settings import settings
+
+
+@pytest.fixture
+async def own_bus():
+    the_bus = EventBus(
+        settings.redis_url,
+        stream_key=f"{settings.stream_key}:bus-{uuid.uuid4().hex[:8]}",
+        maxlen=settings.stream_maxlen,
+    )
+    yield the_bus
+    await the_bus.redis.delete(the_bus.stream_key, the_bus.seq_key)
+    await the_bus.close()
+
+
+def _body(story_id: int) -> str:
+    return StoryDeleted(story_id=story_id).body_without_id()
+
+
+async def test_ids_strictly_increase_and_match_the_stream(own_bus):
+    assert await own_bus.head() == 0
+    ids = [
+        await own_bus.send("story:deleted", _body(n), dedupe_key=uuid.uuid4().hex)
+        for n in range(1, 6)
+    ]
+    assert ids == [1, 2, 3, 4, 5]
+    assert await own_bus.head() == 5
+    stored = await own_bus.read_after(0)
+    assert [e.id for e in stored] == ids
+    for event_id, entry in zip(ids, stored, strict=True):
+        data = json.loads(entry.data)
+        assert entry.channel == "story:deleted"
+        assert data["id"] == event_id
+        assert data["storyId"] == event_id  # in send order
+    assert [e.id for e in await own_bus.read_after(3)] == [4, 5]
+
+
+async def test_retried_send_returns_the_same_id_without_a_second_entry(own_bus, listen):
+    async with listen("story:deleted", on_bus=own_bus) as events:
+        first = await own_bus.send("story:deleted", _body(7), dedupe_key="outbox:42")
+        again = await own_bus.send("story:deleted", _body(7), dedupe_key="outbox:42")
+        other = await own_bus.send("story:deleted", _body(8), dedupe_key="outbox:43")
+        await events.next("story:deleted", lambda e: e["id"] == other)
+    assert again == first
+    assert other == first + 1
+    assert await own_bus.redis.xlen(own_bus.stream_key) == 2
+    assert [r.id for r in events.received] == [first, other]  # published once each
+
+
+async def test_floor_lifts_the_sequence(own_bus):
+    assert await own_bus.send("story:deleted", _body(1), dedupe_key="a") == 1
+    assert await own_bus.send("story:deleted", _body(2), dedupe_key="b", floor=100) == 101
+    # A lower floor never lowers it.
+    assert await own_bus.send("story:deleted", _body(3), dedupe_key="c", floor=5) == 102
+
+
+async def test_published_message_is_the_stream_entry(own_bus, listen):
+    body = StoryPublished(story_id=3, title="T", author_id=4, genre=None).body_without_id()
+    async with listen("story:published", on_bus=own_bus) as events:
+        event_id = await own_bus.send("story:published", body, dedupe_key="x")
+        received = await events.next("story:published", lambda e: e["id"] == event_id)
+    [stored] = await own_bus.read_after(event_id - 1)
+    assert json.loads(stored.data) == received
+    assert received == {"id": event_id, **json.loads(body)}
+
+
+async def test_covers_tells_whether_history_still_has_what_came_after(own_bus):
+    small = EventBus(settings.redis_url, stream_key=own_bus.stream_key, maxlen=1)
+    try:
+        assert await small.covers(0)  # nothing sent yet
+        for n in range(1, 251):
+            await small.send("story:deleted", _body(n), dedupe_key=f"k{n}")
+        assert await small.covers(250)
+        assert not await small.covers(251)  # an id from before a reset
+        # MAXLEN ~ trims in whole nodes: the oldest entries are gone.
+        first = (await small.redis.xrange(small.stream_key, count=1))[0][0]
+        oldest = int(first.split("-")[0])
+        assert oldest > 1
+        assert await small.covers(oldest - 1)
+        assert not await small.covers(0)
+    finally:
+        await small.close()

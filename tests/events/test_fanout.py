@@ -1,0 +1,139 @@
+"""OutboxRelay -> Redis -> Fanout -> local subscribers, against the real Redis."""
+
+import json
+
+from prometheus_client import REGISTRY
+
+from fictures import posts, stories
+from fictures.events.schema import (
+    DraftChanged,
+    PostCreated,
+    PostDeleted,
+    PostUpdated,
+    StoryDeleted,
+    StoryPublished,
+    StoryUpdated,
+)
+from fictures.models import PostType, PostUpdate, StoryUpdate
+from tests.conftest import in_db, next_event, outbox_mark, outbox_since, wait_until
+from tests.factories import make_post, make_story, make_user
+
+
+async def test_all_six_public_events_round_trip_typed_and_in_order(relay_running):
+    def scenario(session):
+        author, reader = make_user(session), make_user(session)
+        author_id, reader_id = author.id, reader.id
+        story = make_story(session, author, genre="fantasy")
+        story_id = story.id
+        stories.update_story(
+            session=session, author=author, story_id=story_id,
+            data=StoryUpdate(title="Second title", genre="horror"),
+        )
+        post = make_post(session, reader, story, title="Hello", type="question")
+        post_id = post.id
+        posts.update_post(
+            session=session, author=reader, post_id=post_id,
+            data=PostUpdate(type=PostType.review),
+        )
+        posts.delete_post(session=session, author=reader, post_id=post_id)
+        stories.delete_story(session=session, author=author, story_id=story_id)
+        return author_id, reader_id, story_id, post_id
+
+    mark = outbox_mark()
+    async with relay_running.fanout.subscribe() as sub:
+        author_id, reader_id, story_id, post_id = await in_db(scenario)
+        received = [
+            await next_event(sub, lambda e: e.story_id_or_none == story_id) for _ in range(6)
+        ]
+
+    assert [type(e) for e in received] == [
+        StoryPublished, StoryUpdated, PostCreated, PostUpdated, PostDeleted, StoryDeleted,
+    ]
+    published, updated, created, post_updated, post_deleted, deleted = received
+    assert (published.author_id, published.genre) == (author_id, "fantasy")
+    assert (updated.title, updated.genre, updated.status) == ("Second title", "horror", "published")
+    assert (created.post_id, created.author_id, created.title, created.type) == (
+        post_id, reader_id, "Hello", "question",
+    )
+    assert post_updated.post_id == post_deleted.post_id == post_id
+    assert deleted.story_id == story_id
+
+    ids = [e.id for e in received]
+    assert ids == sorted(ids) and len(set(ids)) == 6
+    # Each is the event an outbox row recorded, under the id the relay stored for it
+    # (the relay records ids once its batch is sent, so possibly just after delivery).
+    await wait_until(
+        lambda: {e.id for e in received} <= {r.event_id for r in outbox_since(mark)},
+        message="the relay to record the event ids",
+    )
+    rows = {r.event_id: r for r in outbox_since(mark)}
+    for event in received:
+        row = rows[event.id]
+        assert row.channel == event.channel
+        assert json.loads(row.payload) == json.loads(event.body_without_id())
+
+
+async def test_draft_events_arrive_typed_and_private(relay_running):
+    def scenario(session):
+        author = make_user(session)
+        return author.id, make_story(session, author, published=False).id
+
+    async with relay_running.fanout.subscribe() as sub:
+        author_id, story_id = await in_db(scenario)
+        event = await next_event(sub, lambda e: e.story_id_or_none == story_id)
+    assert isinstance(event, DraftChanged)
+    assert not event.public
+    assert (event.user_id, event.action) == (author_id, "created")
+
+
+def _malformed_count() -> float:
+    return REGISTRY.get_sample_value("fictures_malformed_events_total") or 0.0
+
+
+async def test_malformed_messages_are_skipped_and_later_events_still_arrive(relay_running):
+    bus, fanout = relay_running.bus, relay_running.fanout
+    valid_without_id = StoryPublished(
+        story_id=1, title="No id", author_id=1
+    ).body_without_id()
+    garbage = [
+        ("story:published", "not json at all"),
+        ("story:published", valid_without_id),  # valid shape, but never sent through the bus
+        ("post:created", json.dumps({"id": 10**9, "postId": 1})),  # missing fields
+        ("story:deleted", json.dumps({"id": 10**9, "storyId": 1, "extra": True})),
+        ("story:updated", json.dumps({"id": "seven", "storyId": 1, "title": "t",
+                                      "status": "published"})),
+        ("post:deleted", json.dumps([1, 2, 3])),
+    ]
+    before = _malformed_count()
+    async with fanout.subscribe() as sub:
+        for channel, raw in garbage:
+            await bus.redis.publish(channel, raw)
+        _, story_id = await in_db(
+            lambda s: (author := make_user(s), make_story(s, author).id)
+        )
+        event = await next_event(sub, lambda e: e.story_id_or_none == story_id)
+    assert isinstance(event, StoryPublished)
+    # Skipped, not delivered: the huge ids above did not hold back later events.
+    assert event.id < 10**9 and fanout.last_id < 10**9
+    assert _malformed_count() - before == len(garbage)
+    assert fanout.healthy
+
+
+async def test_a_slow_subscriber_is_dropped_without_holding_back_the_others(relay_running):
+    fanout = relay_running.fanout
+    async with fanout.subscribe(maxsize=2) as slow, fanout.subscribe() as fast:
+        assert fanout.subscriber_count == 2
+
+        def scenario(session):
+            author = make_user(session)
+            return [make_story(session, author).id for _ in range(4)]
+
+        story_ids = await in_db(scenario)
+        for story_id in story_ids:
+            await next_event(fast, lambda e, sid=story_id: e.story_id_or_none == sid)
+        assert slow.overflowed and slow.closed
+        queued = []
+        while (event := await slow.get()) is not None:
+            queued.append(event)
+        assert len(queued) <= 2
+    assert fanout.subscriber_count == 0
