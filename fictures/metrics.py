@@ -17,3 +17,4 @@ RESETS = Counter("fictures_resets_total", "Reset events sent to clients", ["reas
 OUTBOX_BACKLOG = Gauge("fictures_outbox_backlog", "Outbox rows not yet sent to Redis")
 REDIS_RECONNECTS = Counter("fictures_redis_reconnects_total", "Subscriber reconnects to Redis")
 MALFORMED = Counter("fictures_malformed_events_total", "Messages skipped as malformed")
+ASYNCIO_TASKS = Gauge("fictures_asyncio_tasks", "Asyncio tasks alive in this process")

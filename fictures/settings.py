@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     sse_ping_seconds: float = Field(30.0, gt=0)
     sse_max_per_ip: int = Field(20, ge=1)
     sse_queue_size: int = Field(1000, ge=1)
+    # A stream whose client accepts no data for this long is closed.
+    sse_send_timeout: float = Field(30.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

@@ -5,9 +5,16 @@ from starlette.routing import BaseRoute
 
 
 def routes() -> list[BaseRoute]:
-    from fictures.api import rest
+    from starlette.routing import Route
 
-    return [*rest.routes]
+    from fictures.api import rest, sse
+    from fictures.api.metrics import metrics_endpoint
+
+    return [
+        *rest.routes,
+        Route("/api/community/events", sse.community_events, methods=["GET"]),
+        Route("/api/metrics", metrics_endpoint, methods=["GET"]),
+    ]
 
 
 def build() -> Starlette:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 import threading
+from collections.abc import Callable
 
 import redis.exceptions
 from sqlalchemy import func, update
@@ -79,8 +80,12 @@ def _floor_and_backlog() -> tuple[int, int]:
 
 
 class OutboxRelay:
-    def __init__(self, bus: EventBus):
+    def __init__(self, bus: EventBus, *, seen_id: Callable[[], int] = lambda: 0):
+        """`seen_id` gives the newest id this process has seen: with the DB's newest
+        sent id it is the floor for new ids, so ids keep growing even after Redis
+        lost its data (an embedded or non-persistent server restarted)."""
         self.bus = bus
+        self._seen_id = seen_id
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._floor = 0
@@ -119,7 +124,7 @@ class OutboxRelay:
         total = 0
         self._wake.clear()
         floor, backlog = await asyncio.to_thread(_floor_and_backlog)
-        self._floor = max(self._floor, floor)
+        self._floor = max(self._floor, floor, self._seen_id())
         metrics.OUTBOX_BACKLOG.set(backlog)
         while rows := await asyncio.to_thread(_unsent, _BATCH):
             sent: list[tuple[int, int]] = []

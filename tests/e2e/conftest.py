@@ -39,6 +39,8 @@ CHROMIUM_FLAGS = [
 ]
 START_TIMEOUT = 600  # a first production build on a fresh machine installs npm packages
 POLL_SECONDS = 2
+SSE_MAX_PER_IP = 8
+SSE_QUEUE_SIZE = 50
 # Backend log lines that mean something went wrong.
 _ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback \(most recent call last\)")
 
@@ -77,6 +79,7 @@ class AppServer:
     log_path: Path
     process: subprocess.Popen
     redis: RedisControl
+    stream_key: str = ""
     _log_offset: int = field(default=0)
 
     def mark_log(self) -> None:
@@ -143,9 +146,15 @@ def app_server() -> Iterator[AppServer]:
         "FICTURES_STREAM_KEY": f"fictures-e2e-{uuid.uuid4().hex[:8]}:events",
         "FICTURES_POLL_SECONDS": str(POLL_SECONDS),
         "FICTURES_REDIS_BACKOFF_MAX": "0.5",
+        # Small limits so the stream tests reach them quickly.
+        "FICTURES_SSE_MAX_PER_IP": str(SSE_MAX_PER_IP),
+        "FICTURES_SSE_QUEUE_SIZE": str(SSE_QUEUE_SIZE),
+        "FICTURES_SSE_PING_SECONDS": "1",
+        "FICTURES_SSE_SEND_TIMEOUT": "10",
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("FICTURES_EMBEDDED_REDIS_URL", None)
+    stream_key = env["FICTURES_STREAM_KEY"]
     reflex = str(BIN / "reflex")
     subprocess.run([reflex, "db", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
     log_path = workdir / "server.log"
@@ -155,7 +164,10 @@ def app_server() -> Iterator[AppServer]:
              "--frontend-port", str(port), "--backend-port", str(port), "--loglevel", "info"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-    server = AppServer(url=f"http://localhost:{port}", log_path=log_path, process=process, redis=redis)
+    server = AppServer(
+        url=f"http://localhost:{port}", log_path=log_path, process=process, redis=redis,
+        stream_key=stream_key,
+    )
     try:
         _wait_for(f"{server.url}/ping", process, log_path, START_TIMEOUT)
         _wait_for(f"{server.url}/community", process, log_path, 60)
