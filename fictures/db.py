@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import os
+
 import reflex as rx
 import sqlmodel
+from reflex import model as rx_model
 
 
 def session() -> sqlmodel.Session:
     """A new session; use as ``with db.session() as s:``."""
     return rx.session()
+
+
+def _forget_inherited_connections() -> None:
+    # Production workers are forked from the `reflex` process, which has already
+    # used the engine (Reflex checks the schema there). A pooled connection
+    # inherited that way is the parent's socket: two workers sharing it corrupt
+    # each other's results (psycopg2 "error with status PGRES_TUPLES_OK").
+    # Drop them in the child without closing them for the parent (SQLAlchemy's recipe).
+    for engine in list(rx_model._ENGINE.values()):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_inherited_connections)
