@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 
 import sqlalchemy as sa
@@ -17,7 +17,7 @@ from fictures.settings import GENRES
 def utcnow() -> datetime:
     # Aware: SQLModel (0.0.50) maps datetime fields to UTCDateTime, which refuses
     # naive values and returns aware UTC ones.
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class StoryStatus(str, Enum):
