@@ -69,8 +69,8 @@ class LiveState(rx.State, mixin=True):
     live_paused: str = rx.LocalStorage("", name="fictures_live_paused", sync=True)
     # True while this tab is registered with the server and its Redis subscription is healthy.
     live_ok: bool = False
-    # The newest event id this tab has applied: reconnects resume after it.
-    live_last_id: int = 0
+    # The newest event id this tab has applied (-1: not started): reconnects resume after it.
+    live_last_id: int = -1
 
     # -- handlers a page overrides -------------------------------------------------
 
@@ -117,7 +117,7 @@ class LiveState(rx.State, mixin=True):
         token = self.router.session.client_token
         hub.register(token, type(self), dict(self.router_data))
         self.live_ok = hub.healthy
-        if self.live_last_id == 0 or self.live_paused == "1":
+        if self.live_last_id < 0 or self.live_paused == "1":
             # A fresh page load: the page just read the DB; start from now.
             self.live_last_id = hub.last_id
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -151,3 +152,59 @@ def test_pause_and_resume_live_updates_is_remembered(app_server: AppServer, new_
     reader.locator("#live-pause").click()
     _wait_live(reader)
     expect(reader.locator(".story-card", has_text=title)).to_be_visible()
+
+
+class FlakyNetwork:
+    """Routes a page's websocket through Playwright so a test can cut it, and
+    refuse reconnects until the network is "back"."""
+
+    def __init__(self, page):
+        self.up = True
+        self.routes = []
+        page.route_web_socket(re.compile(r".*/_event/.*"), self._handle)
+
+    def _handle(self, ws) -> None:
+        if not self.up:
+            # Fail the attempt as a dead network does (an error, so the client
+            # retries with backoff); an engine.io error packet does that.
+            ws.send("x")
+            return
+        ws.connect_to_server()
+        self.routes.append(ws)
+
+    def cut(self) -> None:
+        self.up = False
+        for ws in self.routes:
+            ws.close()
+        self.routes.clear()
+
+    def restore(self) -> None:
+        self.up = True
+
+
+def test_tab_catches_up_after_losing_its_connection(app_server: AppServer, browser):
+    _, token = app_server.register()
+    context = browser.new_context(base_url=app_server.url)
+    try:
+        reader = context.new_page()
+        network = FlakyNetwork(reader)
+        reader.goto("/community")
+        _wait_live(reader)
+        network.cut()
+        expect(reader.locator("#live-indicator")).to_have_attribute("data-status", "offline", timeout=15_000)
+
+        titles = [_title("Missed While Asleep"), _title("Also Missed")]
+        for title in titles:
+            app_server.create_story(token, title)
+        reader.wait_for_timeout(500)
+        expect(reader.get_by_text(titles[0])).to_have_count(0)
+
+        network.restore()
+        _wait_live(reader)
+        for title in titles:
+            expect(reader.locator(".story-card", has_text=title).locator(".new-badge")).to_be_visible()
+            expect(reader.locator(".story-card", has_text=title)).to_have_count(1)
+        expect(reader.locator("#new-stories-count")).to_have_text("2 new stories published")
+        expect(reader.get_by_text(f"New story: {titles[1]}")).to_be_visible()
+    finally:
+        context.close()
