@@ -45,6 +45,14 @@ SSE_QUEUE_SIZE = 50
 _ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback \(most recent call last\)")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the browser tests last: Playwright's sync API keeps an event loop running
+    in the main thread for as long as the browser is open, which asyncio tests
+    collected after them could not share."""
+    here = Path(__file__).parent
+    items.sort(key=lambda item: Path(item.path).is_relative_to(here))
+
+
 def _free_port() -> int:
     import socket
 

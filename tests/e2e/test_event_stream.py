@@ -347,7 +347,10 @@ def test_slow_consumer_gets_reset_and_others_are_not_delayed(app_server: AppServ
         import asyncio
 
         started = time.monotonic()
-        asyncio.run(send_all())
+        # Its own thread: Playwright's sync API may hold this thread's event loop.
+        sender = threading.Thread(target=asyncio.run, args=(send_all(),))
+        sender.start()
+        sender.join(timeout=60)
         healthy.wait(lambda: len(healthy.of("story:updated")) >= count, timeout=30, what="all events")
         print(f"healthy client got {count} x 20 KB events in {time.monotonic() - started:.2f}s "
               "while another client was stalled")
