@@ -24,6 +24,9 @@ class StoryCard:
     summary: str = ""
     author: str = ""
     published_at: str = ""
+    # Set on cards that arrived live: the event that brought them, and arrival order.
+    event_id: int = 0
+    seq: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +39,8 @@ class PostCard:
     type: str = ""
     author: str = ""
     created_at: str = ""
+    event_id: int = 0
+    seq: int = 0
 
 
 def _names(session: Session, ids: set[int]) -> dict[int, str]:

@@ -35,12 +35,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import reflex as rx
 from reflex.event import Event
 
-from fictures import metrics
+from fictures import live_feed, metrics
 from fictures.events import service
 from fictures.events.schema import (
     PUBLIC_CHANNELS,
@@ -64,6 +64,9 @@ _MAX_CATCH_UP = 500
 
 class LiveState(rx.State, mixin=True):
     """Mix into a page's state to receive community events live. See the module doc."""
+
+    # Pages that show the broadcast community feed (fictures.live_feed) join its room.
+    live_room: ClassVar[str | None] = None
 
     # "1" while the reader paused live updates; remembered by the browser.
     live_paused: str = rx.LocalStorage("", name="fictures_live_paused", sync=True)
@@ -95,6 +98,11 @@ class LiveState(rx.State, mixin=True):
     def live_reload(self) -> Any:
         """Refetch the page's data from the database (resume, polling)."""
 
+    async def live_missed(self) -> list[Any]:
+        """Extra events to return after a reconnect (e.g. toasts for what the
+        broadcast feed showed while this tab was away)."""
+        return []
+
     # -- what the page's components read ------------------------------------------
 
     @rx.var
@@ -116,17 +124,20 @@ class LiveState(rx.State, mixin=True):
         hub = TabHub.current()
         token = self.router.session.client_token
         hub.register(token, type(self), dict(self.router_data))
+        if self.live_paused != "1":
+            await hub.join(self.router.session.session_id, self.live_room)
         self.live_ok = hub.healthy
         if self.live_last_id < 0 or self.live_paused == "1":
             # A fresh page load: the page just read the DB; start from now.
             self.live_last_id = hub.last_id
             return None
         missed = await hub.history_after(self.live_last_id)
+        extra = await self.live_missed()
         if missed is None:
             self.live_last_id = hub.last_id
-            return type(self).live_reload
+            return [type(self).live_reload, *extra]
         results = [self._apply(event) for event in missed]
-        return [r for r in results if r is not None] or None
+        return [r for r in results if r is not None] + extra or None
 
     @rx.event
     def live_receive(self, data: dict):
@@ -153,13 +164,16 @@ class LiveState(rx.State, mixin=True):
         return None
 
     @rx.event
-    def live_toggle_pause(self):
+    async def live_toggle_pause(self):
         """Pause or resume live updates (remembered for this browser)."""
+        hub, sid = TabHub.current(), self.router.session.session_id
         if self.live_paused == "1":
             self.live_paused = ""
-            self.live_last_id = TabHub.current().last_id
+            self.live_last_id = hub.last_id
+            await hub.join(sid, self.live_room)
             return type(self).live_reload
         self.live_paused = "1"
+        await hub.leave(sid, self.live_room)
         return None
 
     def _apply(self, event: CommunityEvent) -> Any:
@@ -177,6 +191,14 @@ class _Tab:
     handler: str  # the full name of the state's `live_receive`
     status_handler: str
     router_data: dict[str, Any]
+    channels: frozenset[str]  # the channels whose handler the page overrides
+
+
+def _handled_channels(state_cls: type[LiveState]) -> frozenset[str]:
+    names = {ch: "on_" + ch.replace(":", "_") for ch in PUBLIC_CHANNELS}
+    return frozenset(
+        ch for ch, name in names.items() if getattr(state_cls, name) is not getattr(LiveState, name)
+    )
 
 
 class TabHub:
@@ -206,7 +228,9 @@ class TabHub:
     def register(self, token: str, state_cls: type[LiveState], router_data: dict) -> None:
         name = state_cls.get_full_name()
         known = token in self.tabs
-        self.tabs[token] = _Tab(f"{name}.live_receive", f"{name}.live_set_ok", router_data)
+        self.tabs[token] = _Tab(
+            f"{name}.live_receive", f"{name}.live_set_ok", router_data, _handled_channels(state_cls)
+        )
         metrics.LIVE_TABS.set(len(self.tabs))
         if not known:
             logger.info("Live tab connected (%s); %d active", token[:8], len(self.tabs))
@@ -239,21 +263,67 @@ class TabHub:
             token, Event(name=handler, router_data=dict(tab.router_data), payload=payload)
         )
 
+    async def join(self, sid: str, room: str | None) -> None:
+        if room and self.app.event_namespace is not None:
+            await self.app.event_namespace.enter_room(sid, room)
+
+    async def leave(self, sid: str, room: str | None) -> None:
+        if room and self.app.event_namespace is not None:
+            await self.app.event_namespace.leave_room(sid, room)
+
+    def room_size(self, room: str) -> int:
+        namespace = self.app.event_namespace
+        if namespace is None or self.app.sio is None:
+            return 0
+        return sum(1 for _ in self.app.sio.manager.get_participants(namespace.namespace, room))
+
+    async def broadcast(self, room: str, update: Any) -> int:
+        """One frame, encoded once, written to every socket in `room` on this process."""
+        namespace = self.app.event_namespace
+        if namespace is None:
+            return 0
+        count = self.room_size(room)
+        if count:
+            await namespace.emit(str(rx.constants.SocketEvent.EVENT), update, to=room)
+        return count
+
     async def deliver(self, event: CommunityEvent) -> int:
-        """Hand `event` to every live tab this process serves."""
+        """Hand `event` to every live tab this process serves: the broadcast
+        feed's room in one frame, then the pages with a handler of their own."""
         if not event.public:
             return 0  # private events never reach tabs; the SSE API serves their owners
+        changed, toasts = await live_feed.apply(event)
+        broadcast = 0
+        if changed or toasts:
+            broadcast = await self.broadcast(live_feed.ROOM, live_feed.frame(event, changed, toasts))
         connected = self.app.event_namespace.token_to_sid if self.app.event_namespace else {}
         payload = {"data": {"channel": event.channel, "json": event.to_json()}}
-        sent = 0
+        handled = 0
         for token, tab in list(self.tabs.items()):
             if token not in connected:
                 self.unregister(token)
                 continue
-            await self._send(token, tab.handler, payload, tab)
-            sent += 1
-        logger.info("Fanned out %s #%s to %d tabs", event.channel, event.id, sent)
-        return sent
+            if event.channel in tab.channels:
+                await self._send(token, tab.handler, payload, tab)
+                handled += 1
+        metrics.EVENTS_DELIVERED.labels(event.channel, "tab").inc(broadcast + handled)
+        logger.info(
+            "Fanned out %s #%s to %d tabs (%d in one broadcast frame, %d by handler)",
+            event.channel, event.id, broadcast + handled, broadcast, handled,
+        )
+        return broadcast + handled
+
+    async def warm_feed(self) -> None:
+        """Fill the broadcast feed from the stream, so a process that starts late
+        shows readers the same recent arrivals as the others."""
+        try:
+            recent = await self.fanout.bus.read_last(200)
+        except Exception as exc:  # noqa: BLE001 (the feed simply starts empty)
+            logger.warning("Could not warm the live feed from history: %s", exc)
+            return
+        for item in recent:
+            with contextlib.suppress(MalformedEvent):
+                await live_feed.apply(parse_event(item.channel, item.data))
 
     async def _broadcast_status(self, ok: bool) -> None:
         for token, tab in list(self.tabs.items()):
@@ -280,6 +350,7 @@ class TabHub:
             lambda ok: loop.create_task(self._broadcast_status(ok))
         )
         async with self.fanout.subscribe(maxsize=100_000) as sub:
+            await self.warm_feed()
             while (event := await sub.get()) is not None:
                 try:
                     await self.deliver(event)

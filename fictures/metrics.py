@@ -9,8 +9,8 @@ EVENTS_PUBLISHED = Counter(
 )
 EVENTS_DELIVERED = Counter(
     "fictures_events_delivered_total",
-    "Events handed to a local subscriber (SSE stream or live tab)",
-    ["channel"],
+    "Events delivered to clients by this process, per channel and kind of client",
+    ["channel", "client"],
 )
 REPLAYS = Counter("fictures_replays_total", "Resumed streams served from history")
 RESETS = Counter("fictures_resets_total", "Reset events sent to clients", ["reason"])

@@ -186,7 +186,7 @@ async def _stream(flt: StreamFilter, last_id: int | None, ip: str) -> AsyncItera
                     continue  # already replayed
                 sent = event.id
                 if flt.accepts(event):
-                    metrics.EVENTS_DELIVERED.labels(event.channel).inc()
+                    metrics.EVENTS_DELIVERED.labels(event.channel, "sse").inc()
                     yield _frame(event)
             if sub.overflowed:
                 logger.warning("SSE client %s fell behind at #%s; sent reset", ip, sent)

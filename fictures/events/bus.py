@@ -86,6 +86,11 @@ class EventBus:
         )
         return [_entry(e) for e in entries]
 
+    async def read_last(self, count: int) -> list[StoredEvent]:
+        """The newest `count` stored events, oldest first."""
+        entries = await self.redis.xrevrange(self.stream_key, max="+", min="-", count=count)
+        return [_entry(e) for e in reversed(entries)]
+
     async def covers(self, last_id: int) -> bool:
         """Whether every event after `last_id` is still in the retained history."""
         head = await self.head()

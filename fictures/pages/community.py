@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
+import operator
+from functools import reduce
+
 import reflex as rx
-from reflex_components_sonner.toast import ToastAction
+from reflex.vars import Var
 from starlette.concurrency import run_in_threadpool
 
-from fictures import feed
+from fictures import feed, live_feed
 from fictures.components.cards import post_card, story_card
 from fictures.components.layout import loading, page
 from fictures.components.live import live_indicator
-from fictures.events.schema import (
-    PostCreated,
-    PostDeleted,
-    PostUpdated,
-    StoryDeleted,
-    StoryPublished,
-    StoryUpdated,
-)
+from fictures.events.schema import PostDeleted, PostUpdated, StoryDeleted, StoryUpdated
 from fictures.feed import PostCard, StoryCard
-from fictures.live import LiveState
+from fictures.live import LiveState, TabHub
+from fictures.live_feed import post_slots, story_slots
 from fictures.settings import GENRES
 from fictures.state import SessionState
 
@@ -27,48 +24,53 @@ ALL = "all"
 
 
 class CommunityState(LiveState, rx.State):
+    """Per reader: the list read from the DB at load, the filter, and two marks.
+
+    Live arrivals are not in this state: they are the broadcast slots of
+    `LiveFeedState` (one frame per event for every reader); this tab shows
+    those that arrived after `since_id`, and the banner counts those after `seen_id`.
+    """
+
+    live_room = live_feed.ROOM
+
     stories: list[StoryCard] = []
-    # Stories that arrived live, newest first: kept apart so one arrival sends
-    # one small delta instead of the whole list.
-    arrivals: list[StoryCard] = []
+    story_ids: list[int] = []
     posts: list[PostCard] = []
+    post_ids: list[int] = []
     genre: str = ALL
     loading: bool = True
-    # Arrivals already announced by the banner (reset by "View now").
-    banner_seen: int = 0
-
-    @rx.var
-    def banner_count(self) -> int:
-        return len(self.arrivals) - self.banner_seen
+    # Arrivals with a larger event id than this are NEW for this tab (-1: not loaded yet).
+    since_id: int = -1
+    # "View now" was clicked when the newest arrival had this id.
+    seen_id: int = -1
 
     def _genre_filter(self) -> str | None:
         return None if self.genre == ALL else self.genre
 
-    def _known(self) -> set[int]:
-        return {c.id for c in self.stories} | {c.id for c in self.arrivals}
-
     @rx.event
     async def load(self):
-        """Read the page from the DB. On a reload (reconnect, polling) stories that
-        appeared meanwhile become arrivals, so nothing is missed or shown twice."""
+        """Read the lists from the DB. Arrivals this tab shows live (after
+        `since_id`) stay out of them, so a reconnect keeps their NEW badges."""
+        if self.since_id < 0 or self.live_paused == "1":
+            self.since_id = self.seen_id = TabHub.current().last_id
+        live_stories = {c.id for c in live_feed.stories.slots if c.event_id > self.since_id}
+        live_posts = {c.id for c in live_feed.posts.slots if c.event_id > self.since_id}
         cards = await run_in_threadpool(feed.published_cards, self._genre_filter())
-        self.posts = await run_in_threadpool(feed.recent_post_cards)
-        if self.loading:
-            self.stories, self.arrivals, self.banner_seen = cards, [], 0
-            self.loading = False
-            return None
-        current = {c.id: c for c in cards}
-        newest_known = max(self._known(), default=0)
-        fresh = [c for c in cards if c.id not in self._known() and c.id > newest_known]
-        self.arrivals = fresh + [current[c.id] for c in self.arrivals if c.id in current]
-        shown = {c.id for c in self.arrivals}
-        self.stories = [c for c in cards if c.id not in shown]
-        if fresh:
-            return rx.toast.info(f"{len(fresh)} new stories published")
-        return None
+        posts = await run_in_threadpool(feed.recent_post_cards)
+        self.stories = [c for c in cards if c.id not in live_stories]
+        self.story_ids = [c.id for c in self.stories]
+        self.posts = [p for p in posts if p.id not in live_posts]
+        self.post_ids = [p.id for p in self.posts]
+        self.loading = False
 
     def live_reload(self):
         return CommunityState.load
+
+    async def live_missed(self) -> list:
+        """After a reconnect: toasts for the arrivals this tab was not sent."""
+        seen = (await self.get_state(live_feed.LiveFeedState)).feed_seen
+        after = max(int(seen) if seen.isdigit() else 0, self.since_id)
+        return live_feed.missed_toasts(after)
 
     @rx.event
     def set_genre(self, genre: str):
@@ -78,85 +80,75 @@ class CommunityState(LiveState, rx.State):
 
     @rx.event
     def view_new(self):
-        self.banner_seen = len(self.arrivals)
+        self.seen_id = max(self.seen_id, live_feed.stories.head())
         return rx.scroll_to("new-stories")
 
-    # -- live handlers -------------------------------------------------------------
-
-    def on_story_published(self, event: StoryPublished):
-        if event.story_id in self._known():
-            return None
-        if self._genre_filter() not in (None, event.genre):
-            return None
-        card = feed.story_card(event.story_id, event.id)
-        if card is None:
-            return None  # unpublished again before we got here
-        self.arrivals = [card, *self.arrivals]
-        return rx.toast.success(
-            f"New story: {event.title}",
-            description=f"by {card.author}",
-            action=ToastAction(label="View", on_click=rx.scroll_to(f"story-{card.id}")),
-            id=f"toast-story-{card.id}",
-        )
+    # -- live handlers for the per-reader lists (arrivals are broadcast) ----------
 
     def on_story_updated(self, event: StoryUpdated):
         if event.status != "published" or self._genre_filter() not in (None, event.genre):
             self._drop_story(event.story_id)
             return
-        card = feed.story_card(event.story_id, event.id)
-        if card is None:
-            self._drop_story(event.story_id)
-            return
-        if any(c.id == card.id for c in self.arrivals):
-            self.arrivals = [card if c.id == card.id else c for c in self.arrivals]
-        elif any(c.id == card.id for c in self.stories):
+        if event.story_id in self.story_ids and (card := feed.story_card(event.story_id, event.id)):
             self.stories = [card if c.id == card.id else c for c in self.stories]
-        return
 
     def on_story_deleted(self, event: StoryDeleted):
         self._drop_story(event.story_id)
 
     def _drop_story(self, story_id: int) -> None:
-        if any(c.id == story_id for c in self.arrivals):
-            before = len(self.arrivals)
-            self.arrivals = [c for c in self.arrivals if c.id != story_id]
-            self.banner_seen = max(0, self.banner_seen - (before - len(self.arrivals)))
-        if any(c.id == story_id for c in self.stories):
+        if story_id in self.story_ids:
             self.stories = [c for c in self.stories if c.id != story_id]
+            self.story_ids = [c.id for c in self.stories]
         if any(p.story_id == story_id for p in self.posts):
             self.posts = [p for p in self.posts if p.story_id != story_id]
-
-    def on_post_created(self, event: PostCreated):
-        card = feed.post_card(event.post_id, event.id)
-        if card is None or any(p.id == card.id for p in self.posts):
-            return None
-        self.posts = [card, *self.posts][:20]
-        return rx.toast.info(
-            f"New {card.type}: {card.title}",
-            description=f"on {card.story_title} by {card.author}",
-            action=ToastAction(
-                label="View", on_click=rx.redirect(f"/community/story/{card.story_id}")
-            ),
-        )
+            self.post_ids = [p.id for p in self.posts]
 
     def on_post_updated(self, event: PostUpdated):
-        card = feed.post_card(event.post_id, event.id)
-        if card is not None:
+        if event.post_id in self.post_ids and (card := feed.post_card(event.post_id, event.id)):
             self.posts = [card if p.id == card.id else p for p in self.posts]
 
     def on_post_deleted(self, event: PostDeleted):
-        self.posts = [p for p in self.posts if p.id != event.post_id]
+        if event.post_id in self.post_ids:
+            self.posts = [p for p in self.posts if p.id != event.post_id]
+            self.post_ids = [p.id for p in self.posts]
+
+
+# -- what the browser computes from the broadcast slots and this tab's marks ------
+
+
+def _genre_matches(card) -> Var:
+    return (CommunityState.genre == ALL) | (card.genre == CommunityState.genre)
+
+
+def _is_new_story(card) -> Var:
+    return (
+        (card.event_id > CommunityState.since_id)
+        & ~CommunityState.story_ids.contains(card.id)
+        & _genre_matches(card)
+    )
+
+
+def _is_new_post(card) -> Var:
+    return (card.event_id > CommunityState.since_id) & ~CommunityState.post_ids.contains(card.id)
+
+
+def _banner_count() -> Var:
+    return reduce(
+        operator.add,
+        [rx.cond(_is_new_story(c) & (c.event_id > CommunityState.seen_id), 1, 0) for c in story_slots()],
+    )
 
 
 def _banner() -> rx.Component:
+    count = _banner_count()
     return rx.cond(
-        CommunityState.banner_count > 0,
+        count > 0,
         rx.callout.root(
             rx.hstack(
                 rx.callout.icon(rx.icon("sparkles")),
                 rx.callout.text(
-                    CommunityState.banner_count.to_string(),
-                    rx.cond(CommunityState.banner_count == 1, " new story", " new stories"),
+                    count.to_string(),
+                    rx.cond(count == 1, " new story", " new stories"),
                     " published",
                     id="new-stories-count",
                 ),
@@ -188,17 +180,36 @@ def _genre_filter() -> rx.Component:
 
 
 def _stories() -> rx.Component:
-    return rx.vstack(
-        rx.box(id="new-stories", scroll_margin_top="1em"),
-        rx.foreach(CommunityState.arrivals, lambda c: story_card(c, is_new=True)),
+    # A flex column ordered by CSS `order`: arrivals (newest first) above the list.
+    return rx.flex(
+        rx.box(id="new-stories", scroll_margin_top="4em", order=-(10**9)),
+        *[
+            rx.cond(_is_new_story(c), rx.box(story_card(c, is_new=True), order=-c.seq, width="100%"))
+            for c in story_slots()
+        ],
         rx.foreach(CommunityState.stories, story_card),
         rx.cond(
-            (CommunityState.stories.length() == 0) & (CommunityState.arrivals.length() == 0),
-            rx.text("No published stories yet.", color_scheme="gray"),
+            CommunityState.stories.length() == 0,
+            rx.text("No published stories yet.", color_scheme="gray", order=1),
         ),
-        spacing="3",
+        direction="column",
+        gap="3",
         width="100%",
         id="story-list",
+    )
+
+
+def _posts() -> rx.Component:
+    return rx.flex(
+        *[
+            rx.cond(_is_new_post(c), rx.box(post_card(c), order=-c.seq, width="100%"))
+            for c in post_slots()
+        ],
+        rx.foreach(CommunityState.posts, post_card),
+        direction="column",
+        gap="3",
+        width="100%",
+        id="recent-posts",
     )
 
 
@@ -225,13 +236,8 @@ def community() -> rx.Component:
             ),
             rx.vstack(
                 rx.heading("Recent posts", size="4"),
-                rx.foreach(CommunityState.posts, post_card),
-                rx.cond(
-                    CommunityState.posts.length() == 0,
-                    rx.text("No posts yet.", color_scheme="gray"),
-                ),
+                rx.cond(CommunityState.loading, loading(), _posts()),
                 width="100%",
-                id="recent-posts",
             ),
             columns=rx.breakpoints(initial="1", md="3fr 2fr"),
             spacing="6",

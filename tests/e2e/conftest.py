@@ -40,7 +40,7 @@ CHROMIUM_FLAGS = [
 START_TIMEOUT = 600  # a first production build on a fresh machine installs npm packages
 POLL_SECONDS = 2
 SSE_MAX_PER_IP = 8
-SSE_QUEUE_SIZE = 50
+SSE_QUEUE_SIZE = 400
 # Backend log lines that mean something went wrong.
 _ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback \(most recent call last\)")
 
