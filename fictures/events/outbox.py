@@ -104,8 +104,11 @@ class OutboxRelay:
                 try:
                     await self.flush()
                     backoff = settings.redis_backoff_initial
+                    # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that
+                    # lands as the wake-up fires, and shutdown then waits forever.
                     try:
-                        await asyncio.wait_for(self._wake.wait(), settings.outbox_sweep_seconds)
+                        async with asyncio.timeout(settings.outbox_sweep_seconds):
+                            await self._wake.wait()
                     except TimeoutError:
                         pass
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
