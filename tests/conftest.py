@@ -99,6 +99,17 @@ T = TypeVar("T")
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _EMBEDDED is not None:
         _EMBEDDED.stop()
+    else:
+        # A shared server: remove this session's stream, sequence and dedupe keys.
+        import redis
+
+        client = redis.Redis.from_url(os.environ["REDIS_URL"])
+        try:
+            keys = list(client.scan_iter(match=f"{os.environ['FICTURES_STREAM_KEY']}*"))
+            for start in range(0, len(keys), 500):
+                client.delete(*keys[start : start + 500])
+        finally:
+            client.close()
     if _PG_SCHEMA is not None:
         import sqlalchemy as sa
         from reflex.model import get_engine

@@ -1,10 +1,13 @@
 """OutboxRelay -> Redis -> Fanout -> local subscribers, against the real Redis."""
 
+import asyncio
 import json
 
+import pytest
 from prometheus_client import REGISTRY
 
 from fictures import posts, stories
+from fictures.events.outbox import OutboxRelay
 from fictures.events.schema import (
     DraftChanged,
     PostCreated,
@@ -137,3 +140,21 @@ async def test_a_slow_subscriber_is_dropped_without_holding_back_the_others(rela
             queued.append(event)
         assert len(queued) <= 2
     assert fanout.subscriber_count == 0
+
+
+async def test_relay_stops_when_cancelled_just_as_it_is_woken(bus):
+    """Shutdown must not hang: a cancel that lands with a wake-up still stops the relay.
+
+    (asyncio.wait_for on Python 3.11 returned the wake-up and dropped the cancel.)
+    The relay's private wake event is used to make the two land in the same step.
+    """
+    relay = OutboxRelay(bus)
+    task = asyncio.create_task(relay.run())
+    try:
+        await wait_until(lambda: bool(relay._wake._waiters), message="the relay to go idle")
+        relay._wake.set()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 2)
+    finally:
+        task.cancel()
