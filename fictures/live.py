@@ -6,7 +6,8 @@ A page becomes live by mixing `LiveState` into its state, calling
     class MyState(LiveState, rx.State):
         titles: list[str] = []
 
-        def on_story_published(self, event: StoryPublished):
+        @_hook
+    def on_story_published(self, event: StoryPublished):
             self.titles.insert(0, event.title)
             return rx.toast(f"New story: {event.title}")
 
@@ -62,20 +63,23 @@ logger = logging.getLogger(__name__)
 _MAX_CATCH_UP = 500
 
 
-class LiveState(rx.State, mixin=True):
-    """Mix into a page's state to receive community events live. See the module doc."""
+_HOOKS = (
+    *("on_" + channel.replace(":", "_") for channel in PUBLIC_CHANNELS),
+    "live_reload",
+    "live_missed",
+)
 
-    # Pages that show the broadcast community feed (fictures.live_feed) join its room.
-    live_room: ClassVar[str | None] = None
 
-    # "1" while the reader paused live updates; remembered by the browser.
-    live_paused: str = rx.LocalStorage("", name="fictures_live_paused", sync=True)
-    # True while this tab is registered with the server and its Redis subscription is healthy.
-    live_ok: bool = False
-    # The newest event id this tab has applied (-1: not started): reconnects resume after it.
-    live_last_id: int = -1
+def _hook(fn: Any) -> Any:
+    """Keep a page's override a plain method: Reflex would otherwise expose it to
+    the browser as an event handler that any client could call with a forged event."""
+    fn.__override_base_method__ = True
+    return fn
 
-    # -- handlers a page overrides -------------------------------------------------
+
+class LiveHooks:
+    """The handlers a live page overrides. A plain class, so Reflex never exposes
+    them to the browser as event handlers (overrides are kept plain too)."""
 
     def on_story_published(self, event: StoryPublished) -> Any:
         """A story was published."""
@@ -102,6 +106,26 @@ class LiveState(rx.State, mixin=True):
         """Extra events to return after a reconnect (e.g. toasts for what the
         broadcast feed showed while this tab was away)."""
         return []
+
+
+class LiveState(LiveHooks, rx.State, mixin=True):
+    """Mix into a page's state to receive community events live. See the module doc."""
+
+    def __init_subclass__(cls, **kwargs: Any):
+        for name in _HOOKS:
+            if (fn := cls.__dict__.get(name)) is not None and hasattr(fn, "__code__"):
+                _hook(fn)
+        super().__init_subclass__(**kwargs)
+
+    # Pages that show the broadcast community feed (fictures.live_feed) join its room.
+    live_room: ClassVar[str | None] = None
+
+    # "1" while the reader paused live updates; remembered by the browser.
+    live_paused: str = rx.LocalStorage("", name="fictures_live_paused", sync=True)
+    # True while this tab is registered with the server and its Redis subscription is healthy.
+    live_ok: bool = False
+    # The newest event id this tab has applied (-1: not started): reconnects resume after it.
+    live_last_id: int = -1
 
     # -- what the page's components read ------------------------------------------
 
@@ -135,7 +159,7 @@ class LiveState(rx.State, mixin=True):
         extra = await self.live_missed()
         if missed is None:
             self.live_last_id = hub.last_id
-            return [type(self).live_reload, *extra]
+            return [r for r in (self.live_reload(), *extra) if r is not None] or None
         results = [self._apply(event) for event in missed]
         return [r for r in results if r is not None] + extra or None
 
@@ -160,7 +184,7 @@ class LiveState(rx.State, mixin=True):
     def live_poll(self, _value: Any = None):
         """Called every `poll_seconds` while live updates are unavailable."""
         if self.live_paused != "1":
-            return type(self).live_reload
+            return self.live_reload()
         return None
 
     @rx.event
@@ -171,7 +195,7 @@ class LiveState(rx.State, mixin=True):
             self.live_paused = ""
             self.live_last_id = hub.last_id
             await hub.join(sid, self.live_room)
-            return type(self).live_reload
+            return self.live_reload()
         self.live_paused = "1"
         await hub.leave(sid, self.live_room)
         return None
@@ -195,9 +219,11 @@ class _Tab:
 
 
 def _handled_channels(state_cls: type[LiveState]) -> frozenset[str]:
+    """The channels whose handler the page overrides: only those cost it a per-tab event."""
     names = {ch: "on_" + ch.replace(":", "_") for ch in PUBLIC_CHANNELS}
     return frozenset(
-        ch for ch, name in names.items() if getattr(state_cls, name) is not getattr(LiveState, name)
+        ch for ch, name in names.items()
+        if getattr(state_cls, name) is not getattr(LiveHooks, name)
     )
 
 

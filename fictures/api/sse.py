@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import redis.exceptions
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -199,6 +200,15 @@ async def _stream(flt: StreamFilter, last_id: int | None, ip: str) -> AsyncItera
         logger.info("SSE stream from %s closed", ip)
 
 
+class _EventStream(EventSourceResponse):
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except* SendTimeoutError:
+            # The client accepted nothing for `sse_send_timeout` seconds: it is gone.
+            logger.info("SSE client stalled for %ss; stream closed", settings.sse_send_timeout)
+
+
 async def community_events(request: Request) -> Response:
     last_id = _parse_last_id(request)
     if isinstance(last_id, Response):
@@ -211,7 +221,7 @@ async def community_events(request: Request) -> Response:
         return _error(
             429, f"too many open event streams from {ip} (limit {settings.sse_max_per_ip})"
         )
-    return EventSourceResponse(
+    return _EventStream(
         _stream(flt, last_id, ip),
         ping=settings.sse_ping_seconds,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

@@ -158,7 +158,7 @@ def app_server() -> Iterator[AppServer]:
         "FICTURES_SSE_MAX_PER_IP": str(SSE_MAX_PER_IP),
         "FICTURES_SSE_QUEUE_SIZE": str(SSE_QUEUE_SIZE),
         "FICTURES_SSE_PING_SECONDS": "1",
-        "FICTURES_SSE_SEND_TIMEOUT": "10",
+        "FICTURES_SSE_SEND_TIMEOUT": "30",
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("FICTURES_EMBEDDED_REDIS_URL", None)
