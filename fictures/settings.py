@@ -25,7 +25,6 @@ GENRES: tuple[str, ...] = (
     "other",
 )
 
-_DEV_SECRET = "dev-only-not-secret"
 
 
 class Settings(BaseSettings):
@@ -44,7 +43,6 @@ class Settings(BaseSettings):
     # Redis so any worker can serve any tab.
     workers: int = Field(1, ge=1, le=64)
     port: int = Field(3000, ge=1, le=65535)
-    secret_key: str = _DEV_SECRET
     token_ttl_hours: int = Field(24 * 14, ge=1)
 
     # Events
@@ -76,10 +74,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
-        if self.env == "production" and self.secret_key == _DEV_SECRET:
-            raise ValueError("FICTURES_SECRET_KEY must be set in production")
         if self.env == "production" and self.database_url.startswith("sqlite"):
             raise ValueError("DATABASE_URL must point at PostgreSQL in production")
+        if self.env == "production" and not self.redis_url:
+            raise ValueError("REDIS_URL must be set in production (no embedded server)")
         return self
 
 
