@@ -204,13 +204,15 @@ def test_resume_seam_has_no_gap_and_no_duplicate(app_server: AppServer):
     mine = {"story_id": str(story["id"]), "channels": "story:updated"}
     with stream(app_server, params=mine) as reference:
         _connected(reference)
+        first = StreamReader(f"{app_server.url}{EVENTS}", params=mine).start()
+        _connected(first)
         publisher = threading.Thread(target=publish)
         publisher.start()
-        first = StreamReader(f"{app_server.url}{EVENTS}", params=mine).start()
         first.wait(lambda: len(first.of("story:updated")) >= 20, what="twenty events")
         first.stop()
         last = first.ids()[-1]
-        time.sleep(0.3)  # events keep being published while the client is away
+        # Stay away while ten more events are published.
+        reference.wait(lambda: len(reference.ids()) >= len(first.ids()) + 10, what="events while away")
         with stream(app_server, params=mine, headers={"Last-Event-ID": str(last)}) as resumed:
             publisher.join(timeout=120)
             assert done.is_set()
