@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import reflex as rx
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from fictures import auth, db
+from fictures.components.forms import field_error
 from fictures.components.layout import page
 from fictures.errors import DomainError
 from fictures.forms import field_errors
@@ -14,22 +17,22 @@ from fictures.models import Credentials, User
 from fictures.state import SessionState
 
 
-def _register(data: Credentials) -> tuple[User, str]:
+def _signed_in(account: Callable[..., User], data: Credentials) -> tuple[User, str]:
+    """Run `auth.register` or `auth.authenticate`, then issue a login token."""
     with db.session() as s:
-        user = auth.register(session=s, data=data)
+        user = account(session=s, data=data)
         token = auth.issue_token(session=s, user=user)
         s.refresh(user)
         s.expunge(user)
         return user, token
+
+
+def _register(data: Credentials) -> tuple[User, str]:
+    return _signed_in(auth.register, data)
 
 
 def _login(data: Credentials) -> tuple[User, str]:
-    with db.session() as s:
-        user = auth.authenticate(session=s, data=data)
-        token = auth.issue_token(session=s, user=user)
-        s.refresh(user)
-        s.expunge(user)
-        return user, token
+    return _signed_in(auth.authenticate, data)
 
 
 class AccountState(rx.State):
@@ -74,12 +77,6 @@ class AccountState(rx.State):
             yield update
 
 
-def _error(key: str) -> rx.Component:
-    return rx.cond(
-        AccountState.errors.contains(key),
-        rx.text(AccountState.errors[key], color_scheme="red", size="1", class_name="field-error", id=f"error-{key}"),
-    )
-
 
 def _form(title: str, submit: str, handler, other: rx.Component) -> rx.Component:
     return page(
@@ -90,11 +87,11 @@ def _form(title: str, submit: str, handler, other: rx.Component) -> rx.Component
                         rx.heading(title, size="6"),
                         rx.text("Username", size="2", weight="medium"),
                         rx.input(name="username", id="username", placeholder="3–32 letters, digits or _", width="100%"),
-                        _error("username"),
+                        field_error(AccountState.errors, "username"),
                         rx.text("Password", size="2", weight="medium"),
                         rx.input(name="password", id="password", type="password", placeholder="at least 8 characters", width="100%"),
-                        _error("password"),
-                        _error("form"),
+                        field_error(AccountState.errors, "password"),
+                        field_error(AccountState.errors, "form"),
                         rx.button(submit, type="submit", loading=AccountState.busy, width="100%", id="submit"),
                         other,
                         spacing="2",

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fictures import db, feed, posts, stories
 from fictures.components.cards import genre_badge, post_card
+from fictures.components.forms import field_error
 from fictures.components.layout import loading, page
 from fictures.components.live import live_indicator
 from fictures.errors import DomainError
@@ -144,12 +145,6 @@ class StoryState(LiveState, rx.State):
         return None
 
 
-def _error(key: str) -> rx.Component:
-    return rx.cond(
-        StoryState.post_errors.contains(key),
-        rx.text(StoryState.post_errors[key], color_scheme="red", size="1", class_name="field-error"),
-    )
-
 
 def _post_form() -> rx.Component:
     return rx.cond(
@@ -164,10 +159,10 @@ def _post_form() -> rx.Component:
                     id="post-type",
                 ),
                 rx.input(placeholder="Title", name="title", id="post-title", width="100%"),
-                _error("title"),
+                field_error(StoryState.post_errors, "title", "post-error"),
                 rx.text_area(placeholder="Say something…", name="body", id="post-body", width="100%", rows="4"),
-                _error("body"),
-                _error("form"),
+                field_error(StoryState.post_errors, "body", "post-error"),
+                field_error(StoryState.post_errors, "form", "post-error"),
                 rx.button("Post", type="submit", loading=StoryState.posting, id="post-submit"),
                 width="100%",
             ),

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from fictures import db, stories
+from fictures.components.forms import field_error
 from fictures.components.layout import loading, page
 from fictures.errors import DomainError
 from fictures.forms import field_errors
@@ -185,12 +186,6 @@ class WritingState(rx.State):
         return rx.toast.success("Deleted")
 
 
-def _error(key: str) -> rx.Component:
-    return rx.cond(
-        WritingState.errors.contains(key),
-        rx.text(WritingState.errors[key], color_scheme="red", size="1", class_name="field-error", id=f"error-{key}"),
-    )
-
 
 def _editor() -> rx.Component:
     return rx.card(
@@ -200,23 +195,23 @@ def _editor() -> rx.Component:
                 value=WritingState.title, on_change=WritingState.set_title,
                 placeholder="Title", id="story-title-input", width="100%",
             ),
-            _error("title"),
+            field_error(WritingState.errors, "title"),
             rx.select(
                 [NO_GENRE, *GENRES], value=WritingState.genre, on_change=WritingState.set_genre,
                 id="story-genre-input",
             ),
-            _error("genre"),
+            field_error(WritingState.errors, "genre"),
             rx.text_area(
                 value=WritingState.summary, on_change=WritingState.set_summary,
                 placeholder="Summary (up to 1,000 characters)", id="story-summary-input", width="100%",
             ),
-            _error("summary"),
+            field_error(WritingState.errors, "summary"),
             rx.text_area(
                 value=WritingState.content, on_change=WritingState.set_content,
                 placeholder="Once upon a time…", id="story-content-input", width="100%", rows="10",
             ),
-            _error("content"),
-            _error("form"),
+            field_error(WritingState.errors, "content"),
+            field_error(WritingState.errors, "form"),
             rx.hstack(
                 rx.button("Save draft", on_click=WritingState.save(False), loading=WritingState.saving,
                           variant="soft", id="save-draft"),
