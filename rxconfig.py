@@ -1,10 +1,12 @@
 import reflex as rx
 
+from fictures.server_limits import raise_connection_limits
 from fictures.settings import redis_url, settings
 
 # Started here, in the `reflex` command's own process, so the embedded server
 # (when no REDIS_URL is set) exists once per app run and every worker reuses it.
 _redis_url = redis_url()
+raise_connection_limits(settings.max_connections)
 
 config = rx.Config(
     app_name="fictures",

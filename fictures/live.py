@@ -301,7 +301,7 @@ class TabHub:
         namespace = self.app.event_namespace
         if namespace is None or self.app.sio is None:
             return 0
-        return sum(1 for _ in self.app.sio.manager.get_participants(namespace.namespace, room))
+        return len(self.app.sio.manager.rooms.get(namespace.namespace, {}).get(room, ()))
 
     async def broadcast(self, room: str, update: Any) -> int:
         """One frame, encoded once, written to every socket in `room` on this process."""

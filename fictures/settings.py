@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     # Backend worker processes. With more than one, Reflex keeps tab state in
     # Redis so any worker can serve any tab.
     workers: int = Field(1, ge=1, le=64)
+    # Concurrent connections (websocket tabs + SSE streams + requests) per worker.
+    max_connections: int = Field(20_000, ge=128)
     port: int = Field(3000, ge=1, le=65535)
     token_ttl_hours: int = Field(24 * 14, ge=1)
 

@@ -1,0 +1,46 @@
+"""Connection limits of the HTTP server Reflex starts (Granian).
+
+Reflex 0.10 constructs Granian without a `backpressure` argument, so each
+worker serves at most `backlog // workers` = 1024 concurrent requests, and
+every open SSE stream is one: the 1,024th stream froze the server (measured in
+benchmarks/RESULTS.md). This raises the default to `FICTURES_MAX_CONNECTIONS`
+and the open-file limit, for servers constructed after it runs (rxconfig.py calls it in the `reflex`
+command's process, before the server starts).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def raise_connection_limits(limit: int) -> None:
+    """Let the server hold `limit` connections: Granian's backpressure, and the
+    process's open-file limit (up to the hard limit)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = limit + 1024
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+        logger.debug("Open-file limit raised from %s to %s", soft, new_soft)
+    try:
+        from granian.server.common import AbstractServer
+    except ImportError:  # another server runs the app
+        return
+    original = AbstractServer.__init__
+    if getattr(original, "__fictures_limit__", None) == limit:
+        return
+    original = getattr(original, "__wrapped__", original)
+
+    @functools.wraps(original)
+    def __init__(self, *args, backlog: int = 1024, backpressure: int | None = None, **kwargs):
+        original(
+            self, *args, backlog=max(backlog, limit), backpressure=backpressure or limit, **kwargs
+        )
+
+    __init__.__fictures_limit__ = limit
+    AbstractServer.__init__ = __init__
