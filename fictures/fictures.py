@@ -7,7 +7,7 @@ import reflex as rx
 from fictures import api, live, pages  # noqa: F401  (pages register themselves)
 from fictures.events import service
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
 logging.getLogger("fictures").setLevel(logging.INFO)
 
 app = rx.App(

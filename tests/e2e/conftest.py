@@ -6,6 +6,7 @@ Every test fails if the server logged an error while it ran.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -50,7 +51,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     in the main thread for as long as the browser is open, which asyncio tests
     collected after them could not share."""
     here = Path(__file__).parent
-    items.sort(key=lambda item: Path(item.path).is_relative_to(here))
+
+    def order(item: pytest.Item) -> tuple[bool, bool]:
+        path = Path(item.path)
+        # The several-workers app runs (and stops) before the session's app starts.
+        return path.is_relative_to(here), path.name != "test_several_workers.py"
+
+    items.sort(key=order)
 
 
 def _free_port() -> int:
@@ -136,8 +143,9 @@ def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float) ->
     raise RuntimeError(f"the app did not answer {url} within {timeout}s:\n{log.read_text()[-4000:]}")
 
 
-@pytest.fixture(scope="session")
-def app_server() -> Iterator[AppServer]:
+@contextlib.contextmanager
+def running_app(workers: int = 1) -> Iterator[AppServer]:
+    """The app in production mode with `workers` processes, its own Redis and DB."""
     workdir = Path(tempfile.mkdtemp(prefix="fictures-e2e-"))
     redis = RedisControl(port=_free_port())
     redis.start()
@@ -146,8 +154,8 @@ def app_server() -> Iterator[AppServer]:
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "REFLEX_USE_NPM": "1",
-        "GRANIAN_WORKERS": "1",
-        "FICTURES_WORKERS": "1",
+        "GRANIAN_WORKERS": str(workers),
+        "FICTURES_WORKERS": str(workers),
         "FICTURES_ENV": "test",
         "DATABASE_URL": f"sqlite:///{workdir}/e2e.db",
         "REDIS_URL": redis.url,
@@ -190,6 +198,12 @@ def app_server() -> Iterator[AppServer]:
                 process.wait()
         redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def app_server() -> Iterator[AppServer]:
+    with running_app() as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,42 @@
+"""With several backend workers, each tab gets each event exactly once."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.e2e.conftest import AppServer, running_app
+
+
+@pytest.fixture(scope="module")
+def app_server() -> Iterator[AppServer]:
+    """Two workers, sharing Reflex's tab state and the events through one Redis."""
+    with running_app(workers=2) as server:
+        yield server
+
+
+def test_each_tab_gets_each_event_once_across_workers(app_server: AppServer, new_page):
+    _, token = app_server.register()
+    tabs = [new_page("/community") for _ in range(6)]
+    for tab in tabs:
+        expect(tab.locator("#live-indicator")).to_have_attribute("data-status", "live")
+    titles = [f"Across Workers {uuid.uuid4().hex[:6]}" for _ in range(3)]
+    for title in titles:
+        app_server.create_story(token, title)
+    for tab in tabs:
+        for title in titles:
+            expect(tab.locator(".story-card", has_text=title)).to_have_count(1)
+            expect(tab.get_by_text(f"New story: {title}")).to_have_count(1)
+        expect(tab.locator("#new-stories-count")).to_have_text("3 new stories published")
+
+    log = app_server.log_path.read_text()
+    workers = set(re.findall(r"\[(\d+)\] INFO fictures.live: Live tab connected", log))
+    fanned = re.findall(r"\[(\d+)\] INFO fictures.live: Fanned out story:published", log)
+    print(f"tabs connected on worker pids {sorted(workers)}; fan-out lines per worker: "
+          f"{ {pid: fanned.count(pid) for pid in set(fanned)} }")
+    # Every worker has its own subscriber: each fans every event out once.
+    assert len(set(fanned)) == 2 and all(fanned.count(pid) == len(titles) for pid in set(fanned))
