@@ -23,10 +23,8 @@ class StoryCard:
     genre: str = ""
     summary: str = ""
     author: str = ""
-    published_at: str = ""
-    # Set on cards that arrived live: the event that brought them, and arrival order.
+    # Set on cards that arrived live: the event that brought them.
     event_id: int = 0
-    seq: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +36,12 @@ class PostCard:
     body: str = ""
     type: str = ""
     author: str = ""
-    created_at: str = ""
     event_id: int = 0
-    seq: int = 0
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    """Cards show a preview; the story page shows the whole text."""
+    return text if len(text) <= limit else text[:limit].rstrip() + "…"
 
 
 def _names(session: Session, ids: set[int]) -> dict[int, str]:
@@ -54,9 +55,8 @@ def _story_card(story: Story, author: str) -> StoryCard:
         id=story.id,
         title=story.title,
         genre=story.genre or "",
-        summary=story.summary,
+        summary=_excerpt(story.summary),
         author=author,
-        published_at=story.published_at.isoformat() if story.published_at else "",
     )
 
 
@@ -66,10 +66,9 @@ def _post_card(post: Post, author: str, story_title: str = "") -> PostCard:
         story_id=post.story_id,
         story_title=story_title,
         title=post.title,
-        body=post.body if len(post.body) <= 600 else post.body[:600] + "…",
+        body=_excerpt(post.body),
         type=post.type,
         author=author,
-        created_at=post.created_at.isoformat(),
     )
 
 

@@ -66,7 +66,6 @@ _MAX_CATCH_UP = 500
 _HOOKS = (
     *("on_" + channel.replace(":", "_") for channel in PUBLIC_CHANNELS),
     "live_reload",
-    "live_missed",
 )
 
 
@@ -101,11 +100,6 @@ class LiveHooks:
 
     def live_reload(self) -> Any:
         """Refetch the page's data from the database (resume, polling)."""
-
-    async def live_missed(self) -> list[Any]:
-        """Extra events to return after a reconnect (e.g. toasts for what the
-        broadcast feed showed while this tab was away)."""
-        return []
 
 
 class LiveState(LiveHooks, rx.State, mixin=True):
@@ -156,12 +150,11 @@ class LiveState(LiveHooks, rx.State, mixin=True):
             self.live_last_id = hub.last_id
             return None
         missed = await hub.history_after(self.live_last_id)
-        extra = await self.live_missed()
         if missed is None:
             self.live_last_id = hub.last_id
-            return [r for r in (self.live_reload(), *extra) if r is not None] or None
+            return self.live_reload()
         results = [self._apply(event) for event in missed]
-        return [r for r in results if r is not None] + extra or None
+        return [r for r in results if r is not None] or None
 
     @rx.event
     def live_receive(self, data: dict):
@@ -318,10 +311,10 @@ class TabHub:
         feed's room in one frame, then the pages with a handler of their own."""
         if not event.public:
             return 0  # private events never reach tabs; the SSE API serves their owners
-        changed, toasts = await live_feed.apply(event)
+        changed = await live_feed.apply(event)
         broadcast = 0
-        if changed or toasts:
-            broadcast = await self.broadcast(live_feed.ROOM, live_feed.frame(event, changed, toasts))
+        if changed:
+            broadcast = await self.broadcast(live_feed.ROOM, live_feed.frame(changed))
         connected = self.app.event_namespace.token_to_sid if self.app.event_namespace else {}
         payload = {"data": {"channel": event.channel, "json": event.to_json()}}
         handled = 0

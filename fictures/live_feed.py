@@ -5,7 +5,8 @@ posts that arrived since the page loaded. So instead of running a handler per
 tab (fictures.live's general path, ~0.65 ms a tab), each process keeps the
 latest arrivals in a ring of fixed slots, and an event becomes ONE Socket.IO
 frame emitted to the room of live community tabs: the one slot that changed,
-plus the toast. The frame is encoded once and written to every socket.
+and nothing else (the browser raises the toast itself, see `FeedToaster`).
+The frame is encoded once and written to every socket.
 
 The slots are computed vars of `LiveFeedState` that read the process's ring,
 so a reload or reconnect hydrates exactly what the broadcast showed. What is
@@ -23,10 +24,13 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import reflex as rx
-from reflex.event import Event
 from reflex.state import StateUpdate
+from reflex.vars import Var, VarData
 from reflex_base.constants.state import FIELD_MARKER
-from reflex_components_sonner.toast import ToastAction
+from reflex_base.utils.imports import ImportVar
+from reflex_base.vars.sequence import LiteralArrayVar
+from reflex_components_core.base.fragment import Fragment
+from reflex_components_sonner.toast import toast_ref
 
 from fictures import feed
 from fictures.events.schema import (
@@ -44,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 SLOTS = 20
 ROOM = "live:community"
+# localStorage key of LiveState.live_paused (the toaster stays quiet while paused).
+PAUSED_KEY = "fictures_live_paused"
 
 C = TypeVar("C", StoryCard, PostCard)
 
@@ -54,21 +60,21 @@ class Ring(Generic[C]):
     def __init__(self, empty: C, size: int = SLOTS):
         self.empty = empty
         self.slots: list[C] = [empty] * size
-        self.seq = 0
+        self.arrivals = 0
 
     def put(self, card: C, event_id: int) -> list[int]:
         """Add an arrival; returns the slots that changed (a repeat of the same item moves)."""
         changed = self.remove(lambda c: c.id == card.id)
-        index = self.seq % len(self.slots)
-        self.seq += 1
-        self.slots[index] = dataclasses.replace(card, event_id=event_id, seq=self.seq)
+        index = self.arrivals % len(self.slots)
+        self.arrivals += 1
+        self.slots[index] = dataclasses.replace(card, event_id=event_id)
         return [*changed, index]
 
     def update(self, item_id: int, card: C) -> list[int]:
         changed = []
         for i, c in enumerate(self.slots):
             if c.id == item_id and c.event_id:
-                self.slots[i] = dataclasses.replace(card, event_id=c.event_id, seq=c.seq)
+                self.slots[i] = dataclasses.replace(card, event_id=c.event_id)
                 changed.append(i)
         return changed
 
@@ -101,59 +107,38 @@ class LiveFeedState(rx.State):
     """The broadcast part of the community page. No event handler changes it;
     only the broadcast frames (and hydration) carry its values."""
 
-    # The newest event this browser tab was sent, kept in sessionStorage so that
-    # after a reconnect the server knows which arrivals the tab missed.
-    feed_seen: str = rx.SessionStorage("", name="fictures_feed_seen")
-
+    # Slot vars s0..s19 (stories) and p0..p19 (posts): short names, small frames.
     for _i in range(SLOTS):
-        locals()[f"story_{_i}"] = _slot_var(stories, f"story_{_i}", _i, StoryCard)
-        locals()[f"post_{_i}"] = _slot_var(posts, f"post_{_i}", _i, PostCard)
+        locals()[f"s{_i}"] = _slot_var(stories, f"s{_i}", _i, StoryCard)
+        locals()[f"p{_i}"] = _slot_var(posts, f"p{_i}", _i, PostCard)
     del _i
 
 
 def story_slots() -> list[Any]:
-    return [getattr(LiveFeedState, f"story_{i}") for i in range(SLOTS)]
+    return [getattr(LiveFeedState, f"s{i}") for i in range(SLOTS)]
 
 
 def post_slots() -> list[Any]:
-    return [getattr(LiveFeedState, f"post_{i}") for i in range(SLOTS)]
+    return [getattr(LiveFeedState, f"p{i}") for i in range(SLOTS)]
 
 
-def _story_toast(card: StoryCard) -> Any:
-    return rx.toast.success(
-        f"New story: {card.title}",
-        description=f"by {card.author}",
-        action=ToastAction(label="View", on_click=rx.scroll_to(f"story-{card.id}")),
-    )
-
-
-def post_toast(card: PostCard) -> Any:
-    return rx.toast.info(
-        f"New {card.type}: {card.title}",
-        description=f"on {card.story_title} by {card.author}",
-        action=ToastAction(label="View", on_click=rx.redirect(f"/community/story/{card.story_id}")),
-    )
-
-
-async def apply(event: CommunityEvent) -> tuple[dict[str, Any], list[Any]]:
-    """Apply an event to the rings: returns (changed slot vars, toasts) to broadcast.
+async def apply(event: CommunityEvent) -> dict[str, Any]:
+    """Apply an event to the rings: returns the changed slot vars to broadcast.
 
     Cards are read from the DB in a worker thread (cached per event, so the
     per-tab handlers that follow read the same card without a query)."""
     changed: dict[str, Any] = {}
-    toasts: list[Any] = []
 
     def stories_changed(indices: list[int]) -> None:
-        changed.update({f"story_{i}": stories.slots[i] for i in indices})
+        changed.update({f"s{i}": stories.slots[i] for i in indices})
 
     def posts_changed(indices: list[int]) -> None:
-        changed.update({f"post_{i}": posts.slots[i] for i in indices})
+        changed.update({f"p{i}": posts.slots[i] for i in indices})
 
     match event:
         case StoryPublished():
             if (card := await asyncio.to_thread(feed.story_card, event.story_id, event.id)) is not None:
                 stories_changed(stories.put(card, event.id))
-                toasts.append(_story_toast(card))
         case StoryUpdated(status="published"):
             if (card := await asyncio.to_thread(feed.story_card, event.story_id, event.id)) is not None:
                 stories_changed(stories.update(event.story_id, card))
@@ -163,28 +148,75 @@ async def apply(event: CommunityEvent) -> tuple[dict[str, Any], list[Any]]:
         case PostCreated():
             if (card := await asyncio.to_thread(feed.post_card, event.post_id, event.id)) is not None:
                 posts_changed(posts.put(card, event.id))
-                toasts.append(post_toast(card))
         case PostUpdated():
             if (card := await asyncio.to_thread(feed.post_card, event.post_id, event.id)) is not None:
                 posts_changed(posts.update(event.post_id, card))
         case PostDeleted():
             posts_changed(posts.remove(lambda c: c.id == event.post_id))
-    return changed, toasts
+    return changed
 
 
-def frame(event: CommunityEvent, changed: dict[str, Any], toasts: list[Any]) -> StateUpdate:
-    """The one update every live community tab receives for `event`."""
+def frame(changed: dict[str, Any]) -> StateUpdate:
+    """The one update every live community tab receives for an event: the changed
+    slots only (the browser raises the toast, see FeedToaster)."""
     delta = {f"{name}{FIELD_MARKER}": value for name, value in changed.items()}
-    delta[f"feed_seen{FIELD_MARKER}"] = str(event.id)
-    return StateUpdate(
-        delta={LiveFeedState.get_full_name(): delta},
-        events=[e for t in toasts for e in Event.from_event_type(t)],
-    )
+    return StateUpdate(delta={LiveFeedState.get_full_name(): delta})
 
 
-def missed_toasts(after_id: int) -> list[Any]:
-    """Toasts for the arrivals after `after_id` (a tab that was away), oldest first."""
-    missed = [c for c in stories.slots if c.event_id > after_id]
-    missed += [c for c in posts.slots if c.event_id > after_id]
-    missed.sort(key=lambda c: c.event_id)
-    return [_story_toast(c) if isinstance(c, StoryCard) else post_toast(c) for c in missed]
+class FeedToaster(Fragment):
+    """The browser half of the broadcast: toasts each arrival when its slot changes.
+
+    The frame carries only the slot; this hook compares the slots with the
+    newest one already toasted (kept in a ref), so nothing toasts on page load,
+    arrivals missed during a disconnect toast when the tab rehydrates, and a
+    paused tab stays quiet.
+    """
+
+    def add_hooks(self) -> list[str | Var]:
+        stories = LiteralArrayVar.create(story_slots())
+        posts = LiteralArrayVar.create(post_slots())
+        hydrated = rx.State.is_hydrated
+        effect = Var(
+            _js_expr=f"""() => {{
+  const stories = {stories!s};
+  const posts = {posts!s};
+  const newest = Math.max(0, ...stories.map((c) => c.event_id), ...posts.map((c) => c.event_id));
+  if (!{hydrated!s}) return;
+  if (fxToasted.current === null
+      || window.localStorage.getItem("{PAUSED_KEY}") === "1") {{
+    fxToasted.current = newest;
+    return;
+  }}
+  const fresh = [...stories, ...posts]
+    .filter((c) => c.event_id > fxToasted.current)
+    .sort((a, b) => a.event_id - b.event_id);
+  for (const c of fresh) {{
+    if (c.story_title === undefined) {{
+      fxToast?.success("New story: " + c.title, {{description: "by " + c.author,
+        action: {{label: "View", onClick: () => document.getElementById("story-" + c.id)?.scrollIntoView()}}}});
+    }} else {{
+      fxToast?.info("New " + c.type + ": " + c.title, {{description: "on " + c.story_title + " by " + c.author,
+        action: {{label: "View", onClick: () => window.location.assign("/community/story/" + c.story_id)}}}});
+    }}
+  }}
+  fxToasted.current = newest;
+}}""",
+            _var_data=VarData.merge(
+                stories._get_all_var_data(), posts._get_all_var_data(), hydrated._get_all_var_data()
+            ),
+        )
+        return [
+            Var(f"const fxToast = {toast_ref};"),
+            Var(
+                "const fxToasted = useRef(null);",
+                _var_data=VarData(imports={"react": [ImportVar(tag="useRef")]}),
+            ),
+            # A statement of its own (";"), so it cannot run on from the hook before it.
+            Var(
+                _js_expr=f"useEffect({effect!s});",
+                _var_data=VarData.merge(
+                    effect._get_all_var_data(),
+                    VarData(imports={"react": [ImportVar(tag="useEffect")]}),
+                ),
+            ),
+        ]

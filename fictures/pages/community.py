@@ -66,12 +66,6 @@ class CommunityState(LiveState, rx.State):
     def live_reload(self):
         return CommunityState.load
 
-    async def live_missed(self) -> list:
-        """After a reconnect: toasts for the arrivals this tab was not sent."""
-        seen = (await self.get_state(live_feed.LiveFeedState)).feed_seen
-        after = max(int(seen) if seen.isdigit() else 0, self.since_id)
-        return live_feed.missed_toasts(after)
-
     @rx.event
     def set_genre(self, genre: str):
         self.genre = genre if genre in GENRES else ALL
@@ -184,7 +178,7 @@ def _stories() -> rx.Component:
     return rx.flex(
         rx.box(id="new-stories", scroll_margin_top="4em", order=-(10**9)),
         *[
-            rx.cond(_is_new_story(c), rx.box(story_card(c, is_new=True), order=-c.seq, width="100%"))
+            rx.cond(_is_new_story(c), rx.box(story_card(c, is_new=True), order=-c.event_id, width="100%"))
             for c in story_slots()
         ],
         rx.foreach(CommunityState.stories, story_card),
@@ -202,7 +196,7 @@ def _stories() -> rx.Component:
 def _posts() -> rx.Component:
     return rx.flex(
         *[
-            rx.cond(_is_new_post(c), rx.box(post_card(c), order=-c.seq, width="100%"))
+            rx.cond(_is_new_post(c), rx.box(post_card(c), order=-c.event_id, width="100%"))
             for c in post_slots()
         ],
         rx.foreach(CommunityState.posts, post_card),
@@ -228,6 +222,7 @@ def community() -> rx.Component:
             align="center",
         ),
         _banner(),
+        live_feed.FeedToaster.create(),
         rx.grid(
             rx.vstack(
                 rx.heading("Stories", size="4"),
