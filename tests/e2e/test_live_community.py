@@ -36,9 +36,12 @@ def test_published_story_arrives_live_with_toast_banner_badge_and_view_now(app_s
         started = time.monotonic()
         author.locator("#save-publish").click()
         card = reader.locator(".story-card", has_text=title)
-        expect(card.locator(".new-badge")).to_be_visible(timeout=1_000)
+        # wait_for polls on animation frames: a precise arrival time.
+        card.locator(".new-badge").wait_for(state="visible", timeout=1_000)
         elapsed = time.monotonic() - started
-        print(f"publish-to-reader latency for {title!r}: {elapsed * 1000:.0f} ms")
+        print(f"publish-to-reader latency for {title!r}: {elapsed * 1000:.0f} ms "
+              f"(click at {time.strftime('%H:%M:%S', time.localtime(time.time() - elapsed))}"
+              f".{int((time.time() - elapsed) % 1 * 1000):03d})")
         expect(reader.get_by_text(f"New story: {title}")).to_be_visible(timeout=1_000)
         author.locator("#new-story").click()
 
