@@ -23,7 +23,7 @@ import asyncio
 import json
 import logging
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -92,8 +92,20 @@ def _user_id_for(token: str | None) -> int | None:
         return user.id if user else None
 
 
-def _frame(event: CommunityEvent, raw: str | None = None) -> ServerSentEvent:
-    return ServerSentEvent(data=raw or event.to_json(), event=event.channel, id=str(event.id))
+_encoded: OrderedDict[int, bytes] = OrderedDict()
+
+
+def _frame(event: CommunityEvent, raw: str | None = None) -> bytes:
+    """The event's SSE frame, encoded once per process and written to every stream."""
+    assert event.id is not None
+    if (frame := _encoded.get(event.id)) is None:
+        frame = ServerSentEvent(
+            data=raw or event.to_json(), event=event.channel, id=str(event.id)
+        ).encode()
+        _encoded[event.id] = frame
+        if len(_encoded) > 4096:
+            _encoded.popitem(last=False)
+    return frame
 
 
 def _reset(reason: str, last_id: int) -> ServerSentEvent:
