@@ -55,6 +55,7 @@ from fictures.events.schema import (
     StoryUpdated,
     parse_event,
 )
+from fictures.server_limits import tune_gc
 from fictures.settings import settings
 
 logger = logging.getLogger(__name__)
@@ -381,6 +382,7 @@ class TabHub:
 @contextlib.asynccontextmanager
 async def lifespan(app: rx.App) -> AsyncIterator[None]:
     """Runs the process's TabHub (registered on the app after the event service)."""
+    tune_gc()  # this worker is about to hold many tabs: see fictures.server_limits
     hub = TabHub(app)
     hub._wrap_disconnect()
     TabHub._current = hub
