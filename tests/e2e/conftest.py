@@ -105,6 +105,13 @@ class AppServer:
             f.seek(self._log_offset)
             return f.read().decode(errors="replace")
 
+    def wait_for_log(self, pattern: str, *, count: int = 1, timeout: float = 15) -> None:
+        """Wait until the server logged `pattern` (a regex) `count` times since the mark."""
+        deadline = time.monotonic() + timeout
+        while len(re.findall(pattern, self.log_since_mark())) < count:
+            assert time.monotonic() < deadline, f"the server never logged {pattern!r}"
+            time.sleep(0.05)
+
     def errors_since_mark(self) -> list[str]:
         return [line for line in self.log_since_mark().splitlines() if _ERROR_LINE.search(line)]
 

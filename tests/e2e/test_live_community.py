@@ -137,8 +137,9 @@ def test_live_indicator_follows_redis_outage_and_polling_fills_the_gap(app_serve
     app_server.redis.start()
     _wait_live(reader)
     expect(reader.locator("#live-indicator")).to_contain_text("Live")
-    # The delayed event, relayed once Redis is back, does not duplicate the story.
-    time.sleep(1)  # give the relayed event time to arrive; then count
+    # The delayed event, relayed once Redis is back, reaches the tab and does not
+    # duplicate the story.
+    app_server.wait_for_log(r"Fanned out story:published #\d+ to [1-9]")
     expect(reader.locator(".story-card", has_text=title)).to_have_count(1)
 
 
@@ -151,8 +152,10 @@ def test_pause_and_resume_live_updates_is_remembered(app_server: AppServer, new_
 
     title = _title("Quiet Hours")
     app_server.create_story(token, title)
-    reader.wait_for_timeout(1_000)
+    # The event went out; the paused tab is not in the broadcast room.
+    app_server.wait_for_log(r"Fanned out story:published #\d+")
     expect(reader.get_by_text(f"New story: {title}")).to_have_count(0)
+    expect(reader.locator(".story-card", has_text=title)).to_have_count(0)
 
     reader.reload()
     expect(reader.locator("#live-indicator")).to_have_attribute("data-status", "paused")
@@ -203,7 +206,7 @@ def test_tab_catches_up_after_losing_its_connection(app_server: AppServer, brows
         titles = [_title("Missed While Asleep"), _title("Also Missed")]
         for title in titles:
             app_server.create_story(token, title)
-        reader.wait_for_timeout(500)
+        app_server.wait_for_log(r"Fanned out story:published #\d+", count=2)
         expect(reader.get_by_text(titles[0])).to_have_count(0)
 
         network.restore()
