@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -212,6 +213,7 @@ class _Tab:
     channels: frozenset[str]  # the channels whose handler the page overrides
 
 
+@functools.cache
 def _handled_channels(state_cls: type[LiveState]) -> frozenset[str]:
     """The channels whose handler the page overrides: only those cost it a per-tab event."""
     names = {ch: "on_" + ch.replace(":", "_") for ch in PUBLIC_CHANNELS}
@@ -229,6 +231,9 @@ class TabHub:
     def __init__(self, app: rx.App):
         self.app = app
         self.tabs: dict[str, _Tab] = {}
+        # channel -> tokens of the tabs whose page handles it: an event costs a
+        # loop over those tabs only (none, for the broadcast community feed).
+        self.handling: dict[str, set[str]] = {channel: set() for channel in PUBLIC_CHANNELS}
         self.fanout = service.fanout()
 
     @classmethod
@@ -248,15 +253,21 @@ class TabHub:
     def register(self, token: str, state_cls: type[LiveState], router_data: dict) -> None:
         name = state_cls.get_full_name()
         known = token in self.tabs
-        self.tabs[token] = _Tab(
-            f"{name}.live_receive", f"{name}.live_set_ok", router_data, _handled_channels(state_cls)
-        )
+        channels = _handled_channels(state_cls)
+        self.tabs[token] = _Tab(f"{name}.live_receive", f"{name}.live_set_ok", router_data, channels)
+        for channel, tokens in self.handling.items():
+            if channel in channels:
+                tokens.add(token)
+            else:
+                tokens.discard(token)  # the tab moved to a page that does not handle it
         metrics.LIVE_TABS.set(len(self.tabs))
         if not known:
             logger.info("Live tab connected (%s); %d active", token[:8], len(self.tabs))
 
     def unregister(self, token: str) -> None:
-        if self.tabs.pop(token, None) is not None:
+        if (tab := self.tabs.pop(token, None)) is not None:
+            for channel in tab.channels:
+                self.handling[channel].discard(token)
             metrics.LIVE_TABS.set(len(self.tabs))
             logger.info("Live tab left (%s); %d active", token[:8], len(self.tabs))
 
@@ -316,16 +327,16 @@ class TabHub:
         broadcast = 0
         if changed:
             broadcast = await self.broadcast(live_feed.ROOM, live_feed.frame(changed))
-        connected = self.app.event_namespace.token_to_sid if self.app.event_namespace else {}
+        connected = self._connected()
         payload = {"data": {"channel": event.channel, "json": event.to_json()}}
         handled = 0
-        for token, tab in list(self.tabs.items()):
+        for token in list(self.handling[event.channel]):
             if token not in connected:
                 self.unregister(token)
                 continue
-            if event.channel in tab.channels:
-                await self._send(token, tab.handler, payload, tab)
-                handled += 1
+            tab = self.tabs[token]
+            await self._send(token, tab.handler, payload, tab)
+            handled += 1
         metrics.EVENTS_DELIVERED.labels(event.channel, "tab").inc(broadcast + handled)
         logger.info(
             "Fanned out %s #%s to %d tabs (%d in one broadcast frame, %d by handler)",
@@ -345,8 +356,15 @@ class TabHub:
             with contextlib.suppress(MalformedEvent):
                 await live_feed.apply(parse_event(item.channel, item.data))
 
+    def _connected(self) -> Mapping[str, str]:
+        return self.app.event_namespace.token_to_sid if self.app.event_namespace else {}
+
     async def _broadcast_status(self, ok: bool) -> None:
+        connected = self._connected()
         for token, tab in list(self.tabs.items()):
+            if token not in connected:
+                self.unregister(token)  # its disconnect was missed; a sweep as good as any
+                continue
             await self._send(token, tab.status_handler, {"ok": ok}, tab)
 
     def _wrap_disconnect(self) -> None:

@@ -89,6 +89,9 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._floor = 0
+        # The DB floor is read once, and again after Redis failed (it may come
+        # back empty): not on every publish.
+        self._floor_stale = True
 
     def wake(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -112,7 +115,13 @@ class OutboxRelay:
                     except TimeoutError:
                         pass
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-                    logger.warning("Outbox relay cannot reach Redis (%s); retry in %.1fs", exc, backoff)
+                    self._floor_stale = True
+                    _, backlog = await asyncio.to_thread(_floor_and_backlog)
+                    metrics.OUTBOX_BACKLOG.set(backlog)
+                    logger.warning(
+                        "Outbox relay cannot reach Redis (%s); %d events wait; retry in %.1fs",
+                        exc, backlog, backoff,
+                    )
                     await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                     backoff = min(backoff * 2, settings.redis_backoff_max)
                 except Exception:
@@ -126,10 +135,13 @@ class OutboxRelay:
         """Send every unsent row, oldest first. Returns how many were sent."""
         total = 0
         self._wake.clear()
-        floor, backlog = await asyncio.to_thread(_floor_and_backlog)
-        self._floor = max(self._floor, floor, self._seen_id())
-        metrics.OUTBOX_BACKLOG.set(backlog)
+        if self._floor_stale:
+            floor, _ = await asyncio.to_thread(_floor_and_backlog)
+            self._floor = max(self._floor, floor)
+            self._floor_stale = False
+        self._floor = max(self._floor, self._seen_id())
         while rows := await asyncio.to_thread(_unsent, _BATCH):
+            metrics.OUTBOX_BACKLOG.set(len(rows))
             sent: list[tuple[int, int]] = []
             try:
                 for row in rows:
@@ -147,4 +159,5 @@ class OutboxRelay:
                     metrics.OUTBOX_BACKLOG.dec(len(sent))
             if len(rows) < _BATCH:
                 break
+        metrics.OUTBOX_BACKLOG.set(0)
         return total
