@@ -29,18 +29,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _postgres_schema_url(url: str) -> tuple[str, str]:
-    """Create a schema for this session; return the URL that uses it, and its name."""
+def _postgres_admin(url: str, statement: str):
+    """Run one statement on the PostgreSQL server at `url`; returns the server's URL."""
     import sqlalchemy as sa
 
-    schema = f"fictures_test_{_SESSION}"
     base = sa.make_url(url)
     if base.drivername in ("postgresql", "postgres"):
         base = base.set(drivername="postgresql+psycopg2")
     admin = sa.create_engine(base, poolclass=sa.pool.NullPool)
     with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        conn.execute(sa.text(statement))
     admin.dispose()
+    return base
+
+
+def _postgres_schema_url(url: str) -> tuple[str, str]:
+    """Create a schema for this session; return the URL that uses it, and its name."""
+    schema = f"fictures_test_{_SESSION}"
+    base = _postgres_admin(url, f'CREATE SCHEMA "{schema}"')
     scoped = base.update_query_dict({"options": f"-csearch_path={schema}"})
     return scoped.render_as_string(hide_password=False), schema
 
@@ -111,18 +117,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         finally:
             client.close()
     if _PG_SCHEMA is not None:
-        import sqlalchemy as sa
         from reflex.model import get_engine
 
         get_engine().dispose()
         server, schema = _PG_SCHEMA
-        base = sa.make_url(server)
-        if base.drivername in ("postgresql", "postgres"):
-            base = base.set(drivername="postgresql+psycopg2")
-        admin = sa.create_engine(base, poolclass=sa.pool.NullPool)
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        _postgres_admin(server, f'DROP SCHEMA "{schema}" CASCADE')
     shutil.rmtree(_TMP, ignore_errors=True)
 
 
