@@ -18,6 +18,9 @@ config = rx.Config(
     # after each event and rescanned the folder (most of a broadcast's CPU in
     # benchmarks/RESULTS.md). Tabs rehydrate from the DB after a restart.
     state_manager_mode="redis" if settings.workers > 1 else "memory",
+    # Cross-origin API calls only from the configured origins (none by default);
+    # the websocket's origin check is in fictures.browser_events.
+    cors_allowed_origins=settings.cors_origin_list,
     show_built_with_reflex=False,
     telemetry_enabled=False,
     plugins=[

@@ -6,7 +6,8 @@ import os
 
 import reflex as rx
 import sqlmodel
-from reflex import model as rx_model
+
+from fictures.reflex_compat import forget_inherited_db_connections
 
 
 def session() -> sqlmodel.Session:
@@ -14,14 +15,8 @@ def session() -> sqlmodel.Session:
     return rx.session()
 
 
-def _forget_inherited_connections() -> None:
-    # Production workers are forked from the `reflex` process, which has already
-    # used the engine (Reflex checks the schema there). A pooled connection
-    # inherited that way is the parent's socket: two workers sharing it corrupt
-    # each other's results (psycopg2 "error with status PGRES_TUPLES_OK").
-    # Drop them in the child without closing them for the parent (SQLAlchemy's recipe).
-    for engine in list(rx_model._ENGINE.values()):
-        engine.dispose(close=False)
-
-
-os.register_at_fork(after_in_child=_forget_inherited_connections)
+# Production workers are forked from the `reflex` process, which has already
+# used the engine (Reflex checks the schema there). A pooled connection
+# inherited that way is the parent's socket: two workers sharing it corrupt
+# each other's results (psycopg2 "error with status PGRES_TUPLES_OK").
+os.register_at_fork(after_in_child=forget_inherited_db_connections)

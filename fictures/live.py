@@ -6,10 +6,9 @@ A page becomes live by mixing `LiveState` into its state, calling
     class MyState(LiveState, rx.State):
         titles: list[str] = []
 
-        @_hook
-    def on_story_published(self, event: StoryPublished):
-            self.titles.insert(0, event.title)
-            return rx.toast(f"New story: {event.title}")
+        def on_story_published(self, event: StoryPublished):
+            self.titles = [event.title, *self.titles]
+            return toasts.info(f"New story: {event.title}")
 
     @rx.page(route="/mine", on_load=MyState.live_start)
     def mine():
@@ -18,15 +17,18 @@ A page becomes live by mixing `LiveState` into its state, calling
 Each `on_<channel>` handler (`on_story_published`, `on_story_updated`,
 `on_story_deleted`, `on_post_created`, `on_post_updated`, `on_post_deleted`)
 receives the typed event and runs like any Reflex event handler: change vars,
-return `rx.toast(...)`. `live_reload` runs when the page must refetch from the
-database (on resume after a pause, and while polling when live updates are
-unavailable).
+return a toast (`fictures.toasts`: never `rx.toast` with user text). `live_reload`
+runs when the page must refetch from the database (on resume after a pause, and
+while polling when live updates are unavailable). These hooks are plain methods:
+no browser can call them (only `live_start`, `live_poll` and `live_toggle_pause`
+are events a page wires).
 
 Under it, `TabHub` (one per backend process) takes every event from the
-process's fan-out subscription and hands it to the tabs whose websocket this
-process serves, as an ordinary Reflex event, so each tab's server-side state
-always matches what its browser shows. A tab that reconnects replays what it
-missed from the Redis stream, and every handler sees each event id once.
+process's fan-out subscription and runs the hook in each tab whose websocket
+this process serves, under that tab's state lock (`reflex_compat.run_in_tab`),
+so each tab's server-side state always matches what its browser shows. A tab
+that reconnects replays what it missed from the Redis stream, and every handler
+sees each event id once.
 """
 
 from __future__ import annotations
@@ -35,14 +37,13 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import reflex as rx
-from reflex.event import Event
 
-from fictures import live_feed, metrics
+from fictures import live_feed, metrics, reflex_compat
 from fictures.events import service
 from fictures.events.schema import (
     PUBLIC_CHANNELS,
@@ -69,13 +70,6 @@ _HOOKS = (
     *("on_" + channel.replace(":", "_") for channel in PUBLIC_CHANNELS),
     "live_reload",
 )
-
-
-def _hook(fn: Any) -> Any:
-    """Keep a page's override a plain method: Reflex would otherwise expose it to
-    the browser as an event handler that any client could call with a forged event."""
-    fn.__override_base_method__ = True
-    return fn
 
 
 class LiveHooks:
@@ -110,7 +104,9 @@ class LiveState(LiveHooks, rx.State, mixin=True):
     def __init_subclass__(cls, **kwargs: Any):
         for name in _HOOKS:
             if (fn := cls.__dict__.get(name)) is not None and hasattr(fn, "__code__"):
-                _hook(fn)
+                # Reflex would otherwise expose the override to the browser as an
+                # event handler that any client could call with a forged event.
+                reflex_compat.keep_plain(fn)
         super().__init_subclass__(**kwargs)
 
     # Pages that show the broadcast community feed (fictures.live_feed) join its room.
@@ -159,23 +155,6 @@ class LiveState(LiveHooks, rx.State, mixin=True):
         return [r for r in results if r is not None] or None
 
     @rx.event
-    def live_receive(self, data: dict):
-        """One event from the hub (an internal event: pages override `on_*` instead)."""
-        if self.live_paused == "1":
-            return None
-        try:
-            event = parse_event(data["channel"], data["json"])
-        except (KeyError, MalformedEvent):
-            logger.warning("Dropped a malformed live event for a tab: %r", data)
-            return None
-        return self._apply(event)
-
-    @rx.event
-    def live_set_ok(self, ok: bool):
-        """The server's subscription became healthy or not (internal)."""
-        self.live_ok = ok
-
-    @rx.event
     def live_poll(self, _value: Any = None):
         """Called every `poll_seconds` while live updates are unavailable."""
         if self.live_paused != "1":
@@ -195,6 +174,16 @@ class LiveState(LiveHooks, rx.State, mixin=True):
         await hub.leave(sid, self.live_room)
         return None
 
+    # -- run by the TabHub (never browser-callable) --------------------------------
+
+    def _live_receive(self, event: CommunityEvent) -> Any:
+        if self.live_paused == "1":
+            return None
+        return self._apply(event)
+
+    def _live_set_ok(self, ok: bool) -> None:
+        self.live_ok = ok
+
     def _apply(self, event: CommunityEvent) -> Any:
         if event.id is None or event.id <= self.live_last_id:
             return None  # already applied (a replay overlapping live delivery)
@@ -207,8 +196,7 @@ class LiveState(LiveHooks, rx.State, mixin=True):
 
 @dataclass
 class _Tab:
-    handler: str  # the full name of the state's `live_receive`
-    status_handler: str
+    state_cls: type[LiveState]
     router_data: dict[str, Any]
     channels: frozenset[str]  # the channels whose handler the page overrides
 
@@ -234,6 +222,9 @@ class TabHub:
         # channel -> tokens of the tabs whose page handles it: an event costs a
         # loop over those tabs only (none, for the broadcast community feed).
         self.handling: dict[str, set[str]] = {channel: set() for channel in PUBLIC_CHANNELS}
+        # The newest unfinished hook run per tab: the next one waits for it, so
+        # each tab sees events in order while a slow tab holds up no other.
+        self._pending: dict[str, asyncio.Task] = {}
         self.fanout = service.fanout()
 
     @classmethod
@@ -251,10 +242,9 @@ class TabHub:
         return self.fanout.last_id
 
     def register(self, token: str, state_cls: type[LiveState], router_data: dict) -> None:
-        name = state_cls.get_full_name()
         known = token in self.tabs
         channels = _handled_channels(state_cls)
-        self.tabs[token] = _Tab(f"{name}.live_receive", f"{name}.live_set_ok", router_data, channels)
+        self.tabs[token] = _Tab(state_cls, router_data, channels)
         for channel, tokens in self.handling.items():
             if channel in channels:
                 tokens.add(token)
@@ -289,34 +279,55 @@ class TabHub:
                 events.append(parse_event(item.channel, item.data))
         return events
 
-    async def _send(self, token: str, handler: str, payload: dict, tab: _Tab) -> None:
-        await self.app.event_processor.enqueue(
-            token, Event(name=handler, router_data=dict(tab.router_data), payload=payload)
-        )
+    # -- running hooks in tabs ------------------------------------------------------
+
+    def _in_tab(self, token: str, tab: _Tab, apply: Callable[[LiveState], Any]) -> None:
+        """Run `apply(state)` in the tab, after whatever the hub already sent it."""
+        previous = self._pending.get(token)
+        task = asyncio.create_task(self._run_in_tab(token, tab, apply, previous))
+        self._pending[token] = task
+        task.add_done_callback(functools.partial(self._forget_pending, token))
+
+    async def _run_in_tab(
+        self, token: str, tab: _Tab, apply: Callable[[LiveState], Any], previous: asyncio.Task | None
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # its outcome is its own; only the order matters
+        try:
+            await reflex_compat.run_in_tab(self.app, token, tab.state_cls, apply, tab.router_data)
+        except Exception:
+            logger.exception("A live hook of %s failed in tab %s", tab.state_cls.__name__, token[:8])
+
+    def _forget_pending(self, token: str, task: asyncio.Task) -> None:
+        if self._pending.get(token) is task:
+            del self._pending[token]
+
+    async def drain(self) -> None:
+        """Wait until every hook run scheduled so far has finished (tests, shutdown)."""
+        while self._pending:
+            await asyncio.wait(list(self._pending.values()))
+
+    # -- the broadcast room ---------------------------------------------------------
 
     async def join(self, sid: str, room: str | None) -> None:
-        if room and self.app.event_namespace is not None:
-            await self.app.event_namespace.enter_room(sid, room)
+        if room:
+            await reflex_compat.enter_room(self.app, sid, room)
 
     async def leave(self, sid: str, room: str | None) -> None:
-        if room and self.app.event_namespace is not None:
-            await self.app.event_namespace.leave_room(sid, room)
+        if room:
+            await reflex_compat.leave_room(self.app, sid, room)
 
     def room_size(self, room: str) -> int:
-        namespace = self.app.event_namespace
-        if namespace is None or self.app.sio is None:
-            return 0
-        return len(self.app.sio.manager.rooms.get(namespace.namespace, {}).get(room, ()))
+        return reflex_compat.room_size(self.app, room)
 
     async def broadcast(self, room: str, update: Any) -> int:
         """One frame, encoded once, written to every socket in `room` on this process."""
-        namespace = self.app.event_namespace
-        if namespace is None:
-            return 0
         count = self.room_size(room)
         if count:
-            await namespace.emit(str(rx.constants.SocketEvent.EVENT), update, to=room)
+            await reflex_compat.emit_to_room(self.app, room, update)
         return count
+
+    # -- events -----------------------------------------------------------------------
 
     async def deliver(self, event: CommunityEvent) -> int:
         """Hand `event` to every live tab this process serves: the broadcast
@@ -327,15 +338,13 @@ class TabHub:
         broadcast = 0
         if changed:
             broadcast = await self.broadcast(live_feed.ROOM, live_feed.frame(changed))
-        connected = self._connected()
-        payload = {"data": {"channel": event.channel, "json": event.to_json()}}
+        connected = reflex_compat.connected_tokens(self.app)
         handled = 0
         for token in list(self.handling[event.channel]):
             if token not in connected:
                 self.unregister(token)
                 continue
-            tab = self.tabs[token]
-            await self._send(token, tab.handler, payload, tab)
+            self._in_tab(token, self.tabs[token], lambda state: state._live_receive(event))
             handled += 1
         metrics.EVENTS_DELIVERED.labels(event.channel, "tab").inc(broadcast + handled)
         logger.info(
@@ -356,37 +365,16 @@ class TabHub:
             with contextlib.suppress(MalformedEvent):
                 await live_feed.apply(parse_event(item.channel, item.data))
 
-    def _connected(self) -> Mapping[str, str]:
-        return self.app.event_namespace.token_to_sid if self.app.event_namespace else {}
-
-    async def _broadcast_status(self, ok: bool) -> None:
-        connected = self._connected()
+    def _broadcast_status(self, ok: bool) -> None:
+        connected = reflex_compat.connected_tokens(self.app)
         for token, tab in list(self.tabs.items()):
             if token not in connected:
                 self.unregister(token)  # its disconnect was missed; a sweep as good as any
                 continue
-            await self._send(token, tab.status_handler, {"ok": ok}, tab)
-
-    def _wrap_disconnect(self) -> None:
-        namespace = self.app.event_namespace
-        if namespace is None:
-            return
-        original = namespace.on_disconnect
-
-        def on_disconnect(sid: str):
-            token = namespace.sid_to_token.get(sid)
-            result = original(sid)
-            if token is not None:
-                self.unregister(token)
-            return result
-
-        namespace.on_disconnect = on_disconnect
+            self._in_tab(token, tab, lambda state: state._live_set_ok(ok))
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.fanout.on_health_change(
-            lambda ok: loop.create_task(self._broadcast_status(ok))
-        )
+        self.fanout.on_health_change(self._broadcast_status)
         async with self.fanout.subscribe(maxsize=100_000) as sub:
             await self.warm_feed()
             while (event := await sub.get()) is not None:
@@ -396,13 +384,18 @@ class TabHub:
                     logger.exception("Delivering %s #%s to tabs failed", event.channel, event.id)
             logger.error("Live tab feed overflowed; tabs will catch up on reconnect")
 
+    async def stop(self) -> None:
+        for task in list(self._pending.values()):
+            task.cancel()
+        await self.drain()
+
 
 @contextlib.asynccontextmanager
 async def lifespan(app: rx.App) -> AsyncIterator[None]:
     """Runs the process's TabHub (registered on the app after the event service)."""
     tune_gc()  # this worker is about to hold many tabs: see fictures.server_limits
     hub = TabHub(app)
-    hub._wrap_disconnect()
+    reflex_compat.on_tab_disconnect(app, hub.unregister)
     TabHub._current = hub
     task = asyncio.create_task(hub.run(), name="fictures-live-tabs")
     logger.info("Live tab hub started (poll fallback every %ss)", settings.poll_seconds)
@@ -412,4 +405,5 @@ async def lifespan(app: rx.App) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await hub.stop()
         TabHub._current = None

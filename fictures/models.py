@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import Enum
+from typing import Annotated
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -94,6 +95,11 @@ class OutboxEvent(_Table, table=True):
 
 
 # ---------------------------------------------------------------- boundary shapes
+
+MAX_ROW_ID = 2**31 - 1
+# A row id as it arrives from outside (a path, an event argument): the id
+# columns are 32-bit integers, so anything larger is a miss, not a DB error.
+RowId = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
 
 _USERNAME = re.compile(r"^[A-Za-z0-9_]{3,32}$")
 

@@ -12,9 +12,10 @@ command's process, before the server starts).
 
 from __future__ import annotations
 
-import functools
 import gc
 import logging
+
+from fictures.reflex_compat import raise_granian_limits
 
 logger = logging.getLogger(__name__)
 
@@ -30,23 +31,7 @@ def raise_connection_limits(limit: int) -> None:
         new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
         logger.debug("Open-file limit raised from %s to %s", soft, new_soft)
-    try:
-        from granian.server.common import AbstractServer
-    except ImportError:  # another server runs the app
-        return
-    original = AbstractServer.__init__
-    if getattr(original, "__fictures_limit__", None) == limit:
-        return
-    original = getattr(original, "__wrapped__", original)
-
-    @functools.wraps(original)
-    def __init__(self, *args, backlog: int = 1024, backpressure: int | None = None, **kwargs):
-        original(
-            self, *args, backlog=max(backlog, limit), backpressure=backpressure or limit, **kwargs
-        )
-
-    __init__.__fictures_limit__ = limit
-    AbstractServer.__init__ = __init__
+    raise_granian_limits(limit)
 
 
 def tune_gc(young_threshold: int = 50_000) -> None:

@@ -7,6 +7,7 @@ the two production connection strings also under their usual names
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
@@ -25,6 +26,10 @@ GENRES: tuple[str, ...] = (
     "other",
 )
 
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 class Settings(BaseSettings):
@@ -57,6 +62,26 @@ class Settings(BaseSettings):
     # Browser pages
     poll_seconds: int = Field(15, ge=1)
 
+    # Hostile clients
+    # Origins (besides the app's own) whose pages may call the API and open a
+    # websocket, comma-separated: "https://a.example,https://b.example".
+    cors_origins: str = ""
+    # Addresses or networks of reverse proxies whose X-Forwarded-For is
+    # believed, comma-separated ("127.0.0.1,10.0.0.0/8"). None by default: the
+    # peer address is the client's.
+    trusted_proxies: str = ""
+    # Request bodies above this answer 413 before they are read.
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    # Rate limits (the `limits` library's notation), counted in Redis across
+    # every worker and instance.
+    login_limit_per_account: str = "10/minute"
+    login_limit_per_address: str = "30/minute"
+    register_limit_per_address: str = "10/hour"
+    post_limit_per_user: str = "20/minute"
+    # /api/metrics needs `Authorization: Bearer <this>`; empty: only loopback
+    # clients (a scraper on the same host) may read it.
+    metrics_token: str = ""
+
     # SSE
     sse_ping_seconds: float = Field(30.0, gt=0)
     sse_max_per_ip: int = Field(20, ge=1)
@@ -73,6 +98,32 @@ class Settings(BaseSettings):
             if v.startswith(prefix):
                 return "postgresql+psycopg2://" + v[len(prefix):]
         return v
+
+    @field_validator(
+        "login_limit_per_account", "login_limit_per_address", "register_limit_per_address",
+        "post_limit_per_user",
+    )
+    @classmethod
+    def _rate(cls, v: str) -> str:
+        from limits import parse
+
+        parse(v)  # raises ValueError on a malformed limit
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: str) -> str:
+        for item in _split(v):
+            ip_network(item, strict=False)  # raises ValueError on a malformed address
+        return v
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return _split(self.cors_origins)
+
+    @property
+    def trusted_proxy_networks(self) -> list[IPv4Network | IPv6Network]:
+        return [ip_network(item, strict=False) for item in _split(self.trusted_proxies)]
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

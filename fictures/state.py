@@ -7,7 +7,7 @@ import logging
 import reflex as rx
 from starlette.concurrency import run_in_threadpool
 
-from fictures import auth, db
+from fictures import auth, db, reflex_compat, toasts
 from fictures.errors import Unauthorized
 from fictures.models import User
 
@@ -23,7 +23,11 @@ def _user_for(token: str) -> User | None:
 
 
 class SessionState(rx.State):
-    """The login of this browser: a bearer token kept in localStorage."""
+    """The login of this browser: a bearer token kept in localStorage.
+
+    Only `check_login`, `require_login` and `logout` are events; reading the
+    user and logging in are private (a browser could otherwise call them).
+    """
 
     auth_token: str = rx.LocalStorage("", name="fictures_token", sync=True)
     user_id: int = 0
@@ -35,7 +39,7 @@ class SessionState(rx.State):
     def logged_in(self) -> bool:
         return self.user_id > 0
 
-    async def current_user(self) -> User | None:
+    async def _current_user(self) -> User | None:
         """The user behind this tab's token, re-checked against the DB on every call.
 
         Writes call this (never trust `user_id` alone): a revoked or expired token
@@ -43,33 +47,52 @@ class SessionState(rx.State):
         """
         return await run_in_threadpool(_user_for, self.auth_token)
 
-    async def require_user(self) -> User:
-        user = await self.current_user()
+    async def _require_user(self) -> User:
+        user = await self._current_user()
         if user is None:
             raise Unauthorized("log in first")
         return user
 
-    def _set_user(self, user: User | None) -> None:
-        self.user_id = user.id if user else 0
+    async def _set_user(self, user: User | None) -> None:
+        new_id = user.id if user else 0
+        if new_id != self.user_id:
+            await self._forget_previous_user()
+        self.user_id = new_id
         self.username = user.username if user else ""
         self.checked = True
 
+    async def _forget_previous_user(self) -> None:
+        """Reset every state of this tab to its defaults: the previous user's
+        editor text, lists and form errors must not outlive a logout, or a login
+        as someone else. Browser preferences (client storage) are kept."""
+        for state_cls in reflex_compat.all_states():
+            if state_cls.__module__.startswith("reflex") or state_cls is SessionState:
+                continue
+            state = await self.get_state(state_cls)
+            kept = {name: getattr(state, name) for name in reflex_compat.client_storage_fields(state_cls)}
+            state.reset()
+            for name, value in kept.items():
+                setattr(state, name, value)
+        token = self.auth_token
+        self.reset()
+        self.auth_token = token
+
+    async def _login_as(self, user: User, token: str) -> None:
+        await self._set_user(user)
+        self.auth_token = token
+
     @rx.event
     async def check_login(self):
-        self._set_user(await self.current_user())
+        await self._set_user(await self._current_user())
 
     @rx.event
     async def require_login(self):
         """on_load of pages that need an account: send visitors to the login page."""
-        user = await self.current_user()
-        self._set_user(user)
+        user = await self._current_user()
+        await self._set_user(user)
         if user is None:
             return rx.redirect("/login")
         return None
-
-    def login_as(self, user: User, token: str) -> None:
-        self.auth_token = token
-        self._set_user(user)
 
     @rx.event
     async def logout(self):
@@ -82,5 +105,5 @@ class SessionState(rx.State):
         if token:
             await run_in_threadpool(revoke)
         self.auth_token = ""
-        self._set_user(None)
-        return [rx.redirect("/community"), rx.toast.info("Logged out")]
+        await self._set_user(None)
+        return [rx.redirect("/community"), toasts.info("Logged out")]

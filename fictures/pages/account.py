@@ -8,7 +8,7 @@ import reflex as rx
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from fictures import auth, db
+from fictures import auth, db, toasts
 from fictures.components.forms import field_error
 from fictures.components.layout import page
 from fictures.errors import DomainError
@@ -44,7 +44,7 @@ class AccountState(rx.State):
         self.errors = {}
         self.busy = False
 
-    async def _submit(self, form: dict, action, welcome: str):
+    async def _submit(self, form: dict[str, str], action, welcome: str):
         try:
             data = Credentials.model_validate(
                 {"username": form.get("username", ""), "password": form.get("password", "")}
@@ -61,18 +61,18 @@ class AccountState(rx.State):
         else:
             self.errors = {}
             session = await self.get_state(SessionState)
-            session.login_as(user, token)
-            yield [rx.redirect("/writing"), rx.toast.success(welcome.format(user.username))]
+            await session._login_as(user, token)
+            yield [rx.redirect("/writing"), toasts.success(welcome.format(user.username))]
         finally:
             self.busy = False
 
     @rx.event
-    async def register(self, form: dict):
+    async def register(self, form: dict[str, str]):
         async for update in self._submit(form, _register, "Welcome to Fictures, {}!"):
             yield update
 
     @rx.event
-    async def login(self, form: dict):
+    async def login(self, form: dict[str, str]):
         async for update in self._submit(form, _login, "Welcome back, {}"):
             yield update
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import reflex as rx
 from pydantic import ValidationError
-from reflex_components_sonner.toast import ToastAction
 from starlette.concurrency import run_in_threadpool
 
-from fictures import db, feed, posts, stories
+from fictures import db, feed, posts, stories, toasts
 from fictures.components.cards import genre_badge, post_card
 from fictures.components.forms import field_error
 from fictures.components.layout import loading, page
@@ -66,7 +65,7 @@ class StoryState(LiveState, rx.State):
         except (TypeError, ValueError):
             self.current_id = 0
         session = await self.get_state(SessionState)
-        viewer = await session.current_user()
+        viewer = await session._current_user()
         data = await run_in_threadpool(_load_story, self.current_id, viewer) if self.current_id > 0 else None
         self.found = data is not None
         if data:
@@ -80,12 +79,13 @@ class StoryState(LiveState, rx.State):
 
     @rx.event
     def set_post_type(self, value: str):
-        self.post_type = value
+        if value in {t.value for t in PostType}:
+            self.post_type = value
 
     @rx.event
-    async def submit_post(self, form: dict):
+    async def submit_post(self, form: dict[str, str]):
         session = await self.get_state(SessionState)
-        user = await session.current_user()
+        user = await session._current_user()
         if user is None:
             yield rx.redirect("/login")
             return
@@ -106,7 +106,7 @@ class StoryState(LiveState, rx.State):
             self.post_errors = {}
             yield rx.set_value("post-title", "")
             yield rx.set_value("post-body", "")
-            yield rx.toast.success("Posted")
+            yield toasts.success("Posted")
         finally:
             self.posting = False
 
@@ -119,10 +119,10 @@ class StoryState(LiveState, rx.State):
         if card is None or any(p.id == card.id for p in self.posts):
             return None
         self.posts = [card, *self.posts]
-        return rx.toast.info(
+        return toasts.info(
             f"New {card.type}: {card.title}",
             description=f"by {card.author}",
-            action=ToastAction(label="View", on_click=rx.scroll_to(f"post-{card.id}")),
+            action=("View", rx.scroll_to(f"post-{card.id}")),
         )
 
     def on_post_updated(self, event: PostUpdated):
@@ -141,7 +141,7 @@ class StoryState(LiveState, rx.State):
     def on_story_deleted(self, event: StoryDeleted):
         if event.story_id == self.current_id:
             self.found = False
-            return rx.toast.warning("This story was deleted by its author")
+            return toasts.warning("This story was deleted by its author")
         return None
 
 

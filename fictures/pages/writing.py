@@ -8,12 +8,12 @@ import reflex as rx
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from fictures import db, stories
+from fictures import db, stories, toasts
 from fictures.components.forms import field_error
 from fictures.components.layout import loading, page
 from fictures.errors import DomainError
 from fictures.forms import field_errors
-from fictures.models import StoryCreate, StoryStatus, StoryUpdate, User
+from fictures.models import RowId, StoryCreate, StoryStatus, StoryUpdate, User
 from fictures.settings import GENRES
 from fictures.state import SessionState
 
@@ -67,6 +67,8 @@ def _delete(user: User, story_id: int) -> None:
 class WritingState(rx.State):
     mine: list[MyStory] = []
     loading: bool = True
+    # Whose text the editor holds: another user's never survives a load.
+    editor_user_id: int = 0
     # The editor: 0 while writing a new story.
     editing_id: int = 0
     title: str = ""
@@ -77,24 +79,32 @@ class WritingState(rx.State):
     saving: bool = False
 
     async def _user(self) -> User | None:
-        return await (await self.get_state(SessionState)).current_user()
+        return await (await self.get_state(SessionState))._current_user()
 
     @rx.event
     async def load(self):
         user = await self._user()
+        if user is None or user.id != self.editor_user_id:
+            # Logged out, or someone else's editor: start empty (unsaved text of
+            # the same user survives a reconnect, which runs this load again).
+            self._clear_editor()
+            self.editor_user_id = user.id if user else 0
         if user is None:
             self.mine, self.loading = [], True
             return
         self.mine = await run_in_threadpool(_mine, user)
         self.loading = False
 
-    @rx.event
-    def new_story(self):
+    def _clear_editor(self) -> None:
         self.editing_id, self.title, self.genre, self.summary, self.content = 0, "", NO_GENRE, "", ""
         self.errors = {}
 
     @rx.event
-    def edit(self, story_id: int):
+    def new_story(self):
+        self._clear_editor()
+
+    @rx.event
+    def edit(self, story_id: RowId):
         story = next((s for s in self.mine if s.id == story_id), None)
         if story is None:
             return
@@ -109,7 +119,8 @@ class WritingState(rx.State):
 
     @rx.event
     def set_genre(self, value: str):
-        self.genre = value
+        if value == NO_GENRE or value in GENRES:
+            self.genre = value
 
     @rx.event
     def set_summary(self, value: str):
@@ -153,10 +164,10 @@ class WritingState(rx.State):
         self.errors = {}
         self.editing_id = story_id
         self.mine = await run_in_threadpool(_mine, user)
-        return rx.toast.success("Published" if publish else "Saved")
+        return toasts.success("Published" if publish else "Saved")
 
     @rx.event
-    async def toggle_visibility(self, story_id: int):
+    async def toggle_visibility(self, story_id: RowId):
         user = await self._user()
         if user is None:
             return rx.redirect("/login")
@@ -167,23 +178,23 @@ class WritingState(rx.State):
         try:
             await run_in_threadpool(_set_visibility, user, story_id, target)
         except DomainError as exc:
-            return rx.toast.error(exc.detail)
+            return toasts.error(exc.detail)
         self.mine = await run_in_threadpool(_mine, user)
-        return rx.toast.success("Published" if target == StoryStatus.published else "Unpublished")
+        return toasts.success("Published" if target == StoryStatus.published else "Unpublished")
 
     @rx.event
-    async def delete(self, story_id: int):
+    async def delete(self, story_id: RowId):
         user = await self._user()
         if user is None:
             return rx.redirect("/login")
         try:
             await run_in_threadpool(_delete, user, story_id)
         except DomainError as exc:
-            return rx.toast.error(exc.detail)
+            return toasts.error(exc.detail)
         if self.editing_id == story_id:
-            self.new_story()
+            self._clear_editor()
         self.mine = await run_in_threadpool(_mine, user)
-        return rx.toast.success("Deleted")
+        return toasts.success("Deleted")
 
 
 

@@ -1,0 +1,315 @@
+"""Every use of Reflex, python-socketio and Granian internals, in one place.
+
+Fictures relies on a few things these libraries do not document as public API:
+how Reflex decides which methods are browser-callable, how it decodes var tags
+in strings, its Socket.IO namespace and rooms, its event registry, the engine
+cache, and Granian's server constructor. Each is wrapped here, and
+tests/test_reflex_compat.py checks every contract against the installed
+versions: an upgrade that changes one fails a test instead of silently
+changing behaviour (a hook becoming browser-callable, a limit not applied).
+
+Nothing outside this module imports from `reflex_base`, `reflex_components_*`,
+`reflex.state`/`reflex.app` internals, `socketio` or `granian`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import reflex as rx
+from reflex.state import StateUpdate
+from reflex_base.constants.base import REFLEX_VAR_OPENING_TAG
+from reflex_base.constants.state import FIELD_MARKER
+from reflex_base.event import Event, EventSpec
+from reflex_base.registry import RegistrationContext
+from reflex_base.utils.form import FORM_DATA_ENTRIES_KEY
+from reflex_base.vars.sequence import LiteralStringVar
+from reflex_components_core.core.banner import has_connection_errors as _has_connection_errors
+from reflex_components_sonner.toast import ToastAction, toast_ref
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FORM_DATA_ENTRIES_KEY",
+    "REFLEX_VAR_OPENING_TAG",
+    "EventSpec",
+    "ToastAction",
+    "connection_errors",
+    "toast_ref",
+]
+
+
+# ------------------------------------------------------------------ text
+
+
+def literal_text(value: str) -> rx.Var[str]:
+    """A string Var holding `value` exactly, for `rx.*` calls made at run time.
+
+    `rx.toast("...")` and every other component or event built from a Python
+    string goes through `LiteralStringVar.create`, which decodes Reflex's
+    internal var tags (`<reflex.Var>N</reflex.Var>`) found in the text: with a
+    non-numeric body it loops forever (the whole worker freezes), with a number
+    it splices that global var's JavaScript into the page. User text must never
+    be decoded, so this builds the literal directly: a JSON string literal,
+    which is also a valid JavaScript one.
+    """
+    text = str(value)
+    return LiteralStringVar(_js_expr=json.dumps(text), _var_type=str, _var_data=None, _var_value=text)
+
+
+def connection_errors() -> rx.Var[bool]:
+    """True in the browser while its websocket is down (Reflex's own flag)."""
+    return _has_connection_errors
+
+
+# ------------------------------------------------------------------ browser-callable handlers
+
+
+def keep_plain(fn: Any) -> Any:
+    """Keep a public method of a State class a plain method, not an event handler
+    a browser could call (Reflex skips methods carrying this marker)."""
+    fn.__override_base_method__ = True
+    return fn
+
+
+def is_plain(state_cls: type[rx.State], name: str) -> bool:
+    """Whether `name` on `state_cls` stayed a plain method (not browser-callable)."""
+    return name not in state_cls.event_handlers and not isinstance(
+        getattr(state_cls, name, None), rx.event.EventHandler
+    )
+
+
+def all_states(root: type[rx.State] = rx.State) -> list[type[rx.State]]:
+    """Every State class in the app's tree, root first."""
+    found, todo = [], [root]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(sorted(cls.get_substates(), key=lambda c: c.get_full_name()))
+    return found
+
+
+def browser_callable() -> set[str]:
+    """The full names of every event handler a browser can send (`state.path.method`)."""
+    return {
+        f"{cls.get_full_name()}.{name}" for cls in all_states() for name in cls.event_handlers
+    }
+
+
+def handler_function(event_name: str) -> Callable[..., Any] | None:
+    """The Python function behind a registered event name, or None if unknown."""
+    registered = RegistrationContext.get().event_handlers.get(event_name)
+    return None if registered is None else registered.handler.fn
+
+
+def client_storage_fields(state_cls: type[rx.State]) -> list[str]:
+    """The vars of `state_cls` (its own, not inherited) kept in the browser's storage."""
+    return [name for name in state_cls.base_vars if state_cls._is_client_storage(name)]
+
+
+def client_storage_type(full_var_name: str) -> type | None:
+    """For `update_vars_internal` keys (`state.path.var`): the var's Python type
+    if it is a client storage var, else None."""
+    state_name, _, var_name = full_var_name.rpartition(".")
+    var_name = var_name.removesuffix(FIELD_MARKER)
+    try:
+        state_cls = rx.State.get_class_substate(state_name)
+    except Exception:  # noqa: BLE001 (any unknown path: not a storage var)
+        return None
+    if not state_cls._is_client_storage(var_name):
+        return None
+    return state_cls.get_fields()[var_name].type_
+
+
+# ------------------------------------------------------------------ the websocket
+
+
+def guard_socket_events(app: rx.App, accept: Callable[[Any], str | None]) -> None:
+    """Check each frame a browser sends before Reflex reads it.
+
+    `accept(data)` returns None to let the frame through, or the reason to
+    drop it (logged as a warning, never raised: Reflex would log a traceback).
+    """
+    namespace = app.event_namespace
+    if namespace is None:
+        raise RuntimeError("the app has no event namespace yet")
+    original = namespace.on_event
+
+    @functools.wraps(original)
+    async def on_event(sid: str, data: Any):
+        if (reason := accept(data)) is not None:
+            logger.warning("Dropped a websocket event from %s: %s", sid[:8], reason)
+            return None
+        return await original(sid, data)
+
+    namespace.on_event = on_event
+
+
+def on_tab_disconnect(app: rx.App, callback: Callable[[str], None]) -> None:
+    """Call `callback(client_token)` when a tab's websocket on this process closes."""
+    namespace = app.event_namespace
+    if namespace is None:
+        raise RuntimeError("the app has no event namespace yet")
+    original = namespace.on_disconnect
+
+    @functools.wraps(original)
+    def on_disconnect(sid: str):
+        token = namespace.sid_to_token.get(sid)
+        result = original(sid)
+        if token is not None:
+            callback(token)
+        return result
+
+    namespace.on_disconnect = on_disconnect
+
+
+def restrict_socket_origins(app: rx.App, allowed: Callable[[str | None, Mapping[str, Any]], bool]) -> None:
+    """Let only origins `allowed(origin, environ)` accepts open a websocket.
+
+    Reflex hands python-engineio its `cors_allowed_origins` list, and an empty
+    list switches engineio's origin check off altogether; a callable keeps it on.
+    """
+    if app.sio is None:
+        raise RuntimeError("the app has no Socket.IO server yet")
+    app.sio.eio.cors_allowed_origins = allowed
+
+
+def connected_tokens(app: rx.App) -> Mapping[str, str]:
+    """client token -> Socket.IO sid, for the tabs connected to this process."""
+    namespace = app.event_namespace
+    return namespace.token_to_sid if namespace is not None else {}
+
+
+async def enter_room(app: rx.App, sid: str, room: str) -> None:
+    if app.event_namespace is not None:
+        await app.event_namespace.enter_room(sid, room)
+
+
+async def leave_room(app: rx.App, sid: str, room: str) -> None:
+    if app.event_namespace is not None:
+        await app.event_namespace.leave_room(sid, room)
+
+
+def room_size(app: rx.App, room: str) -> int:
+    """Sockets of this process in `room` (O(1): python-socketio's room dict)."""
+    namespace = app.event_namespace
+    if namespace is None or app.sio is None:
+        return 0
+    return len(app.sio.manager.rooms.get(namespace.namespace, {}).get(room, ()))
+
+
+def delta_frame(state_cls: type[rx.State], values: Mapping[str, Any]) -> StateUpdate:
+    """A Reflex update setting `values` (var name -> value) of `state_cls` in the browser."""
+    delta = {f"{name}{FIELD_MARKER}": value for name, value in values.items()}
+    return StateUpdate(delta={state_cls.get_full_name(): delta})
+
+
+async def emit_to_room(app: rx.App, room: str, update: StateUpdate) -> None:
+    """One frame, encoded once by python-socketio, written to every socket in `room`."""
+    namespace = app.event_namespace
+    if namespace is not None:
+        await namespace.emit(str(rx.constants.SocketEvent.EVENT), update, to=room)
+
+
+async def run_in_tab(
+    app: rx.App,
+    token: str,
+    state_cls: type[rx.State],
+    apply: Callable[[Any], Any],
+    router_data: dict[str, Any] | None = None,
+) -> None:
+    """Run `apply(state)` on one tab's `state_cls`, as an event handler would run,
+    but from the server: no event name exists that a browser could send.
+
+    The changed vars reach the browser as one delta; what `apply` returns
+    (toasts, other events) follows: frontend events in one frame, backend
+    events queued for the tab like a handler's chained events.
+    """
+    async with app.modify_state(rx.BaseStateToken(ident=token, cls=state_cls)) as root:
+        result = apply(await root.get_state(state_cls))
+    if inspect.isawaitable(result):
+        raise TypeError("live hooks must be plain functions, not coroutines")
+    await _route(app, token, result, router_data)
+
+
+async def _route(app: rx.App, token: str, result: Any, router_data: dict[str, Any] | None) -> None:
+    if result is None or app.event_namespace is None:
+        return
+    events = Event.from_event_type(result, router_data=router_data)
+    frontend = [e for e in events if e.name.startswith("_")]
+    if frontend:
+        await app.event_namespace.emit_update(StateUpdate(events=frontend), token)
+    for event in events:
+        if not event.name.startswith("_"):
+            await app.event_processor.enqueue(token, event)
+
+
+def empty_update() -> StateUpdate:
+    """What a middleware returns to stop an event without changing anything."""
+    return StateUpdate()
+
+
+# ------------------------------------------------------------------ processes
+
+
+def forget_inherited_db_connections() -> None:
+    """In a forked worker, drop the pooled DB connections of Reflex's engines
+    without closing them for the parent (SQLAlchemy's recipe)."""
+    from reflex import model
+
+    for engine in list(model._ENGINE.values()):
+        engine.dispose(close=False)
+
+
+def raise_granian_limits(limit: int) -> None:
+    """Make every Granian server constructed from now on accept `limit`
+    concurrent connections per worker (its `backlog` and `backpressure`).
+
+    Reflex constructs Granian without `backpressure`, so each worker serves at
+    most `backlog // workers` = 1024 concurrent requests (every open SSE stream
+    and websocket is one): the 1,024th stream froze the server.
+    """
+    from granian.server.common import AbstractServer
+
+    original = AbstractServer.__init__
+    if getattr(original, "__fictures_limit__", None) == limit:
+        return
+    original = getattr(original, "__wrapped__", original)
+    params = inspect.signature(original).parameters
+    if "backlog" not in params or "backpressure" not in params:
+        raise RuntimeError("Granian's server no longer takes backlog/backpressure: update reflex_compat")
+
+    @functools.wraps(original)
+    def __init__(self, *args, backlog: int = 1024, backpressure: int | None = None, **kwargs):
+        original(
+            self, *args, backlog=max(backlog, limit), backpressure=backpressure or limit, **kwargs
+        )
+
+    __init__.__fictures_limit__ = limit
+    AbstractServer.__init__ = __init__
+
+
+def granian_limits(server: Any) -> tuple[int, int]:
+    """(backlog, backpressure) of a constructed Granian server (for tests)."""
+    return server.backlog, server.backpressure
+
+
+def iter_payload_values(payload: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
+    """The event's arguments with a form's wire format (`[[name, value], ...]`
+    under FORM_DATA_ENTRIES_KEY) turned into a plain dict; malformed entries
+    are passed on unchanged (and then fail validation)."""
+    for name, value in payload.items():
+        if isinstance(value, dict) and FORM_DATA_ENTRIES_KEY in value:
+            entries = value[FORM_DATA_ENTRIES_KEY]
+            if isinstance(entries, list) and all(
+                isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) for e in entries
+            ):
+                yield name, dict(entries)
+                continue
+        yield name, value
+
