@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated
@@ -48,6 +49,10 @@ class User(_Table, table=True):
     created_at: datetime = DBField(default_factory=utcnow)
 
 
+# Usernames are unique whatever their case: "ADA" cannot be registered beside "ada".
+sa.Index("ix_user_username_lower", sa.func.lower(User.__table__.c.username), unique=True)
+
+
 class AuthToken(_Table, table=True):
     """A login: the SHA-256 of a bearer token (the token itself is never stored)."""
 
@@ -87,6 +92,14 @@ class OutboxEvent(_Table, table=True):
     even when Redis is down at the moment of the change.
     """
 
+    # The event's identity, unique across databases: Redis remembers which keys
+    # it has sent, and a row number would repeat after a DB reset or restore.
+    event_key: str = DBField(
+        default_factory=lambda: uuid.uuid4().hex,
+        index=True,
+        sa_column_kwargs={"unique": True},
+        max_length=32,
+    )
     channel: str = DBField(max_length=64)
     payload: str = DBField(sa_type=sa.Text)
     created_at: datetime = DBField(default_factory=utcnow)
