@@ -120,7 +120,10 @@ def _client_storage(values: Any) -> dict[str, Any] | None:
         var_type = reflex_compat.client_storage_type(key) if isinstance(key, str) else None
         if var_type is None:
             raise Rejected("not a client storage var: " + repr(key)[:80])
-        checked[key] = TypeAdapter(var_type).validate_python(value, strict=True)
+        try:
+            checked[key] = TypeAdapter(var_type).validate_python(value, strict=True)
+        except ValidationError as exc:
+            raise Rejected(f"{key[-40:]}: {exc.errors()[0]['msg']}") from None
     return checked
 
 
