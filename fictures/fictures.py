@@ -1,14 +1,11 @@
 """Builds `app`: pages, API routes and lifespan tasks. Nothing else."""
 
-import logging
-
 import reflex as rx
 
-from fictures import api, browser_events, live, pages  # noqa: F401  (pages register themselves)
+from fictures import api, browser_events, live, logs, pages  # noqa: F401  (pages register themselves)
 from fictures.events import service
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
-logging.getLogger("fictures").setLevel(logging.INFO)
+logs.configure()
 
 app = rx.App(
     api_transformer=api.build(),

@@ -15,6 +15,7 @@ from functools import cache
 from fictures.events.bus import EventBus
 from fictures.events.fanout import Fanout
 from fictures.events.outbox import OutboxRelay
+from fictures.logs import redact
 from fictures.settings import redis_url, settings
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ async def lifespan() -> AsyncIterator[None]:
         asyncio.create_task(fanout().run(), name="fictures-fanout"),
         asyncio.create_task(relay().run(), name="fictures-outbox-relay"),
     ]
-    logger.info("Event service started (Redis %s)", bus().url)
+    logger.info("Event service started (Redis %s)", redact(bus().url))
     try:
         yield
     finally:

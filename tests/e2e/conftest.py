@@ -256,3 +256,31 @@ def new_page(browser: Browser, app_server: AppServer) -> Iterator[Callable[..., 
     yield open_page
     for context in contexts:
         context.close()
+
+
+class FlakyNetwork:
+    """Routes a page's websocket through Playwright so a test can cut it, and
+    refuse reconnects until the network is "back"."""
+
+    def __init__(self, page):
+        self.up = True
+        self.routes = []
+        page.route_web_socket(re.compile(r".*/_event/.*"), self._handle)
+
+    def _handle(self, ws) -> None:
+        if not self.up:
+            # Fail the attempt as a dead network does (an error, so the client
+            # retries with backoff); an engine.io error packet does that.
+            ws.send("x")
+            return
+        ws.connect_to_server()
+        self.routes.append(ws)
+
+    def cut(self) -> None:
+        self.up = False
+        for ws in self.routes:
+            ws.close()
+        self.routes.clear()
+
+    def restore(self) -> None:
+        self.up = True

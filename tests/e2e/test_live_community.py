@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import POLL_SECONDS, AppServer
+from tests.e2e.conftest import POLL_SECONDS, AppServer, FlakyNetwork
 
 
 def _title(prefix: str) -> str:
@@ -162,34 +161,6 @@ def test_pause_and_resume_live_updates_is_remembered(app_server: AppServer, new_
     reader.locator("#live-pause").click()
     _wait_live(reader)
     expect(reader.locator(".story-card", has_text=title)).to_be_visible()
-
-
-class FlakyNetwork:
-    """Routes a page's websocket through Playwright so a test can cut it, and
-    refuse reconnects until the network is "back"."""
-
-    def __init__(self, page):
-        self.up = True
-        self.routes = []
-        page.route_web_socket(re.compile(r".*/_event/.*"), self._handle)
-
-    def _handle(self, ws) -> None:
-        if not self.up:
-            # Fail the attempt as a dead network does (an error, so the client
-            # retries with backoff); an engine.io error packet does that.
-            ws.send("x")
-            return
-        ws.connect_to_server()
-        self.routes.append(ws)
-
-    def cut(self) -> None:
-        self.up = False
-        for ws in self.routes:
-            ws.close()
-        self.routes.clear()
-
-    def restore(self) -> None:
-        self.up = True
 
 
 def test_tab_catches_up_after_losing_its_connection(app_server: AppServer, browser):
