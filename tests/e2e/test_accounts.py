@@ -6,7 +6,7 @@ import uuid
 
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import AppServer
+from tests.e2e.conftest import AppServer, FlakyNetwork
 
 
 def test_register_validate_logout_login(app_server: AppServer, new_page):
@@ -74,3 +74,55 @@ def test_delete_asks_for_confirmation(app_server: AppServer, new_page):
     page.locator(".confirm-delete").click()
     expect(row).to_have_count(0)
     assert app_server.api("GET", f"/api/stories/{story['id']}", token).status_code == 404
+
+
+def _log_in(page, username: str, password: str = "password123") -> None:
+    """Through the navbar and the form, as a user does (no page load)."""
+    page.locator("#nav-login").click()
+    page.wait_for_url("**/login")
+    page.locator("#username").fill(username)
+    page.locator("#password").fill(password)
+    page.locator("#submit").click()
+    page.wait_for_url("**/writing")
+    expect(page.locator("#nav-username")).to_have_text(username)
+
+
+def test_logout_and_another_login_in_the_same_tab_forget_the_previous_user(app_server: AppServer, browser):
+    ada, ada_token = app_server.register()
+    basil, _ = app_server.register()
+    secret = f"ada's unpublished {uuid.uuid4().hex[:6]}"
+    draft = app_server.create_story(ada_token, secret, status="draft", summary=f"{secret} summary",
+                                    content=f"{secret} content")
+    context = browser.new_context(base_url=app_server.url)
+    try:
+        page = context.new_page()
+        network = FlakyNetwork(page)
+        frames: list[str] = []
+        page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(str(payload))))
+        page.goto("/community")
+
+        _log_in(page, ada)
+        page.locator(f"#my-story-{draft['id']} .edit-story").click()
+        expect(page.locator("#story-title-input")).to_have_value(secret)
+        expect(page.locator("#story-content-input")).to_have_value(f"{secret} content")
+
+        page.locator("#logout").click()
+        page.wait_for_url("**/community")
+        expect(page.locator("#nav-login")).to_be_visible()
+        after_logout = len(frames)
+        # A reconnect hydrates the whole state of the (now anonymous) tab.
+        network.cut()
+        expect(page.locator("#live-indicator")).to_have_attribute("data-status", "offline", timeout=15_000)
+        network.restore()
+        expect(page.locator("#live-indicator")).to_have_attribute("data-status", "live", timeout=15_000)
+
+        _log_in(page, basil)
+        expect(page.locator("#my-stories")).to_be_visible()
+        expect(page.locator("#story-title-input")).to_have_value("")
+        expect(page.locator("#story-summary-input")).to_have_value("")
+        expect(page.locator("#story-content-input")).to_have_value("")
+        expect(page.locator("#my-stories")).not_to_contain_text(secret)
+        leaked = [f for f in frames[after_logout:] if secret in f]
+        assert not leaked, f"ada's draft reached the browser after logout: {leaked[0][:300]}"
+    finally:
+        context.close()
