@@ -117,7 +117,7 @@ def test_logout_and_another_login_in_the_same_tab_forget_the_previous_user(app_s
         expect(page.locator("#live-indicator")).to_have_attribute("data-status", "live", timeout=15_000)
 
         _log_in(page, basil)
-        expect(page.locator("#my-stories")).to_be_visible()
+        expect(page.locator("#my-stories")).to_be_attached()
         expect(page.locator("#story-title-input")).to_have_value("")
         expect(page.locator("#story-summary-input")).to_have_value("")
         expect(page.locator("#story-content-input")).to_have_value("")
