@@ -30,6 +30,7 @@ import reflex as rx
 from pydantic import TypeAdapter, ValidationError
 
 from fictures import reflex_compat, toasts
+from fictures.models import text_problem
 from fictures.reflex_compat import EventSpec
 from fictures.settings import settings
 
@@ -147,9 +148,22 @@ def validated_payload(name: str, payload: dict[str, Any]) -> dict[str, Any]:
         except ValidationError as exc:
             first = exc.errors()[0]
             raise Rejected(f"argument {arg!r}: {first['msg']}") from None
+        if _has_lone_surrogate(checked[arg]):
+            # Reflex could not send it back to the browser (UTF-8 has no such characters).
+            raise Rejected(f"argument {arg!r}: not valid Unicode text")
     if missing := required - checked.keys():
         raise Rejected(f"missing argument(s) {', '.join(sorted(missing))}")
     return checked
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return text_problem(value.replace("\x00", "")) is not None
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
 class StrictArguments(rx.Middleware):

@@ -117,8 +117,28 @@ RowId = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
 _USERNAME = re.compile(r"^[A-Za-z0-9_]{3,32}$")
 
 
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be stored as text (PostgreSQL refuses NUL; UTF-8 has
+    no lone surrogates, which JSON's \\ud800 escapes can still deliver), or None."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must be valid Unicode text (it holds a lone surrogate)"
+    return None
+
+
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_text(cls, v: object) -> object:
+        if isinstance(v, str) and (problem := text_problem(v)):
+            raise ValueError(problem)
+        return v
 
 
 class Credentials(_Input):

@@ -183,3 +183,12 @@ async def test_middleware_drops_a_rejected_event_and_rewrites_a_valid_one():
 )
 def test_websocket_origins(origin, host, allowed):
     assert browser_events.origin_allowed(origin, {"HTTP_HOST": host}) is allowed
+
+
+def test_text_arguments_that_no_browser_could_receive_back_are_rejected():
+    with pytest.raises(Rejected, match="Unicode"):
+        validated_payload(_event(WritingState, "set_title"), {"value": "a\ud800b"})
+    form = {"form": {"title": "x", "body": "\udfff"}}
+    with pytest.raises(Rejected, match="Unicode"):
+        validated_payload(_event(StoryState, "submit_post"), form)
+    assert validated_payload(_event(WritingState, "set_title"), {"value": "nul\x00 is sendable"})

@@ -362,3 +362,27 @@ async def test_owner_deletes_a_draft(api_client):
     assert response.status_code == 204
     gone = await api_client.get(f"/api/stories/{draft['id']}", headers=user.headers)
     assert gone.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("title", "nul\x00byte", "NUL"),
+        ("summary", "lone \ud800 surrogate", "unicode"),
+        ("content", "\udfff", "unicode"),
+    ],
+)
+async def test_text_that_cannot_be_stored_is_422_and_nothing_is_written(api_client, field, value, needle):
+    import json
+
+    user = await api_user(api_client)
+    before = (await api_client.get("/api/stories", params={"limit": 100})).json()["items"]
+    body = {"title": "Fine", "status": "published", field: value}
+    # JSON's \u escapes carry a lone surrogate that UTF-8 could not.
+    response = await api_client.post(
+        "/api/stories", content=json.dumps(body).encode(),
+        headers={**user.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert needle.lower() in response.text.lower() and field in response.text
+    assert (await api_client.get("/api/stories", params={"limit": 100})).json()["items"] == before
