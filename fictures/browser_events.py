@@ -208,6 +208,12 @@ def origin_allowed(origin: str | None, environ: Any) -> bool:
     return bool(host) and urlsplit(origin).netloc == host
 
 
+def on_frontend_error(exception: Exception) -> None:
+    """Reflex's frontend exception handler. What a browser reports is the
+    browser's problem, and any page can report anything: a warning, truncated."""
+    logger.warning("A browser reported an error: %.500s", exception)
+
+
 def on_handler_error(exception: Exception) -> EventSpec:
     """Reflex's backend exception handler: log it, show a fixed message (never
     the exception's text, which may hold user input)."""

@@ -11,6 +11,7 @@ app = rx.App(
     api_transformer=api.build(),
     stylesheets=["/styles.css"],
     backend_exception_handler=browser_events.on_handler_error,
+    frontend_exception_handler=browser_events.on_frontend_error,
 )
 # Only page-wired events with well-typed arguments reach a handler.
 browser_events.install(app)

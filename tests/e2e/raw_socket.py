@@ -23,6 +23,10 @@ from fictures.state import SessionState
 ROOT = "reflex___state____state"
 
 
+class TabClosed(ConnectionError):
+    """The server closed this tab's websocket."""
+
+
 class RawTab:
     """One tab's websocket. `updates` holds every update the server sent."""
 
@@ -38,6 +42,7 @@ class RawTab:
         self.ws: ClientConnection = self._connect.__enter__()
         self.updates: list[dict[str, Any]] = []
         self.raw: list[str] = []
+        self.closed = False
         self._cond = threading.Condition()
         opening = self.ws.recv(timeout=10)
         assert opening.startswith("0{"), opening
@@ -67,6 +72,7 @@ class RawTab:
                     self._cond.notify_all()
         except (ConnectionClosed, OSError):
             with self._cond:
+                self.closed = True
                 self._cond.notify_all()
 
     def send(self, name: str, payload: Any = None) -> None:
@@ -81,6 +87,8 @@ class RawTab:
         deadline = time.monotonic() + timeout
         with self._cond:
             while not predicate(self.updates):
+                if self.closed:
+                    raise TabClosed(f"the server closed the websocket while waiting for {what}")
                 remaining = deadline - time.monotonic()
                 assert remaining > 0, f"no {what} within {timeout}s; got {self.raw[-5:]}"
                 self._cond.wait(remaining)
