@@ -24,15 +24,9 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import reflex as rx
-from reflex.state import StateUpdate
-from reflex.vars import Var, VarData
-from reflex_base.constants.state import FIELD_MARKER
-from reflex_base.utils.imports import ImportVar
-from reflex_base.vars.sequence import LiteralArrayVar
-from reflex_components_core.base.fragment import Fragment
-from reflex_components_sonner.toast import toast_ref
+from reflex.vars import LiteralArrayVar, Var, VarData
 
-from fictures import feed
+from fictures import feed, reflex_compat
 from fictures.events.schema import (
     CommunityEvent,
     PostCreated,
@@ -156,14 +150,13 @@ async def apply(event: CommunityEvent) -> dict[str, Any]:
     return changed
 
 
-def frame(changed: dict[str, Any]) -> StateUpdate:
+def frame(changed: dict[str, Any]) -> Any:
     """The one update every live community tab receives for an event: the changed
     slots only (the browser raises the toast, see FeedToaster)."""
-    delta = {f"{name}{FIELD_MARKER}": value for name, value in changed.items()}
-    return StateUpdate(delta={LiveFeedState.get_full_name(): delta})
+    return reflex_compat.delta_frame(LiveFeedState, changed)
 
 
-class FeedToaster(Fragment):
+class FeedToaster(rx.Fragment):
     """The browser half of the broadcast: toasts each arrival when its slot changes.
 
     The frame carries only the slot; this hook compares the slots with the
@@ -206,17 +199,17 @@ class FeedToaster(Fragment):
             ),
         )
         return [
-            Var(f"const fxToast = {toast_ref};"),
+            Var(f"const fxToast = {reflex_compat.toast_ref};"),
             Var(
                 "const fxToasted = useRef(null);",
-                _var_data=VarData(imports={"react": [ImportVar(tag="useRef")]}),
+                _var_data=VarData(imports={"react": [rx.ImportVar(tag="useRef")]}),
             ),
             # A statement of its own (";"), so it cannot run on from the hook before it.
             Var(
                 _js_expr=f"useEffect({effect!s});",
                 _var_data=VarData.merge(
                     effect._get_all_var_data(),
-                    VarData(imports={"react": [ImportVar(tag="useEffect")]}),
+                    VarData(imports={"react": [rx.ImportVar(tag="useEffect")]}),
                 ),
             ),
         ]

@@ -154,3 +154,30 @@ def test_forking_drops_inherited_db_connections():
         s.connection()
     assert model._ENGINE, "Reflex no longer caches engines in reflex.model._ENGINE"
     reflex_compat.forget_inherited_db_connections()
+
+
+def test_no_other_module_touches_the_internals():
+    """Every private Reflex/Socket.IO/Granian use goes through reflex_compat."""
+    import ast
+    from pathlib import Path
+
+    internal_modules = ("reflex_base", "reflex_components", "reflex.state", "reflex.app",
+                        "reflex.istate", "reflex.model", "reflex.utils", "socketio", "engineio", "granian")
+    internal_names = {"sio", "event_namespace", "event_processor", "__override_base_method__", "_ENGINE",
+                      "sid_to_token", "token_to_sid", "_is_client_storage", "get_class_substate"}
+    offenders = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "fictures").rglob("*.py")):
+        if path.name == "reflex_compat.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            module = ""
+            if isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+            elif isinstance(node, ast.Import):
+                module = " ".join(a.name for a in node.names)
+            if any(m == i or m.startswith(i + ".") or m.startswith(i + "_")
+                   for m in module.split() for i in internal_modules):
+                offenders.append(f"{path.name}:{node.lineno} imports {module}")
+            if isinstance(node, ast.Attribute) and node.attr in internal_names:
+                offenders.append(f"{path.name}:{node.lineno} uses .{node.attr}")
+    assert offenders == []

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import reflex as rx
-from reflex_components_core.core.banner import has_connection_errors
 
+from fictures.reflex_compat import connection_errors
 from fictures.settings import settings
 
 
@@ -18,7 +18,7 @@ def _dot(color: str, pulse: bool = False) -> rx.Component:
 def live_indicator(state) -> rx.Component:
     """Green "Live" only while this tab's websocket is up and the server's Redis
     subscription is healthy; otherwise "Reconnecting…", "Paused" or "Offline"."""
-    status = rx.cond(has_connection_errors, "offline", state.live_status)
+    status = rx.cond(connection_errors(), "offline", state.live_status)
     return rx.hstack(
         rx.match(
             status,
