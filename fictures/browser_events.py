@@ -49,7 +49,9 @@ class Rejected(ValueError):
     """An event a browser sent that no handler may see."""
 
 
-@functools.cache
+# Bounded: the names come from browsers, and a cache keyed by them must not grow
+# with every random name a hostile client invents.
+@functools.lru_cache(maxsize=1024)
 def may_send(name: str) -> bool:
     """Whether a browser may send the event `name` (a registered, page-wired handler)."""
     fn = reflex_compat.handler_function(name)
@@ -90,7 +92,7 @@ def _check_router_data(router: Any) -> str | None:
     return None
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1024)
 def _signature(name: str) -> tuple[dict[str, TypeAdapter], frozenset[str], bool]:
     """(a validator per argument, the required arguments, whether it takes **kwargs)."""
     fn = reflex_compat.handler_function(name)

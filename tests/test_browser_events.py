@@ -192,3 +192,9 @@ def test_text_arguments_that_no_browser_could_receive_back_are_rejected():
     with pytest.raises(Rejected, match="Unicode"):
         validated_payload(_event(StoryState, "submit_post"), form)
     assert validated_payload(_event(WritingState, "set_title"), {"value": "nul\x00 is sendable"})
+
+
+def test_random_event_names_do_not_grow_a_cache():
+    for i in range(5000):
+        check_frame({"name": f"no.such.event{i}"})
+    assert may_send.cache_info().currsize <= 1024
