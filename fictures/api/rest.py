@@ -24,6 +24,7 @@ from fictures import auth, db, posts, stories
 from fictures.api.deps import bearer_token, optional_user, parse, path_id, require_user
 from fictures.models import (
     Credentials,
+    Login,
     Post,
     PostCreate,
     PostPublic,
@@ -122,7 +123,7 @@ async def token(request: Request) -> Response:
     body = await request.body()
 
     def work(session: Session) -> str:
-        user = auth.authenticate(session=session, data=parse(Credentials, body))
+        user = auth.authenticate(session=session, data=parse(Login, body))
         return auth.issue_token(session=session, user=user)
 
     return _json({"token": await _in_db(work), "token_type": "bearer"})

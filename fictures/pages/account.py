@@ -13,11 +13,11 @@ from fictures.components.forms import field_error
 from fictures.components.layout import page
 from fictures.errors import DomainError
 from fictures.forms import field_errors
-from fictures.models import Credentials, User
+from fictures.models import Credentials, Login, User
 from fictures.state import SessionState
 
 
-def _signed_in(account: Callable[..., User], data: Credentials) -> tuple[User, str]:
+def _signed_in(account: Callable[..., User], data: Login) -> tuple[User, str]:
     """Run `auth.register` or `auth.authenticate`, then issue a login token."""
     with db.session() as s:
         user = account(session=s, data=data)
@@ -31,7 +31,7 @@ def _register(data: Credentials) -> tuple[User, str]:
     return _signed_in(auth.register, data)
 
 
-def _login(data: Credentials) -> tuple[User, str]:
+def _login(data: Login) -> tuple[User, str]:
     return _signed_in(auth.authenticate, data)
 
 
@@ -44,9 +44,9 @@ class AccountState(rx.State):
         self.errors = {}
         self.busy = False
 
-    async def _submit(self, form: dict[str, str], action, welcome: str):
+    async def _submit(self, form: dict[str, str], shape: type[Login], action, welcome: str):
         try:
-            data = Credentials.model_validate(
+            data = shape.model_validate(
                 {"username": form.get("username", ""), "password": form.get("password", "")}
             )
         except ValidationError as exc:
@@ -68,12 +68,12 @@ class AccountState(rx.State):
 
     @rx.event
     async def register(self, form: dict[str, str]):
-        async for update in self._submit(form, _register, "Welcome to Fictures, {}!"):
+        async for update in self._submit(form, Credentials, _register, "Welcome to Fictures, {}!"):
             yield update
 
     @rx.event
     async def login(self, form: dict[str, str]):
-        async for update in self._submit(form, _login, "Welcome back, {}"):
+        async for update in self._submit(form, Login, _login, "Welcome back, {}"):
             yield update
 
 
