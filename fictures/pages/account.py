@@ -8,7 +8,7 @@ import reflex as rx
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from fictures import auth, db, toasts
+from fictures import auth, client_address, db, ratelimit, toasts
 from fictures.components.forms import field_error
 from fictures.components.layout import page
 from fictures.errors import DomainError
@@ -27,12 +27,14 @@ def _signed_in(account: Callable[..., User], data: Login) -> tuple[User, str]:
         return user, token
 
 
-def _register(data: Credentials) -> tuple[User, str]:
-    return _signed_in(auth.register, data)
+async def _register(address: str, data: Credentials) -> tuple[User, str]:
+    await ratelimit.check_registration(address)  # counted with the REST API's
+    return await run_in_threadpool(_signed_in, auth.register, data)
 
 
-def _login(data: Login) -> tuple[User, str]:
-    return _signed_in(auth.authenticate, data)
+async def _login(address: str, data: Login) -> tuple[User, str]:
+    await ratelimit.check_login(address, data.username)  # counted with the REST API's
+    return await run_in_threadpool(_signed_in, auth.authenticate, data)
 
 
 class AccountState(rx.State):
@@ -55,7 +57,8 @@ class AccountState(rx.State):
         self.busy = True
         yield
         try:
-            user, token = await run_in_threadpool(action, data)
+            address = client_address.from_router_headers(self.router.headers.raw_headers)
+            user, token = await action(address, data)
         except DomainError as exc:
             self.errors = {"form": exc.detail}
         else:
