@@ -114,8 +114,8 @@ class _Availability:
 class Limiter:
     """Rate limits on one Redis; `hit` raises `TooManyRequests` over a limit."""
 
-    def __init__(self, url: str, *, prefix: str):
-        self.redis = _client(url)
+    def __init__(self, client: aioredis.Redis, *, prefix: str):
+        self.redis = client
         storage = RedisStorage(
             "async+redis://",
             implementation="redispy",
@@ -127,9 +127,6 @@ class Limiter:
         # Which keys were reported over their limit, so an attack logs one line
         # per window and not one per refused request.
         self._reported: OrderedDict[tuple[str, str], float] = OrderedDict()
-
-    async def close(self) -> None:
-        await self.redis.aclose()
 
     async def hit(self, rule: Rule, identifier: str) -> None:
         """Count one attempt of `identifier` against `rule`; refuse it over the limit."""
@@ -168,12 +165,25 @@ def _per(item: limits.RateLimitItem) -> str:
     return unit if item.multiples == 1 else f"{item.multiples} {unit}s"
 
 
-def _client(url: str) -> aioredis.Redis:
-    # Short timeouts and one immediate retry (a connection Redis dropped): a
-    # stalled Redis delays a login by at most a few seconds before failing open.
-    return aioredis.Redis.from_url(
-        url, socket_connect_timeout=1, socket_timeout=2, retry=Retry(NoBackoff(), 1)
+POOL_SIZE = 16
+CLIENT_NAME = "fictures-limits"
+
+
+def connect(url: str) -> aioredis.Redis:
+    """The limits' Redis client: at most POOL_SIZE connections (a burst waits for one
+    rather than opening hundreds), named in CLIENT LIST. Short timeouts and one
+    immediate retry (a connection Redis dropped): a stalled Redis delays a request
+    by a few seconds at most before the limits fail open."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=POOL_SIZE,
+        timeout=2,
+        socket_connect_timeout=1,
+        socket_timeout=2,
+        retry=Retry(NoBackoff(), 1),
+        client_name=CLIENT_NAME,
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 # ---------------------------------------------------------------- stream slots
@@ -214,8 +224,8 @@ class Lease:
 class StreamSlots:
     """At most N open streams per client address, across every process on one Redis."""
 
-    def __init__(self, url: str, *, prefix: str, lease_seconds: float = 60.0):
-        self.redis = _client(url)
+    def __init__(self, client: aioredis.Redis, *, prefix: str, lease_seconds: float = 60.0):
+        self.redis = client
         self.prefix = prefix
         self.lease_ms = int(lease_seconds * 1000)
         self.refresh_every = lease_seconds / 3
@@ -225,10 +235,10 @@ class StreamSlots:
         self._refresher: asyncio.Task[None] | None = None
         self._availability = _Availability("the event stream limit")
 
-    async def close(self) -> None:
+    def stop(self) -> None:
+        """Stop refreshing (the process is going away); its leases then expire."""
         if self._refresher is not None:
             self._refresher.cancel()
-        await self.redis.aclose()
 
     async def acquire(self, address: str, limit: int) -> Lease | None:
         """A lease for one more stream from `address`, or None if it holds `limit` already."""
@@ -278,13 +288,18 @@ def _prefix() -> str:
 
 
 @cache
+def _client() -> aioredis.Redis:
+    return connect(redis_url())
+
+
+@cache
 def limiter() -> Limiter:
-    return Limiter(redis_url(), prefix=_prefix())
+    return Limiter(_client(), prefix=_prefix())
 
 
 @cache
 def stream_slots() -> StreamSlots:
-    return StreamSlots(redis_url(), prefix=_prefix())
+    return StreamSlots(_client(), prefix=_prefix())
 
 
 async def check_login(address: str, username: str) -> None:

@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from fictures.errors import TooManyRequests
-from fictures.ratelimit import POST_PER_USER, Limiter, StreamSlots
+from fictures.ratelimit import POST_PER_USER, Limiter, StreamSlots, connect
 from fictures.settings import settings
 from tests.conftest import wait_until
 
@@ -26,10 +26,10 @@ def _prefix() -> str:
 @pytest.fixture
 async def workers():
     """Two limiters on the session's Redis, like two worker processes."""
-    made = [Limiter(settings.redis_url, prefix=_prefix()) for _ in range(2)]
-    yield made
-    for limiter in made:
-        await limiter.close()
+    clients = [connect(settings.redis_url) for _ in range(2)]
+    yield [Limiter(client, prefix=_prefix()) for client in clients]
+    for client in clients:
+        await client.aclose()
 
 
 async def _outcomes(limiters: list[Limiter], attempts: int, who: str) -> list[int | None]:
@@ -81,7 +81,8 @@ async def test_keys_live_under_the_session_prefix(workers, monkeypatch):
 async def test_redis_down_fails_open_with_one_warning(embedded_redis, monkeypatch, caplog):
     monkeypatch.setattr(settings, "post_limit_per_user", "1/minute")
     server = embedded_redis()
-    limiter = Limiter(server.url, prefix=_prefix())
+    client = connect(server.url)
+    limiter = Limiter(client, prefix=_prefix())
     who = uuid.uuid4().hex
     try:
         await limiter.hit(POST_PER_USER, who)
@@ -104,7 +105,7 @@ async def test_redis_down_fails_open_with_one_warning(embedded_redis, monkeypatc
                 await limiter.hit(POST_PER_USER, who)
             assert any("available again" in r.getMessage() for r in caplog.records)
     finally:
-        await limiter.close()
+        await client.aclose()
 
 
 # ---------------------------------------------------------------- stream slots
@@ -115,13 +116,15 @@ async def slot_workers():
     made: list[StreamSlots] = []
 
     def make(**kwargs) -> StreamSlots:
-        slots = StreamSlots(settings.redis_url, prefix=_prefix(), **kwargs)
+        """Stream slots with a Redis client of their own, as each worker has."""
+        slots = StreamSlots(connect(settings.redis_url), prefix=_prefix(), **kwargs)
         made.append(slots)
         return slots
 
     yield make
     for slots in made:
-        await slots.close()
+        slots.stop()
+        await slots.redis.aclose()
 
 
 def _address() -> str:
@@ -154,8 +157,7 @@ async def test_a_dead_workers_streams_expire(slot_workers):
     alive = slot_workers()
     assert await alive.acquire(address, 2) is None
     # The process dies: nothing refreshes or releases its leases.
-    assert dead._refresher is not None
-    dead._refresher.cancel()
+    dead.stop()
 
     async def slot_free() -> bool:
         lease = await alive.acquire(address, 2)
