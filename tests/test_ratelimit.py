@@ -184,3 +184,25 @@ async def test_leases_of_live_streams_are_refreshed(slot_workers):
     await slots.release(lease)
     assert await slots.redis.zscore(lease.key, lease.id) is None
     assert slots._refresher is None  # nothing left to refresh: no task lingers
+
+
+async def test_streams_opened_while_redis_is_down_are_counted_once_it_is_back(embedded_redis):
+    server = embedded_redis()
+    port = server.port
+    slots = StreamSlots(connect(server.url), prefix=_prefix(), lease_seconds=0.6)
+    address = _address()
+    try:
+        server.stop()
+        # Fail open: both streams may open.
+        leases = [await slots.acquire(address, 1), await slots.acquire(address, 1)]
+        assert all(lease is not None for lease in leases)
+        embedded_redis(port=port)  # back, and empty
+
+        async def both_counted() -> bool:
+            return await slots.redis.zcard(leases[0].key) == 2
+
+        await wait_until(both_counted, message="the refresh to re-add the open streams' leases")
+        assert await slots.acquire(address, 1) is None
+    finally:
+        slots.stop()
+        await slots.redis.aclose()
