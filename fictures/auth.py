@@ -9,10 +9,10 @@ from datetime import timedelta
 
 from pwdlib import PasswordHash
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, func, select
 
 from fictures.errors import Conflict, Unauthorized
-from fictures.models import AuthToken, Credentials, User, utcnow
+from fictures.models import AuthToken, Credentials, Login, User, utcnow
 from fictures.settings import settings
 
 logger = logging.getLogger(__name__)
@@ -27,24 +27,37 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _by_username(session: Session, username: str) -> User | None:
+    """The account whose name is `username` in any case (the lower(username) index)."""
+    return session.exec(
+        select(User).where(func.lower(User.username) == username.lower())
+    ).first()
+
+
+def _taken(username: str) -> Conflict:
+    return Conflict(f"the username {username!r} is taken (usernames ignore case)")
+
+
 def register(*, session: Session, data: Credentials) -> User:
-    if session.exec(select(User).where(User.username == data.username)).first():
-        raise Conflict(f"the username {data.username!r} is taken")
+    if _by_username(session, data.username) is not None:
+        raise _taken(data.username)
     user = User(username=data.username, password_hash=_hasher.hash(data.password))
     session.add(user)
     try:
         session.commit()
     except IntegrityError:
-        # A concurrent registration won the race past the check above.
+        # A concurrent registration (of this name in any case) won the race
+        # past the check above; the unique index on lower(username) stopped it.
         session.rollback()
-        raise Conflict(f"the username {data.username!r} is taken") from None
+        raise _taken(data.username) from None
     session.refresh(user)
     logger.info("Registered user %s (id %s)", user.username, user.id)
     return user
 
 
-def authenticate(*, session: Session, data: Credentials) -> User:
-    user = session.exec(select(User).where(User.username == data.username)).first()
+def authenticate(*, session: Session, data: Login) -> User:
+    """The account for a login; the username matches in any case ("ADA" is ada)."""
+    user = _by_username(session, data.username)
     if user is None:
         _hasher.verify(data.password, _DUMMY_HASH)
         raise Unauthorized("wrong username or password")

@@ -23,3 +23,17 @@ class NotFound(DomainError):
 
 class Conflict(DomainError):
     status_code = 409
+
+
+class PayloadTooLarge(DomainError):
+    status_code = 413
+
+
+class TooManyRequests(DomainError):
+    """A rate limit was reached; `retry_after` is in whole seconds (the Retry-After header)."""
+
+    status_code = 429
+
+    def __init__(self, detail: str, *, retry_after: int):
+        super().__init__(detail)
+        self.retry_after = retry_after

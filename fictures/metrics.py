@@ -18,3 +18,6 @@ OUTBOX_BACKLOG = Gauge("fictures_outbox_backlog", "Outbox rows not yet sent to R
 REDIS_RECONNECTS = Counter("fictures_redis_reconnects_total", "Subscriber reconnects to Redis")
 MALFORMED = Counter("fictures_malformed_events_total", "Messages skipped as malformed")
 ASYNCIO_TASKS = Gauge("fictures_asyncio_tasks", "Asyncio tasks alive in this process")
+RATE_LIMITED = Counter(
+    "fictures_rate_limited_total", "Requests refused by a rate limit, per rule", ["rule"]
+)

@@ -9,7 +9,7 @@ from enum import Enum
 from typing import Annotated
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlmodel import Field as DBField
 from sqlmodel import SQLModel
 
@@ -141,15 +141,35 @@ class _Input(BaseModel):
         return v
 
 
-class Credentials(_Input):
+# A password is taken exactly as typed: "abcdefgh  " is not "abcdefgh".
+Password = Annotated[str, StringConstraints(strip_whitespace=False)]
+
+
+class Login(_Input):
+    """What logging in takes: any non-empty password (a wrong one is a 401,
+    whatever its length), up to a bound on what is hashed."""
+
     username: str
-    password: str = Field(min_length=8, max_length=256)
+    password: Password = Field(min_length=1, max_length=256)
 
     @field_validator("username")
     @classmethod
     def _username(cls, v: str) -> str:
         if not _USERNAME.match(v):
             raise ValueError("3–32 letters, digits or underscores")
+        return v
+
+
+class Credentials(Login):
+    """A new account: the same username rules, and a password of at least 8 characters."""
+
+    password: Password = Field(min_length=8, max_length=256)
+
+    @field_validator("password")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be only spaces")
         return v
 
 

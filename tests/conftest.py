@@ -55,6 +55,15 @@ os.environ["FICTURES_ENV"] = "test"
 os.environ["FICTURES_STREAM_KEY"] = f"fictures-test-{_SESSION}:events"
 # Reconnects within a second, so outage tests finish quickly.
 os.environ.setdefault("FICTURES_REDIS_BACKOFF_MAX", "0.5")
+# Every test client has the same address: generous limits for the suite; the
+# tests of the limits set their own (tests/api/test_limits_api.py).
+for _name, _limit in {
+    "LOGIN_LIMIT_PER_ADDRESS": "100000/minute",
+    "REGISTER_LIMIT_PER_ADDRESS": "100000/minute",
+    "LOGIN_LIMIT_PER_ACCOUNT": "1000/minute",
+    "POST_LIMIT_PER_USER": "1000/minute",
+}.items():
+    os.environ[f"FICTURES_{_name}"] = _limit
 os.environ.pop("FICTURES_EMBEDDED_REDIS_URL", None)
 
 _PG_SCHEMA: tuple[str, str] | None = None  # (server URL, schema) to drop at the end

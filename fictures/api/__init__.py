@@ -18,7 +18,20 @@ def routes() -> list[BaseRoute]:
 
 
 def build() -> Starlette:
-    """The Starlette app Reflex mounts itself under (see `api_transformer`)."""
-    from fictures.api.errors import exception_handlers
+    """The Starlette app Reflex mounts itself under (see `api_transformer`).
 
-    return Starlette(routes=routes(), exception_handlers=exception_handlers)
+    Its middleware sees every HTTP request, the pages' included: bodies over
+    the size limit are refused (413) before they are read, and unknown paths
+    under /api/ answer a JSON 404 instead of Reflex's HTML page.
+    """
+    from starlette.middleware import Middleware
+
+    from fictures.api.errors import exception_handlers
+    from fictures.api.middleware import ApiNotFound, BodySizeLimit
+
+    api_routes = routes()
+    return Starlette(
+        routes=api_routes,
+        exception_handlers=exception_handlers,
+        middleware=[Middleware(BodySizeLimit), Middleware(ApiNotFound, routes=api_routes)],
+    )

@@ -54,6 +54,9 @@ def json_object(body: bytes) -> dict[str, Any]:
         data = json.loads(body)
     except ValueError:
         raise MalformedBody() from None
+    except RecursionError:
+        # Nesting deeper than the interpreter's recursion limit (~1,000).
+        raise MalformedBody("body is nested too deeply") from None
     if not isinstance(data, dict):
         raise MalformedBody()
     return data

@@ -20,10 +20,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fictures import auth, db, posts, stories
+from fictures import auth, client_address, db, posts, ratelimit, stories
 from fictures.api.deps import bearer_token, optional_user, parse, path_id, require_user
 from fictures.models import (
     Credentials,
+    Login,
     Post,
     PostCreate,
     PostPublic,
@@ -109,20 +110,22 @@ def _items(models: list[StoryPublic] | list[PostPublic]) -> JSONResponse:
 
 
 async def register(request: Request) -> Response:
-    body = await request.body()
+    data = parse(Credentials, await request.body())
+    await ratelimit.check_registration(client_address.from_connection(request))
 
     def work(session: Session) -> dict[str, Any]:
-        user = auth.register(session=session, data=parse(Credentials, body))
+        user = auth.register(session=session, data=data)
         return {"id": user.id, "username": user.username}
 
     return _json(await _in_db(work), 201)
 
 
 async def token(request: Request) -> Response:
-    body = await request.body()
+    data = parse(Login, await request.body())
+    await ratelimit.check_login(client_address.from_connection(request), data.username)
 
     def work(session: Session) -> str:
-        user = auth.authenticate(session=session, data=parse(Credentials, body))
+        user = auth.authenticate(session=session, data=data)
         return auth.issue_token(session=session, user=user)
 
     return _json({"token": await _in_db(work), "token_type": "bearer"})
@@ -223,11 +226,16 @@ async def create_post(request: Request) -> Response:
     story_id = path_id(request, "story_id", "story")
     bearer, body = bearer_token(request), await request.body()
 
-    def work(session: Session) -> PostPublic:
+    def author_and_post(session: Session) -> tuple[User, PostCreate]:
         author = require_user(session, bearer)
-        post = posts.create_post(
-            session=session, author=author, story_id=story_id, data=parse(PostCreate, body)
-        )
+        session.expunge(author)
+        return author, parse(PostCreate, body)
+
+    author, data = await _in_db(author_and_post)
+    await ratelimit.check_post(author.id)
+
+    def work(session: Session) -> PostPublic:
+        post = posts.create_post(session=session, author=author, story_id=story_id, data=data)
         return _post_public(post, author.username)
 
     return _json(await _in_db(work), 201)

@@ -23,7 +23,7 @@ import asyncio
 import json
 import logging
 import re
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -34,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from fictures import db, metrics
+from fictures import client_address, db, metrics, ratelimit
 from fictures.api.deps import bearer_token, optional_user
 from fictures.events import service
 from fictures.events.bus import StoredEvent
@@ -52,9 +52,6 @@ logger = logging.getLogger(__name__)
 
 _ID = re.compile(r"[0-9]{1,18}")
 _REPLAY_BATCH = 1000
-
-# Open streams per client address, in this process.
-_open_per_ip: Counter[str] = Counter()
 
 
 @dataclass(frozen=True)
@@ -170,7 +167,6 @@ async def _covers(last_id: int) -> bool:
 
 async def _stream(flt: StreamFilter, last_id: int | None, ip: str) -> AsyncIterator[ServerSentEvent]:
     fanout = service.fanout()
-    _open_per_ip[ip] += 1
     metrics.SSE_CLIENTS.inc()
     logger.info("SSE stream opened from %s (resume after %s)", ip, last_id)
     try:
@@ -206,19 +202,23 @@ async def _stream(flt: StreamFilter, last_id: int | None, ip: str) -> AsyncItera
                 yield _reset("slow-consumer", sent)
     finally:
         metrics.SSE_CLIENTS.dec()
-        _open_per_ip[ip] -= 1
-        if _open_per_ip[ip] <= 0:
-            del _open_per_ip[ip]
         logger.info("SSE stream from %s closed", ip)
 
 
 class _EventStream(EventSourceResponse):
+    def __init__(self, *args, lease: ratelimit.Lease, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lease = lease
+
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
         except* SendTimeoutError:
             # The client accepted nothing for `sse_send_timeout` seconds: it is gone.
             logger.info("SSE client stalled for %ss; stream closed", settings.sse_send_timeout)
+        finally:
+            # However the stream ended (client gone, stalled, server stopping).
+            await ratelimit.stream_slots().release(self.lease)
 
 
 async def community_events(request: Request) -> Response:
@@ -228,8 +228,10 @@ async def community_events(request: Request) -> Response:
     flt = await _parse_filter(request)
     if isinstance(flt, Response):
         return flt
-    ip = request.client.host if request.client else "unknown"
-    if _open_per_ip[ip] >= settings.sse_max_per_ip:
+    ip = client_address.from_connection(request)
+    # Taken (or refused) in one step in Redis, counted across every worker.
+    lease = await ratelimit.stream_slots().acquire(ip, settings.sse_max_per_ip)
+    if lease is None:
         return _error(
             429, f"too many open event streams from {ip} (limit {settings.sse_max_per_ip})"
         )
@@ -239,4 +241,5 @@ async def community_events(request: Request) -> Response:
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         # A client that stops reading altogether is dropped instead of pinning memory.
         send_timeout=settings.sse_send_timeout,
+        lease=lease,
     )

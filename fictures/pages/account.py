@@ -8,16 +8,16 @@ import reflex as rx
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from fictures import auth, db, toasts
+from fictures import auth, client_address, db, ratelimit, toasts
 from fictures.components.forms import field_error
 from fictures.components.layout import page
 from fictures.errors import DomainError
 from fictures.forms import field_errors
-from fictures.models import Credentials, User
+from fictures.models import Credentials, Login, User
 from fictures.state import SessionState
 
 
-def _signed_in(account: Callable[..., User], data: Credentials) -> tuple[User, str]:
+def _signed_in(account: Callable[..., User], data: Login) -> tuple[User, str]:
     """Run `auth.register` or `auth.authenticate`, then issue a login token."""
     with db.session() as s:
         user = account(session=s, data=data)
@@ -27,12 +27,14 @@ def _signed_in(account: Callable[..., User], data: Credentials) -> tuple[User, s
         return user, token
 
 
-def _register(data: Credentials) -> tuple[User, str]:
-    return _signed_in(auth.register, data)
+async def _register(address: str, data: Credentials) -> tuple[User, str]:
+    await ratelimit.check_registration(address)  # counted with the REST API's
+    return await run_in_threadpool(_signed_in, auth.register, data)
 
 
-def _login(data: Credentials) -> tuple[User, str]:
-    return _signed_in(auth.authenticate, data)
+async def _login(address: str, data: Login) -> tuple[User, str]:
+    await ratelimit.check_login(address, data.username)  # counted with the REST API's
+    return await run_in_threadpool(_signed_in, auth.authenticate, data)
 
 
 class AccountState(rx.State):
@@ -44,9 +46,9 @@ class AccountState(rx.State):
         self.errors = {}
         self.busy = False
 
-    async def _submit(self, form: dict[str, str], action, welcome: str):
+    async def _submit(self, form: dict[str, str], shape: type[Login], action, welcome: str):
         try:
-            data = Credentials.model_validate(
+            data = shape.model_validate(
                 {"username": form.get("username", ""), "password": form.get("password", "")}
             )
         except ValidationError as exc:
@@ -55,7 +57,8 @@ class AccountState(rx.State):
         self.busy = True
         yield
         try:
-            user, token = await run_in_threadpool(action, data)
+            address = client_address.from_router_headers(self.router.headers.raw_headers)
+            user, token = await action(address, data)
         except DomainError as exc:
             self.errors = {"form": exc.detail}
         else:
@@ -68,12 +71,12 @@ class AccountState(rx.State):
 
     @rx.event
     async def register(self, form: dict[str, str]):
-        async for update in self._submit(form, _register, "Welcome to Fictures, {}!"):
+        async for update in self._submit(form, Credentials, _register, "Welcome to Fictures, {}!"):
             yield update
 
     @rx.event
     async def login(self, form: dict[str, str]):
-        async for update in self._submit(form, _login, "Welcome back, {}"):
+        async for update in self._submit(form, Login, _login, "Welcome back, {}"):
             yield update
 
 

@@ -6,7 +6,7 @@ import reflex as rx
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from fictures import db, feed, posts, stories, toasts
+from fictures import db, feed, posts, ratelimit, stories, toasts
 from fictures.components.cards import genre_badge, post_card
 from fictures.components.forms import field_error
 from fictures.components.layout import loading, page
@@ -99,6 +99,7 @@ class StoryState(LiveState, rx.State):
         self.posting = True
         yield
         try:
+            await ratelimit.check_post(user.id)  # counted with the REST API's posts
             await run_in_threadpool(_create_post, user, self.current_id, data)
         except DomainError as exc:
             self.post_errors = {"form": exc.detail}

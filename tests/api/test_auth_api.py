@@ -144,3 +144,93 @@ async def test_every_write_endpoint_requires_a_bearer(api_client):
     still = await api_client.get(f"/api/stories/{story['id']}")
     assert still.json()["title"] == story["title"]
     assert still.json()["status"] == "published"
+
+
+# ---------------------------------------------------------------- passwords and usernames
+
+
+async def test_password_whitespace_is_part_of_the_password(api_client):
+    """The report: "abcdefgh  " logged in as "abcdefgh" (both were stripped)."""
+    username = unique()
+    registered = await api_client.post(
+        "/api/auth/register", json={"username": username, "password": "abcdefgh"}
+    )
+    assert registered.status_code == 201
+    for variant in ("abcdefgh  ", "  abcdefgh", "abcdefgh\t"):
+        response = await api_client.post(
+            "/api/auth/token", json={"username": username, "password": variant}
+        )
+        assert response.status_code == 401, variant
+    spaced = unique()
+    await api_client.post("/api/auth/register", json={"username": spaced, "password": " pass word "})
+    ok = await api_client.post("/api/auth/token", json={"username": spaced, "password": " pass word "})
+    assert ok.status_code == 200
+    trimmed = await api_client.post("/api/auth/token", json={"username": spaced, "password": "pass word"})
+    assert trimmed.status_code == 401
+
+
+async def test_register_refuses_a_password_of_only_spaces(api_client):
+    response = await api_client.post(
+        "/api/auth/register", json={"username": unique(), "password": " " * 12}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"] == [{"loc": ["password"], "msg": "Value error, must not be only spaces"}]
+
+
+@pytest.mark.parametrize("password", ["x", "short", " "])
+async def test_login_with_a_short_wrong_password_is_401(api_client, password):
+    user = await api_user(api_client)
+    response = await api_client.post(
+        "/api/auth/token", json={"username": user.username, "password": password}
+    )
+    assert response.status_code == 401
+    assert response.json() == {"detail": "wrong username or password"}
+
+
+@pytest.mark.parametrize("password", ["", "x" * 257])
+async def test_login_password_out_of_bounds_is_422(api_client, password):
+    response = await api_client.post(
+        "/api/auth/token", json={"username": unique(), "password": password}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["password"]
+
+
+async def test_a_case_variant_of_a_taken_username_is_409(api_client):
+    name = unique("Ada")
+    first = await api_client.post("/api/auth/register", json={"username": name, "password": PASSWORD})
+    assert first.status_code == 201
+    for variant in (name.upper(), name.lower()):
+        response = await api_client.post(
+            "/api/auth/register", json={"username": variant, "password": PASSWORD}
+        )
+        assert response.status_code == 409, variant
+        assert response.json() == {
+            "detail": f"the username {variant!r} is taken (usernames ignore case)"
+        }
+
+
+async def test_concurrent_case_variants_create_exactly_one_account(api_client):
+    """The check before the insert races; the unique index on lower(username) does not."""
+    name = unique("Race")
+    variants = [name.upper(), name.lower(), name, name.swapcase(), name.title(), name.upper()]
+    responses = await asyncio.gather(
+        *(api_client.post("/api/auth/register", json={"username": v, "password": PASSWORD})
+          for v in variants)
+    )
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [201, 409, 409, 409, 409, 409], [r.text for r in responses]
+
+
+async def test_login_ignores_username_case(api_client):
+    user = await api_user(api_client)
+    for variant in (user.username.upper(), user.username.swapcase()):
+        response = await api_client.post(
+            "/api/auth/token", json={"username": variant, "password": PASSWORD}
+        )
+        assert response.status_code == 200, variant
+        me = await api_client.post(
+            "/api/stories", json=story_body(),
+            headers={"Authorization": f"Bearer {response.json()['token']}"},
+        )
+        assert me.json()["author"] == user.username  # the account as registered

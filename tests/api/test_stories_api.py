@@ -190,7 +190,7 @@ async def test_ids_that_are_not_positive_integers_are_404(api_client, story_id):
 async def test_unknown_route_and_method_answer_json(api_client):
     missing = await api_client.get("/api/nothing-here")
     assert missing.status_code == 404
-    assert missing.json() == {"detail": "Not Found"}
+    assert missing.json() == {"detail": "no API endpoint at /api/nothing-here"}
     wrong = await api_client.put("/api/stories")
     assert wrong.status_code == 405
     assert wrong.json() == {"detail": "Method Not Allowed"}

@@ -42,6 +42,10 @@ START_TIMEOUT = 600  # a first production build on a fresh machine installs npm 
 POLL_SECONDS = 2
 SSE_MAX_PER_IP = 8
 SSE_QUEUE_SIZE = 400
+# Every test client is 127.0.0.1: per-address limits out of the way; per account
+# and per user small, so the limit tests reach them quickly (each test has its own users).
+LOGIN_LIMIT_PER_ACCOUNT = 5
+POST_LIMIT_PER_USER = 5
 # Backend log lines that mean something went wrong.
 _ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback \(most recent call last\)")
 
@@ -174,6 +178,10 @@ def running_app(workers: int = 1) -> Iterator[AppServer]:
         "FICTURES_SSE_QUEUE_SIZE": str(SSE_QUEUE_SIZE),
         "FICTURES_SSE_PING_SECONDS": "1",
         "FICTURES_SSE_SEND_TIMEOUT": "30",
+        "FICTURES_LOGIN_LIMIT_PER_ACCOUNT": f"{LOGIN_LIMIT_PER_ACCOUNT}/minute",
+        "FICTURES_POST_LIMIT_PER_USER": f"{POST_LIMIT_PER_USER}/minute",
+        "FICTURES_LOGIN_LIMIT_PER_ADDRESS": "100000/minute",
+        "FICTURES_REGISTER_LIMIT_PER_ADDRESS": "100000/minute",
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("FICTURES_EMBEDDED_REDIS_URL", None)

@@ -1,4 +1,4 @@
-"""Registration, validation errors, login and logout in the browser."""
+"""Registration, validation errors, login and logout in the browser; the forms' rate limits."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ import uuid
 
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import AppServer, FlakyNetwork
+from tests.e2e.conftest import (
+    LOGIN_LIMIT_PER_ACCOUNT,
+    POST_LIMIT_PER_USER,
+    AppServer,
+    FlakyNetwork,
+)
 
 
 def test_register_validate_logout_login(app_server: AppServer, new_page):
@@ -126,3 +131,45 @@ def test_logout_and_another_login_in_the_same_tab_forget_the_previous_user(app_s
         assert not leaked, f"ada's draft reached the browser after logout: {leaked[0][:300]}"
     finally:
         context.close()
+
+
+def test_login_form_shows_the_rate_limit_inline(app_server: AppServer, new_page):
+    victim, _ = app_server.register()  # logs in once
+    # Guesses through the API count for the form too: one limit per account.
+    for i in range(LOGIN_LIMIT_PER_ACCOUNT - 2):
+        r = app_server.api("POST", "/api/auth/token", json={"username": victim, "password": f"guess-{i}"})
+        assert r.status_code == 401
+    page = new_page("/login")
+    page.locator("#username").fill(victim)
+    page.locator("#password").fill("wrong")  # short: still only "wrong"
+    page.locator("#submit").click()
+    expect(page.locator("#error-form")).to_contain_text("wrong username or password")
+    page.locator("#password").fill("password123")
+    page.locator("#submit").click()
+    expect(page.locator("#error-form")).to_contain_text("too many login attempts for this account")
+    expect(page.locator("#error-form")).to_contain_text("try again in")
+    # The same browser and address may still log in to another account.
+    other, _ = app_server.register()
+    page.locator("#username").fill(other.upper())  # usernames ignore case
+    page.locator("#submit").click()
+    page.wait_for_url("**/writing")
+    expect(page.locator("#nav-username")).to_have_text(other)
+
+
+def test_post_form_shows_the_rate_limit_inline(app_server: AppServer, new_page):
+    _, token = app_server.register()
+    story = app_server.create_story(token, f"Busy Thread {uuid.uuid4().hex[:6]}")
+    for i in range(POST_LIMIT_PER_USER - 1):
+        r = app_server.api("POST", f"/api/stories/{story['id']}/posts", token,
+                           json={"title": f"Post {i}", "body": "Hello."})
+        assert r.status_code == 201
+    page = new_page(f"/community/story/{story['id']}", token=token)
+    page.locator("#post-title").fill("The last one allowed")
+    page.locator("#post-body").fill("Still fine.")
+    page.locator("#post-submit").click()
+    expect(page.locator("#story-posts")).to_contain_text("The last one allowed")
+    page.locator("#post-title").fill("One too many")
+    page.locator("#post-body").fill("Refused.")
+    page.locator("#post-submit").click()
+    expect(page.locator("#post-error-form")).to_contain_text("you are posting too often")
+    expect(page.locator("#story-posts")).not_to_contain_text("One too many")

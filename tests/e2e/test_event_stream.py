@@ -301,11 +301,18 @@ def _metric(app_server: AppServer, name: str) -> float:
 
 
 def _redis_clients(app_server: AppServer) -> int:
+    """Connections to the app's Redis, not counting this one nor the rate limits'
+    pool (bounded, it keeps up to POOL_SIZE connections it has needed)."""
+    from fictures.ratelimit import CLIENT_NAME, POOL_SIZE
+
     r = redis.Redis.from_url(app_server.redis.url)
     try:
-        return len(r.client_list()) - 1  # not counting this connection
+        clients = r.client_list()
     finally:
         r.close()
+    pooled = sum(c["name"] == CLIENT_NAME for c in clients)
+    assert pooled <= POOL_SIZE
+    return len(clients) - 1 - pooled
 
 
 def test_disconnects_free_everything(app_server: AppServer):
@@ -401,3 +408,45 @@ def test_event_published_during_redis_outage_arrives_once(app_server: AppServer,
         assert len(re.findall(r"Fanned out story:published", app_server.log_since_mark())) == 1
         assert len([e for e in sse.of("story:published") if e.data["storyId"] == story["id"]]) == 1
         expect(tab.locator(".story-card", has_text=title)).to_have_count(1)
+
+
+def _open_at_once(app_server: AppServer, count: int) -> list[StreamReader]:
+    """`count` streams whose requests are all sent before any answer is awaited."""
+    readers = [StreamReader(f"{app_server.url}{EVENTS}") for _ in range(count)]
+    for reader in readers:
+        reader._thread = threading.Thread(target=reader._run, daemon=True)
+        reader._thread.start()
+    for reader in readers:
+        reader.wait(lambda r=reader: r.status is not None, timeout=30, what="the response")
+    return readers
+
+
+def assert_exactly_the_limit_opens(app_server: AppServer) -> None:
+    """The report: 60 streams opened at once from one address gave 39 open (limit 20)."""
+    readers = _open_at_once(app_server, 60)
+    try:
+        statuses = [r.status for r in readers]
+        assert statuses.count(200) == SSE_MAX_PER_IP, sorted(statuses)
+        assert statuses.count(429) == 60 - SSE_MAX_PER_IP, sorted(statuses)
+        open_ = [r for r in readers if r.status == 200]
+        for reader in open_:
+            _connected(reader)
+        open_[0].stop()
+        deadline = time.monotonic() + 10
+        while True:  # the slot is free once the server has seen the disconnect
+            again = StreamReader(f"{app_server.url}{EVENTS}").start()
+            readers.append(again)
+            if again.status == 200:
+                break
+            again.stop()
+            assert time.monotonic() < deadline, "a freed slot was never reusable"
+        # It took the freed slot: full again.
+        with stream(app_server) as over:
+            assert over.status == 429
+    finally:
+        for reader in readers:
+            reader.stop()
+
+
+def test_sixty_streams_at_once_open_exactly_the_limit(app_server: AppServer):
+    assert_exactly_the_limit_opens(app_server)

@@ -40,3 +40,13 @@ def test_each_tab_gets_each_event_once_across_workers(app_server: AppServer, new
           f"{ {pid: fanned.count(pid) for pid in set(fanned)} }")
     # Every worker has its own subscriber: each fans every event out once.
     assert len(set(fanned)) == 2 and all(fanned.count(pid) == len(titles) for pid in set(fanned))
+
+
+def test_stream_limit_counts_across_workers(app_server: AppServer):
+    """Streams from one address are counted together whichever worker serves them."""
+    from tests.e2e.test_event_stream import assert_exactly_the_limit_opens
+
+    app_server.mark_log()
+    assert_exactly_the_limit_opens(app_server)
+    opened = re.findall(r"\[(\d+)\] INFO fictures.api.sse: SSE stream opened", app_server.log_since_mark())
+    print(f"streams opened per worker pid: { {pid: opened.count(pid) for pid in set(opened)} }")
