@@ -4,6 +4,13 @@
 `OutboxRelay` (one per process) sends unsent rows in order, records the id
 Redis assigned, and retries with backoff while Redis is unreachable, so a
 change made during an outage is announced, in order, once Redis is back.
+
+On PostgreSQL a row's id is drawn when it is inserted, not when it commits, so
+a lower id can commit after a higher one. For two changes to the same story
+that order matters (readers must end on the later state), and `record` makes
+it the row order: it flushes the change first, so the transaction waits for
+the story's row lock before it draws its outbox id. On SQLite a write
+transaction holds the database's only write lock, so ids follow commit order.
 """
 
 from __future__ import annotations
@@ -30,7 +37,13 @@ _BATCH = 200
 
 
 def record(session: Session, event: CommunityEvent) -> None:
-    """Add `event` to the session's transaction; the caller commits, then calls `kick`."""
+    """Add `event` to the session's transaction; the caller commits, then calls `kick`.
+
+    Make the change first: the change's pending writes are flushed here, before
+    the event's row draws its id (see the module doc)."""
+    # Taking the change's row locks now means a concurrent change to the same
+    # rows has committed (with its lower outbox id) before this row gets an id.
+    session.flush()
     session.add(OutboxEvent(channel=event.channel, payload=event.body_without_id()))
 
 
