@@ -5,12 +5,33 @@
 Redis assigned, and retries with backoff while Redis is unreachable, so a
 change made during an outage is announced, in order, once Redis is back.
 
-On PostgreSQL a row's id is drawn when it is inserted, not when it commits, so
-a lower id can commit after a higher one. For two changes to the same story
-that order matters (readers must end on the later state), and `record` makes
-it the row order: it flushes the change first, so the transaction waits for
-the story's row lock before it draws its outbox id. On SQLite a write
-transaction holds the database's only write lock, so ids follow commit order.
+Each row is sent under its `event_key` (see fictures.events.bus for why the
+id Redis returns for it can only be the id this very event got) and marked
+sent by that key, never by its row number: a database replaced or restored
+while a relay was sending reuses row numbers, and marking by number would
+mark a row that was never sent.
+
+Several relays (one per worker or instance) on one database send nothing
+twice and nothing out of order, without locking rows:
+
+- Each relay sends its batch one row at a time in row-id order, and only
+  reads the next batch after recording the last one.
+- Redis dedupes by event key: whichever relay sends a row first gives it its
+  id; the others get that same id back, publish nothing, and record the same
+  id (marking only rows still unsent, so the first record stands).
+- So a row is first sent only after the row before it was (the relay sending
+  it had sent that one, or found it sent, or saw it marked): first sends, and
+  with them Redis ids, follow row order.
+- On PostgreSQL a row's id is drawn when it is inserted, not when it commits,
+  so a lower id can become visible after a higher one; the relay then sends it
+  later, under a higher Redis id: commit order, not row order. That is the
+  order that matters for two changes to the same story, and `record` makes it
+  the row order too: it flushes the change first, so the transaction waits
+  for the story's row lock before it draws its outbox id. On SQLite a write
+  transaction holds the database's only write lock, so ids follow commit order.
+
+`FOR UPDATE SKIP LOCKED` would not do better: a second relay would skip the
+rows the first holds and send later rows ahead of them.
 """
 
 from __future__ import annotations
@@ -71,13 +92,16 @@ def _unsent(limit: int) -> list[OutboxEvent]:
         )
 
 
-def _mark_sent(sent: list[tuple[int, int]]) -> None:
+def _mark_sent(sent: list[tuple[str, int]]) -> None:
+    """Record (event_key, event id) pairs: by key, so a row that merely reuses the
+    number of one that was sent is never marked; only rows still unsent, so the
+    id recorded by the relay that sent it first stands."""
     now = utcnow()
     with db.session() as s:
-        for row_id, event_id in sent:
+        for event_key, event_id in sent:
             s.exec(
                 update(OutboxEvent)
-                .where(OutboxEvent.id == row_id)
+                .where(OutboxEvent.event_key == event_key, OutboxEvent.sent_at.is_(None))
                 .values(event_id=event_id, sent_at=now)
             )
         s.commit()
@@ -155,14 +179,14 @@ class OutboxRelay:
         self._floor = max(self._floor, self._seen_id())
         while rows := await asyncio.to_thread(_unsent, _BATCH):
             metrics.OUTBOX_BACKLOG.set(len(rows))
-            sent: list[tuple[int, int]] = []
+            sent: list[tuple[str, int]] = []
             try:
                 for row in rows:
                     event_id = await self.bus.send(
-                        row.channel, row.payload, dedupe_key=f"outbox:{row.id}", floor=self._floor
+                        row.channel, row.payload, dedupe_key=row.event_key, floor=self._floor
                     )
                     self._floor = max(self._floor, event_id)
-                    sent.append((row.id, event_id))
+                    sent.append((row.event_key, event_id))
                     metrics.EVENTS_PUBLISHED.labels(row.channel).inc()
                     logger.info("Published %s #%s (outbox row %s)", row.channel, event_id, row.id)
             finally:

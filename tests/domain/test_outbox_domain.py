@@ -3,17 +3,21 @@
 import asyncio
 import json
 import os
+from collections.abc import Awaitable, Callable
 
 import pytest
+from reflex.model import get_engine
 from sqlalchemy import text
 from sqlmodel import Session
 
 from fictures import db, stories
 from fictures.events import outbox
+from fictures.events.bus import EventBus
 from fictures.events.outbox import OutboxRelay
-from fictures.events.schema import StoryUpdated
+from fictures.events.schema import PRIVATE_CHANNEL, StoryUpdated
 from fictures.models import Story, StoryUpdate, User
-from tests.conftest import in_db, outbox_mark, outbox_since, wait_until
+from fictures.settings import settings
+from tests.conftest import in_db, make_bus, outbox_mark, outbox_since, wait_until
 from tests.factories import make_post, make_story, make_user
 
 
@@ -47,6 +51,138 @@ async def test_relay_sends_unsent_rows_in_order_and_records_their_ids(db_session
     head = await bus.head()
     assert await relay.flush() == 0
     assert await bus.head() == head
+
+
+# ---------------------------------------------------------------- a database replaced
+
+
+def _is_postgres() -> bool:
+    return get_engine().dialect.name == "postgresql"
+
+
+def _replace_outbox(session: Session) -> None:
+    """What a new, restored or second database looks like to the relay: the outbox
+    rows it knew are gone, and row numbers start again (SQLite reuses max(rowid)+1)."""
+    if _is_postgres():
+        session.exec(text("TRUNCATE outboxevent RESTART IDENTITY"))
+    else:
+        session.exec(text("DELETE FROM outboxevent"))
+    session.commit()
+
+
+async def _new_story(**fields) -> int:
+    return await in_db(lambda s: make_story(s, make_user(s), **fields).id)
+
+
+async def test_a_fresh_database_on_a_used_redis_still_publishes(bus, listen):
+    await OutboxRelay(bus).flush()  # rows other tests left are not this test's business
+    await in_db(_replace_outbox)
+    async with listen("story:published") as events:
+        first_story = await _new_story()
+        [first_row] = outbox_since(0)
+        await OutboxRelay(bus).flush()
+        first = await events.next("story:published", lambda e: e["storyId"] == first_story)
+
+        # The app restarts on a new database, same Redis: its first row has the
+        # number of a row Redis has seen, but it is another event.
+        await in_db(_replace_outbox)
+        second_story = await _new_story()
+        [row] = outbox_since(0)
+        assert row.id == first_row.id and row.event_key != first_row.event_key
+        assert await OutboxRelay(bus).flush() == 1
+        second = await events.next("story:published", lambda e: e["storyId"] == second_story)
+
+    assert second["id"] > first["id"]
+    [stored] = await bus.read_after(second["id"] - 1, limit=1)
+    assert json.loads(stored.data) == second
+    [row] = outbox_since(0)
+    assert row.event_id == second["id"] and row.sent_at is not None
+
+
+class _BusThatRunsOnce(EventBus):
+    """The real bus; runs `during` once, right after its first send returns."""
+
+    def __init__(self, during: Callable[[], Awaitable[None]]):
+        super().__init__(settings.redis_url, stream_key=settings.stream_key, maxlen=settings.stream_maxlen)
+        self.during: Callable[[], Awaitable[None]] | None = during
+
+    async def send(self, *args, **kwargs) -> int:
+        event_id = await super().send(*args, **kwargs)
+        if self.during is not None:
+            during, self.during = self.during, None
+            await during()
+        return event_id
+
+
+async def test_a_row_that_reuses_the_number_of_one_being_sent_is_not_marked_sent(bus, listen):
+    """The database is replaced between the relay sending its batch and recording it."""
+    await OutboxRelay(bus).flush()
+    await in_db(_replace_outbox)
+    first_story = await _new_story()
+    [first_row] = outbox_since(0)
+    replaced: list[int] = []
+
+    async def replace_database() -> None:
+        await in_db(_replace_outbox)
+        replaced.append(await _new_story())
+
+    the_bus = _BusThatRunsOnce(replace_database)
+    try:
+        async with listen("story:published") as events:
+            relay = OutboxRelay(the_bus)
+            await relay.flush()
+            first = await events.next("story:published", lambda e: e["storyId"] == first_story)
+            [second_story] = replaced
+            # The new row is still unsent, so the relay's next round sends it.
+            await relay.flush()
+            second = await events.next("story:published", lambda e: e["storyId"] == second_story)
+    finally:
+        await the_bus.close()
+    [row] = outbox_since(0)
+    assert row.id == first_row.id and row.event_key != first_row.event_key
+    # Marked with the id of its own event, not with the id of the event that had its number.
+    assert row.event_id == second["id"] != first["id"]
+
+
+# ---------------------------------------------------------------- several relays
+
+
+async def test_several_relays_send_every_row_once_and_in_row_order(bus, listen):
+    """Three relays (three workers) flush one database concurrently to one Redis."""
+    await OutboxRelay(bus).flush()
+    mark = outbox_mark()
+
+    def scenario(session: Session) -> None:
+        author = make_user(session)
+        for n in range(45):
+            make_story(session, author, published=n % 3 != 1)  # every third one a draft
+
+    await in_db(scenario)
+    rows = outbox_since(mark)
+    assert len(rows) == 45
+    relays = [OutboxRelay(make_bus()) for _ in range(3)]
+    try:
+        async with listen("story:published", PRIVATE_CHANNEL) as events:
+            await asyncio.gather(*(relay.flush() for relay in relays))
+            last = {row.channel: row for row in rows}
+            for channel, row in last.items():
+                story_id = json.loads(row.payload)["storyId"]
+                await events.next(channel, lambda e, sid=story_id: e["storyId"] == sid)
+    finally:
+        for relay in relays:
+            await relay.bus.close()
+
+    rows = outbox_since(mark)
+    assert all(row.sent_at is not None for row in rows)
+    ids = [row.event_id for row in rows]  # in row order
+    # Redis ids grow with row ids, with no gap: each row got exactly one id...
+    assert ids == list(range(ids[0], ids[0] + len(rows))), ids
+    # ...and was published exactly once, under it, in that order.
+    wire = [(r.id, r.data["storyId"]) for r in events.received]
+    assert wire == [(row.event_id, json.loads(row.payload)["storyId"]) for row in rows]
+    for row in rows:
+        [stored] = await bus.read_after(row.event_id - 1, limit=1)
+        assert json.loads(stored.data) == {"id": row.event_id, **json.loads(row.payload)}
 
 
 # ---------------------------------------------------------------- commit order

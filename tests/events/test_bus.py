@@ -92,3 +92,32 @@ async def test_covers_tells_whether_history_still_has_what_came_after(own_bus):
         assert not await small.covers(0)
     finally:
         await small.close()
+
+
+async def test_a_remembered_id_counts_only_if_the_sequence_has_reached_it(own_bus, listen):
+    """The counter and the stream are gone (deleted by hand, evicted) but the dedupe
+    key survived: returning its id would publish nothing, and hand the same id to
+    the next event, which every reader would then skip as already seen."""
+    async with listen("story:deleted", on_bus=own_bus) as events:
+        first = await own_bus.send("story:deleted", _body(1), dedupe_key="kept")
+        await events.next("story:deleted", lambda e: e["id"] == first)  # recorded before
+        await own_bus.redis.delete(own_bus.stream_key, own_bus.seq_key)
+        again = await own_bus.send("story:deleted", _body(1), dedupe_key="kept")
+        other = await own_bus.send("story:deleted", _body(2), dedupe_key="new")
+        await events.next("story:deleted", lambda e: e["id"] == other and e["storyId"] == 2)
+    assert first == again == 1  # sent again: the first id of the new history
+    assert other == 2
+    assert [(r.id, r.data["storyId"]) for r in events.received] == [(1, 1), (1, 1), (2, 2)]
+    assert [e.id for e in await own_bus.read_after(0)] == [1, 2]
+
+
+async def test_a_trimmed_stream_keeps_a_sent_event_sent(own_bus, listen):
+    async with listen("story:deleted", on_bus=own_bus) as events:
+        first = await own_bus.send("story:deleted", _body(1), dedupe_key="trimmed")
+        await events.next("story:deleted", lambda e: e["id"] == first)  # recorded before
+        await own_bus.redis.xtrim(own_bus.stream_key, maxlen=0)
+        assert await own_bus.send("story:deleted", _body(1), dedupe_key="trimmed") == first
+        other = await own_bus.send("story:deleted", _body(2), dedupe_key="later")
+        await events.next("story:deleted", lambda e: e["id"] == other)
+    assert other == first + 1
+    assert [r.id for r in events.received] == [first, other]  # no second publish
