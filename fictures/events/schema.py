@@ -1,7 +1,10 @@
 """Typed community events and their Redis channels.
 
 Each event travels as JSON with camelCase keys, an ``id`` (assigned when it is
-sent to Redis; later events have larger ids) and an ISO-8601 ``timestamp``.
+sent to Redis; later events of the same sequence have larger ids) and an
+ISO-8601 ``timestamp``. Public events and private ones (``private:draft``) are
+numbered in two separate sequences, so the public ids have no gaps where
+someone's draft changed.
 
 The same models validate what is published and what is received, with one
 difference: an event built in code must name only known fields (a typo is an
@@ -133,6 +136,11 @@ EVENT_BY_CHANNEL: dict[str, type[CommunityEvent]] = {
 
 class MalformedEvent(ValueError):
     pass
+
+
+def is_private_channel(channel: str) -> bool:
+    """Whether events on `channel` are numbered in the private sequence."""
+    return channel == PRIVATE_CHANNEL
 
 
 def parse_event(channel: str, raw: str | bytes) -> CommunityEvent:

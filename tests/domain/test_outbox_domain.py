@@ -1,4 +1,5 @@
-"""The outbox between a change and Redis: rows stay unsent until the relay sends them."""
+"""The outbox between a change and Redis: rows stay unsent until the relay sends them,
+then go out once each, in order, whatever the database or the number of relays."""
 
 import asyncio
 import json
@@ -35,22 +36,29 @@ async def test_relay_sends_unsent_rows_in_order_and_records_their_ids(db_session
     assert await relay.flush() >= 3
     sent = outbox_since(mark)
     assert all(r.sent_at is not None for r in sent)
-    ids = [r.event_id for r in sent]
-    assert ids == sorted(ids) and len(set(ids)) == 3
+    public_ids = [r.event_id for r in sent[:2]]
+    assert public_ids == sorted(public_ids) and len(set(public_ids)) == 2
 
-    # Redis holds each row under the id recorded for it, completed with that id.
+    # Redis holds each row under the id recorded for it, completed with that id,
+    # in the stream of its sequence (the draft's in the private one).
     for row in sent:
+        private = row.channel == "private:draft"
         [stored] = [
-            e for e in await bus.read_after(row.event_id - 1, limit=1) if e.id == row.event_id
+            e
+            for e in await bus.read_after(row.event_id - 1, private=private, limit=1)
+            if e.id == row.event_id
         ]
         assert stored.channel == row.channel
         assert json.loads(stored.data) == {"id": row.event_id, **json.loads(row.payload)}
-    assert json.loads((await bus.read_after(ids[2] - 1, limit=1))[0].data)["storyId"] == draft.id
+    [private_row] = sent[2:]
+    [stored] = await bus.read_after(private_row.event_id - 1, private=True, limit=1)
+    assert json.loads(stored.data)["storyId"] == draft.id
 
     # Sent rows are not sent again.
-    head = await bus.head()
+    heads = (await bus.head(), await bus.head(private=True))
     assert await relay.flush() == 0
-    assert await bus.head() == head
+    assert (await bus.head(), await bus.head(private=True)) == heads
+
 
 
 # ---------------------------------------------------------------- a database replaced
@@ -174,15 +182,19 @@ async def test_several_relays_send_every_row_once_and_in_row_order(bus, listen):
 
     rows = outbox_since(mark)
     assert all(row.sent_at is not None for row in rows)
-    ids = [row.event_id for row in rows]  # in row order
-    # Redis ids grow with row ids, with no gap: each row got exactly one id...
-    assert ids == list(range(ids[0], ids[0] + len(rows))), ids
-    # ...and was published exactly once, under it, in that order.
-    wire = [(r.id, r.data["storyId"]) for r in events.received]
-    assert wire == [(row.event_id, json.loads(row.payload)["storyId"]) for row in rows]
-    for row in rows:
-        [stored] = await bus.read_after(row.event_id - 1, limit=1)
-        assert json.loads(stored.data) == {"id": row.event_id, **json.loads(row.payload)}
+    for channel in ("story:published", PRIVATE_CHANNEL):
+        mine = [row for row in rows if row.channel == channel]  # in row order
+        ids = [row.event_id for row in mine]
+        # Redis ids grow with row ids, with no gap: each row got exactly one id...
+        assert ids == list(range(ids[0], ids[0] + len(mine))), (channel, ids)
+        # ...and was published exactly once, under it, in that order.
+        wire = [(r.id, r.data["storyId"]) for r in events.on(channel)]
+        assert wire == [(row.event_id, json.loads(row.payload)["storyId"]) for row in mine]
+        for row in mine:
+            [stored] = await bus.read_after(
+                row.event_id - 1, private=channel == PRIVATE_CHANNEL, limit=1
+            )
+            assert json.loads(stored.data) == {"id": row.event_id, **json.loads(row.payload)}
 
 
 # ---------------------------------------------------------------- commit order

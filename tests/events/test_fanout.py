@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY
 from fictures import posts, stories
 from fictures.events.outbox import OutboxRelay
 from fictures.events.schema import (
+    PRIVATE_CHANNEL,
     DraftChanged,
     PostCreated,
     PostDeleted,
@@ -177,3 +178,55 @@ async def test_an_event_with_a_field_this_version_does_not_know_is_delivered(rel
     # Building one in code stays strict: a misspelt field is an error, not dropped.
     with pytest.raises(ValueError, match="reason"):
         StoryDeleted(story_id=1, reason="spam")
+
+
+async def test_each_sequence_is_deduplicated_on_its_own(relay_running):
+    """Private ids count separately, so a draft's id may well be below the last
+    public id: it must still be delivered (and a repeated one still dropped)."""
+    bus, fanout = relay_running.bus, relay_running.fanout
+
+    def scenario(session):
+        author = make_user(session)
+        return author.id, make_story(session, author, published=False).id
+
+    async with fanout.subscribe() as sub:
+        # Public ids well ahead of private ones.
+        ahead = await bus.head(private=True) + 100
+        public_id = await bus.send(
+            "story:deleted", StoryDeleted(story_id=777_002).body_without_id(),
+            dedupe_key=uuid.uuid4().hex, floor=ahead,
+        )
+        await next_event(sub, lambda e: e.public and e.id == public_id)
+        author_id, draft_id = await in_db(scenario)
+        draft = await next_event(sub, lambda e: e.story_id_or_none == draft_id)
+    assert isinstance(draft, DraftChanged) and draft.user_id == author_id
+    assert draft.id < public_id <= fanout.last_id
+    assert fanout.last_private_id == draft.id
+    assert fanout.dispatch(draft) == 0  # seen already: dropped
+    assert (fanout.last_seen(private=True), fanout.last_seen(private=False)) == (
+        fanout.last_private_id, fanout.last_id,
+    )
+
+
+def _published_total(channel: str) -> float:
+    return REGISTRY.get_sample_value(
+        "fictures_events_published_total", {"channel": channel}
+    ) or 0.0
+
+
+async def test_draft_activity_stays_out_of_the_public_metrics(relay_running):
+    before = {c: _published_total(c) for c in ("story:published", PRIVATE_CHANNEL)}
+
+    def scenario(session):
+        author = make_user(session)
+        draft = make_story(session, author, published=False)
+        stories.update_story(
+            session=session, author=author, story_id=draft.id, data=StoryUpdate(title="Again")
+        )
+        return make_story(session, author).id
+
+    async with relay_running.fanout.subscribe() as sub:
+        story_id = await in_db(scenario)
+        await next_event(sub, lambda e: e.story_id_or_none == story_id and e.public)
+    assert _published_total("story:published") == before["story:published"] + 1
+    assert _published_total(PRIVATE_CHANNEL) == before[PRIVATE_CHANNEL] == 0
