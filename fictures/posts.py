@@ -100,8 +100,9 @@ def update_post(*, session: Session, author: User, post_id: int, data: PostUpdat
 
 def delete_post(*, session: Session, author: User, post_id: int) -> None:
     post = _own_post(session, author, post_id)
-    outbox.record(session, PostDeleted(post_id=post.id, story_id=post.story_id))
+    # Deleted before the event is recorded: see outbox.record.
     session.delete(post)
+    outbox.record(session, PostDeleted(post_id=post.id, story_id=post.story_id))
     session.commit()
     outbox.kick()
     logger.info("Post %s deleted by user %s", post_id, author.id)

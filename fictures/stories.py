@@ -147,12 +147,14 @@ def set_visibility(
 
 def delete_story(*, session: Session, author: User, story_id: int) -> None:
     story = get_own_story(session=session, author=author, story_id=story_id)
+    if story.status == PUBLISHED:
+        event: StoryDeleted | DraftChanged = StoryDeleted(story_id=story.id)
+    else:
+        event = _draft_event(story, "deleted")
     for post in session.exec(select(Post).where(Post.story_id == story.id)):
         session.delete(post)
-    if story.status == PUBLISHED:
-        outbox.record(session, StoryDeleted(story_id=story.id))
-    else:
-        outbox.record(session, _draft_event(story, "deleted"))
+    # Deleted before the event is recorded: see outbox.record.
     session.delete(story)
+    outbox.record(session, event)
     _commit(session)
     logger.info("Story %s deleted by user %s", story_id, author.id)

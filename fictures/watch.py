@@ -2,7 +2,8 @@
 
 Prints one line per event (channel, id, JSON). When the connection drops it
 reconnects with backoff and resumes after the last id it printed, so nothing
-is missed or printed twice. Ctrl+C exits cleanly.
+is missed or printed twice. Ctrl+C exits cleanly. Ids are passed back as the
+server sent them: with --token they name both sequences (`<public>.<private>`).
 
     python -m fictures.watch http://localhost:3000 --channels story:published,post:created
 """
@@ -31,7 +32,7 @@ class Watcher:
         channels: str | None = None,
         story_id: int | None = None,
         token: str | None = None,
-        last_event_id: int | None = None,
+        last_event_id: str | None = None,
         out: TextIO = sys.stdout,
         max_backoff: float = 10.0,
     ):
@@ -64,7 +65,7 @@ class Watcher:
                         self.last_event_id = None
                 self._print(sse.event, sse.id or None, sse.data)
                 if sse.id:
-                    self.last_event_id = int(sse.id)
+                    self.last_event_id = sse.id
 
     def run(self) -> None:
         backoff = 0.5
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels", help="comma-separated channels, e.g. story:published")
     parser.add_argument("--story-id", type=int, help="only events about this story")
     parser.add_argument("--token", help="bearer token: adds your private draft events")
-    parser.add_argument("--last-event-id", type=int, help="resume after this event id")
+    parser.add_argument("--last-event-id", help="resume after this event id (as printed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     watcher = Watcher(

@@ -103,7 +103,7 @@ from fictures import db
 from fictures.events.bus import EventBus
 from fictures.events.fanout import Fanout, Subscription
 from fictures.events.outbox import OutboxRelay
-from fictures.events.schema import CommunityEvent
+from fictures.events.schema import CommunityEvent, is_private_channel
 from fictures.models import OutboxEvent
 from fictures.settings import settings
 
@@ -278,8 +278,9 @@ class Received:
 class ChannelRecorder:
     """Messages PUBLISHed on some channels, as the real Redis delivered them.
 
-    Only messages that are in this session's stream (same id, channel and bytes)
-    are kept, so other apps or test runs on the same server cannot interfere.
+    Only messages that are in this session's streams (same id, channel and bytes;
+    private events in the private stream) are kept, so other apps or test runs on
+    the same server cannot interfere.
     """
 
     def __init__(self, the_bus: EventBus, channels: tuple[str, ...]):
@@ -329,10 +330,10 @@ class ChannelRecorder:
             event_id = int(data["id"])
         except (ValueError, KeyError, TypeError):
             return None
-        entries = await self.bus.redis.xrange(
-            self.bus.stream_key, min=f"{event_id}-0", max=f"{event_id}-0"
-        )
-        if not entries or entries[0][1] != {"channel": channel, "data": raw}:
+        stream, _ = self.bus.keys(private=is_private_channel(channel))
+        entries = await self.bus.redis.xrange(stream, min=f"{event_id}-0", max=f"{event_id}-0")
+        fields = entries[0][1] if entries else {}
+        if (fields.get("channel"), fields.get("data")) != (channel, raw):
             return None
         return Received(channel, data)
 

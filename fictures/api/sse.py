@@ -15,11 +15,21 @@ to keep up gets a final `reset` and is disconnected.
 Filters: `?channels=a,b` and `?story_id=N` (events about that story only).
 Private events (`private:draft`) go only to a stream authenticated with the
 author's bearer token.
+
+Private events have a sequence of their own (public ids show no gap where a
+draft changed). A stream that carries them therefore names its place in both:
+every event's `id:` is `<public>.<private>`, the last id of each sequence the
+stream has passed, and such a `Last-Event-ID` resumes each sequence after its
+part: replay, history coverage and `reset` (which then says which
+`sequence`) work per sequence. A plain integer on such a stream resumes the
+public sequence and takes private events from now on; a dotted id on a public
+stream resumes after its public part. Public streams keep plain integer ids.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -51,7 +61,10 @@ from fictures.settings import settings
 logger = logging.getLogger(__name__)
 
 _ID = re.compile(r"[0-9]{1,18}")
+# A resume point: a public id, or a public and a private id joined by a dot.
+_RESUME_ID = re.compile(r"([0-9]{1,18})(?:\.([0-9]{1,18}))?")
 _REPLAY_BATCH = 1000
+_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
 @dataclass(frozen=True)
@@ -67,18 +80,61 @@ class StreamFilter:
             return False
         return self.story_id is None or event.story_id_or_none == self.story_id
 
+    @property
+    def private(self) -> bool:
+        """Whether the stream carries private events, and so two-part ids."""
+        return PRIVATE_CHANNEL in self.channels
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """A client's Last-Event-ID: the public id, and the private one if it named one."""
+
+    public: int
+    private: int | None = None
+
+    def label(self, flt: StreamFilter) -> int | str:
+        if not flt.private:
+            return self.public
+        return str(self.public) if self.private is None else f"{self.public}.{self.private}"
+
+
+class Position:
+    """The last id of each sequence a stream has passed (sent, or filtered out)."""
+
+    def __init__(self, public: int, private: int):
+        self.ids = {False: public, True: private}  # {private?: id}
+
+    def passes(self, event: CommunityEvent) -> bool:
+        """Move past `event`; False if the stream is already past it (replayed)."""
+        assert event.id is not None
+        private = not event.public
+        if event.id <= self.ids[private]:
+            return False
+        self.ids[private] = event.id
+        return True
+
+    def label(self, flt: StreamFilter) -> int | str:
+        """What the client is told: the public id, or both on a stream with private events."""
+        return f"{self.ids[False]}.{self.ids[True]}" if flt.private else self.ids[False]
+
 
 def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
-def _parse_last_id(request: Request) -> int | Response | None:
+def _parse_last_id(request: Request) -> ResumePoint | Response | None:
     raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     if raw is None or raw == "":
         return None
-    if not _ID.fullmatch(raw.strip()):
-        return _error(400, f"malformed event id {raw[:40]!r}: expected a non-negative integer")
-    return int(raw.strip())
+    if (match := _RESUME_ID.fullmatch(raw.strip())) is None:
+        return _error(
+            400,
+            f"malformed event id {raw[:40]!r}: expected a non-negative integer "
+            "(or, on a stream with private events, two joined by a dot)",
+        )
+    public, private = match.groups()
+    return ResumePoint(int(public), None if private is None else int(private))
 
 
 def _user_id_for(token: str | None) -> int | None:
@@ -92,9 +148,15 @@ def _user_id_for(token: str | None) -> int | None:
 _encoded: OrderedDict[int, bytes] = OrderedDict()
 
 
-def _frame(event: CommunityEvent, raw: str | None = None) -> bytes:
-    """The event's SSE frame, encoded once per process and written to every stream."""
+def _frame(event: CommunityEvent, raw: str | None = None, *, position: str | None = None) -> bytes:
+    """The event's SSE frame, encoded once per process and written to every public stream.
+
+    With `position` (a stream carrying private events) the frame's id is that
+    stream's place in both sequences, its own: that frame is encoded for it alone."""
     assert event.id is not None
+    if position is not None:
+        return ServerSentEvent(data=raw or event.to_json(), event=event.channel, id=position).encode()
+    assert event.public  # only streams with private events ever get one
     if (frame := _encoded.get(event.id)) is None:
         frame = ServerSentEvent(
             data=raw or event.to_json(), event=event.channel, id=str(event.id)
@@ -105,11 +167,12 @@ def _frame(event: CommunityEvent, raw: str | None = None) -> bytes:
     return frame
 
 
-def _reset(reason: str, last_id: int) -> ServerSentEvent:
+def _reset(reason: str, last_id: int | str, sequence: str | None = None) -> ServerSentEvent:
     metrics.RESETS.labels(reason).inc()
-    return ServerSentEvent(
-        data=json.dumps({"reason": reason, "lastEventId": last_id}), event="reset"
-    )
+    data: dict[str, int | str] = {"reason": reason, "lastEventId": last_id}
+    if sequence is not None:
+        data["sequence"] = sequence
+    return ServerSentEvent(data=json.dumps(data), event="reset")
 
 
 async def _parse_filter(request: Request) -> StreamFilter | Response:
@@ -137,69 +200,101 @@ async def _parse_filter(request: Request) -> StreamFilter | Response:
     return StreamFilter(channels=channels, story_id=story_id, user_id=user_id)
 
 
-async def _replay(after: int) -> AsyncIterator[StoredEvent]:
-    """The stored events after `after`, waiting out a Redis outage with backoff."""
-    bus = service.bus()
-    cursor, backoff = after, settings.redis_backoff_initial
+async def _replay(at: Position, public: bool, private: bool) -> AsyncIterator[StoredEvent]:
+    """The stored events after `at` in the sequences asked for, in the order they
+    were sent; a Redis outage is waited out with backoff, then reading resumes
+    from where the stream got to."""
+    backoff = settings.redis_backoff_initial
     while True:
+        stored_events = service.bus().replay(
+            at.ids[False] if public else None,
+            at.ids[True] if private else None,
+            batch=_REPLAY_BATCH,
+        )
         try:
-            batch = await bus.read_after(cursor, limit=_REPLAY_BATCH)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            async with contextlib.aclosing(stored_events):
+                async for stored in stored_events:
+                    yield stored
+            return
+        except _REDIS_DOWN:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, settings.redis_backoff_max)
-            continue
-        for stored in batch:
-            cursor = stored.id
-            yield stored
-        if len(batch) < _REPLAY_BATCH:
-            return
 
 
-async def _covers(last_id: int) -> bool:
+async def _covers(last_id: int, *, private: bool) -> bool:
     backoff = settings.redis_backoff_initial
     while True:
         try:
-            return await service.bus().covers(last_id)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            return await service.bus().covers(last_id, private=private)
+        except _REDIS_DOWN:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, settings.redis_backoff_max)
 
 
-async def _stream(flt: StreamFilter, last_id: int | None, ip: str) -> AsyncIterator[ServerSentEvent]:
+async def _resume(
+    flt: StreamFilter, resume: ResumePoint, at: Position
+) -> AsyncIterator[ServerSentEvent | bytes]:
+    """Replay what the client missed, sequence by sequence: one whose history no
+    longer reaches back gets a reset and carries on live from `at` (now)."""
+    after = {False: resume.public, True: resume.private if flt.private else None}
+    for private, last in after.items():
+        if last is not None and not await _covers(last, private=private):
+            sequence = ("private" if private else "public") if flt.private else None
+            yield _reset("history", resume.label(flt), sequence)
+            after[private] = None
+    if after[False] is None and after[True] is None:
+        return
+    metrics.REPLAYS.inc()
+    for private, last in after.items():
+        if last is not None:
+            at.ids[private] = last
+    replay = _replay(at, after[False] is not None, after[True] is not None)
+    async with contextlib.aclosing(replay) as stored_events:
+        async for stored in stored_events:
+            try:
+                event = parse_event(stored.channel, stored.data)
+            except MalformedEvent:
+                continue
+            if at.passes(event) and flt.accepts(event):
+                yield _frame(event, stored.data, position=_position(flt, at))
+
+
+def _position(flt: StreamFilter, at: Position) -> str | None:
+    return str(at.label(flt)) if flt.private else None
+
+
+async def _stream(
+    flt: StreamFilter, last_id: ResumePoint | None, ip: str
+) -> AsyncIterator[ServerSentEvent | bytes]:
     fanout = service.fanout()
     metrics.SSE_CLIENTS.inc()
-    logger.info("SSE stream opened from %s (resume after %s)", ip, last_id)
+    logger.info(
+        "SSE stream opened from %s (resume after %s)", ip, last_id and last_id.label(flt)
+    )
     try:
         async with fanout.subscribe(maxsize=settings.sse_queue_size) as sub:
+            # Read in the same step as subscribing: every later event is in the
+            # queue, every earlier one at or below these ids.
+            at = Position(fanout.last_id, fanout.last_private_id)
             yield ServerSentEvent(
-                data=json.dumps({"lastEventId": fanout.last_id, "channels": sorted(flt.channels)}),
+                data=json.dumps({"lastEventId": at.label(flt), "channels": sorted(flt.channels)}),
                 event="connected",
             )
-            sent = last_id or 0
             if last_id is not None:
-                if await _covers(last_id):
-                    metrics.REPLAYS.inc()
-                    async for stored in _replay(last_id):
-                        try:
-                            event = parse_event(stored.channel, stored.data)
-                        except MalformedEvent:
-                            continue
-                        sent = event.id
-                        if flt.accepts(event):
-                            yield _frame(event, stored.data)
-                else:
-                    yield _reset("history", last_id)
-                    sent = 0
+                # Closed here, not whenever it is collected, if the client leaves mid-replay.
+                async with contextlib.aclosing(_resume(flt, last_id, at)) as replayed:
+                    async for item in replayed:
+                        yield item
             while (event := await sub.get()) is not None:
-                if event.id <= sent:
+                if not at.passes(event):
                     continue  # already replayed
-                sent = event.id
                 if flt.accepts(event):
-                    metrics.EVENTS_DELIVERED.labels(event.channel, "sse").inc()
-                    yield _frame(event)
+                    if event.public:  # the metrics are public: no count of anyone's drafts
+                        metrics.EVENTS_DELIVERED.labels(event.channel, "sse").inc()
+                    yield _frame(event, position=_position(flt, at))
             if sub.overflowed:
-                logger.warning("SSE client %s fell behind at #%s; sent reset", ip, sent)
-                yield _reset("slow-consumer", sent)
+                logger.warning("SSE client %s fell behind at #%s; sent reset", ip, at.label(flt))
+                yield _reset("slow-consumer", at.label(flt))
     finally:
         metrics.SSE_CLIENTS.dec()
         logger.info("SSE stream from %s closed", ip)

@@ -4,9 +4,11 @@ Local subscribers are SSE streams and the live-tab dispatcher. A subscriber
 that falls too far behind is marked overflowed and closed (its consumer sends
 the client a `reset`) instead of slowing anyone else down.
 
-On every (re)connect the subscriber first subscribes, then reads the stream
-for anything after the last id it delivered, so a Redis outage or a dropped
+On every (re)connect the subscriber first subscribes, then reads the streams
+for anything after the last ids it delivered, so a Redis outage or a dropped
 connection loses nothing; ids already delivered are skipped, so nothing shows twice.
+Public and private events are numbered in separate sequences, so "already
+delivered" is tracked per sequence (`last_id`, `last_private_id`).
 """
 
 from __future__ import annotations
@@ -66,7 +68,10 @@ class Subscription:
 class Fanout:
     def __init__(self, bus: EventBus):
         self.bus = bus
+        # The newest id delivered, per sequence: public (what tabs and public
+        # streams resume from) and private (drafts, for their authors' streams).
         self.last_id = 0
+        self.last_private_id = 0
         self.healthy = False
         self._subscriptions: set[Subscription] = set()
         self._health_listeners: list[Callable[[bool], None]] = []
@@ -87,6 +92,10 @@ class Fanout:
     def on_health_change(self, listener: Callable[[bool], None]) -> None:
         self._health_listeners.append(listener)
 
+    def last_seen(self, private: bool) -> int:
+        """The newest id delivered in the public or the private sequence."""
+        return self.last_private_id if private else self.last_id
+
     @property
     def subscriber_count(self) -> int:
         return len(self._subscriptions)
@@ -103,11 +112,16 @@ class Fanout:
                 logger.exception("Health listener failed")
 
     def dispatch(self, event: CommunityEvent) -> int:
-        """Hand an event to every local subscriber, once, in id order."""
+        """Hand an event to every local subscriber, once, in id order (per sequence)."""
         assert event.id is not None
-        if event.id <= self.last_id:
-            return 0
-        self.last_id = event.id
+        if event.public:
+            if event.id <= self.last_id:
+                return 0
+            self.last_id = event.id
+        else:
+            if event.id <= self.last_private_id:
+                return 0
+            self.last_private_id = event.id
         delivered = 0
         for sub in list(self._subscriptions):
             if sub.offer(event):
@@ -129,6 +143,9 @@ class Fanout:
                     # Start from now (read before subscribing, so nothing slips
                     # between the two): history before this process is not replayed.
                     self.last_id = max(self.last_id, await self.bus.head())
+                    self.last_private_id = max(
+                        self.last_private_id, await self.bus.head(private=True)
+                    )
                     first = False
                 pubsub = self.bus.pubsub()
                 try:
@@ -157,17 +174,17 @@ class Fanout:
                 backoff = min(backoff * 2, settings.redis_backoff_max)
 
     async def _catch_up(self) -> None:
-        """Deliver what was sent while unsubscribed (pub/sub drops it; the stream keeps it)."""
-        if not await self.bus.covers(self.last_id):
-            logger.warning("History no longer covers event #%s: some events were missed", self.last_id)
-        cursor, missed = self.last_id, 0
-        while batch := await self.bus.read_after(cursor):
-            for stored in batch:
-                self._receive(stored.channel, stored.data)
-                cursor = stored.id
-                missed += 1
-            if len(batch) < 1000:
-                break
+        """Deliver what was sent while unsubscribed (pub/sub drops it; the streams keep it)."""
+        for private, last in ((False, self.last_id), (True, self.last_private_id)):
+            if not await self.bus.covers(last, private=private):
+                logger.warning(
+                    "History no longer covers %s event #%s: some events were missed",
+                    "private" if private else "public", last,
+                )
+        missed = 0
+        async for stored in self.bus.replay(self.last_id, self.last_private_id):
+            self._receive(stored.channel, stored.data)
+            missed += 1
         if missed:
             logger.info("Caught up %d events missed while disconnected", missed)
 

@@ -4,6 +4,34 @@
 `OutboxRelay` (one per process) sends unsent rows in order, records the id
 Redis assigned, and retries with backoff while Redis is unreachable, so a
 change made during an outage is announced, in order, once Redis is back.
+
+Each row is sent under its `event_key` (see fictures.events.bus for why the
+id Redis returns for it can only be the id this very event got) and marked
+sent by that key, never by its row number: a database replaced or restored
+while a relay was sending reuses row numbers, and marking by number would
+mark a row that was never sent.
+
+Several relays (one per worker or instance) on one database send nothing
+twice and nothing out of order, without locking rows:
+
+- Each relay sends its batch one row at a time in row-id order, and only
+  reads the next batch after recording the last one.
+- Redis dedupes by event key: whichever relay sends a row first gives it its
+  id; the others get that same id back, publish nothing, and record the same
+  id (marking only rows still unsent, so the first record stands).
+- So a row is first sent only after the row before it was (the relay sending
+  it had sent that one, or found it sent, or saw it marked): first sends, and
+  with them Redis ids, follow row order, within each sequence.
+- On PostgreSQL a row's id is drawn when it is inserted, not when it commits,
+  so a lower id can become visible after a higher one; the relay then sends it
+  later, under a higher Redis id: commit order, not row order. That is the
+  order that matters for two changes to the same story, and `record` makes it
+  the row order too: it flushes the change first, so the transaction waits
+  for the story's row lock before it draws its outbox id. On SQLite a write
+  transaction holds the database's only write lock, so ids follow commit order.
+
+`FOR UPDATE SKIP LOCKED` would not do better: a second relay would skip the
+rows the first holds and send later rows ahead of them.
 """
 
 from __future__ import annotations
@@ -20,7 +48,7 @@ from sqlmodel import Session, select
 
 from fictures import db, metrics
 from fictures.events.bus import EventBus
-from fictures.events.schema import CommunityEvent
+from fictures.events.schema import PRIVATE_CHANNEL, CommunityEvent, is_private_channel
 from fictures.models import OutboxEvent, utcnow
 from fictures.settings import settings
 
@@ -30,7 +58,13 @@ _BATCH = 200
 
 
 def record(session: Session, event: CommunityEvent) -> None:
-    """Add `event` to the session's transaction; the caller commits, then calls `kick`."""
+    """Add `event` to the session's transaction; the caller commits, then calls `kick`.
+
+    Make the change first: the change's pending writes are flushed here, before
+    the event's row draws its id (see the module doc)."""
+    # Taking the change's row locks now means a concurrent change to the same
+    # rows has committed (with its lower outbox id) before this row gets an id.
+    session.flush()
     session.add(OutboxEvent(channel=event.channel, payload=event.body_without_id()))
 
 
@@ -58,37 +92,46 @@ def _unsent(limit: int) -> list[OutboxEvent]:
         )
 
 
-def _mark_sent(sent: list[tuple[int, int]]) -> None:
+def _mark_sent(sent: list[tuple[str, int]]) -> None:
+    """Record (event_key, event id) pairs: by key, so a row that merely reuses the
+    number of one that was sent is never marked; only rows still unsent, so the
+    id recorded by the relay that sent it first stands."""
     now = utcnow()
     with db.session() as s:
-        for row_id, event_id in sent:
+        for event_key, event_id in sent:
             s.exec(
                 update(OutboxEvent)
-                .where(OutboxEvent.id == row_id)
+                .where(OutboxEvent.event_key == event_key, OutboxEvent.sent_at.is_(None))
                 .values(event_id=event_id, sent_at=now)
             )
         s.commit()
 
 
-def _floor_and_backlog() -> tuple[int, int]:
+def _floors_and_backlog() -> tuple[dict[bool, int], int]:
+    """The newest recorded id of each sequence ({private?: id}) and the unsent count."""
     with db.session() as s:
-        floor = s.exec(select(func.max(OutboxEvent.event_id))).one() or 0
+        newest = select(func.max(OutboxEvent.event_id))
+        floors = {
+            False: s.exec(newest.where(OutboxEvent.channel != PRIVATE_CHANNEL)).one() or 0,
+            True: s.exec(newest.where(OutboxEvent.channel == PRIVATE_CHANNEL)).one() or 0,
+        }
         backlog = s.exec(
             select(func.count()).select_from(OutboxEvent).where(OutboxEvent.sent_at.is_(None))
         ).one()
-    return floor, backlog
+    return floors, backlog
 
 
 class OutboxRelay:
-    def __init__(self, bus: EventBus, *, seen_id: Callable[[], int] = lambda: 0):
-        """`seen_id` gives the newest id this process has seen: with the DB's newest
-        sent id it is the floor for new ids, so ids keep growing even after Redis
-        lost its data (an embedded or non-persistent server restarted)."""
+    def __init__(self, bus: EventBus, *, seen_id: Callable[[bool], int] = lambda private: 0):
+        """`seen_id(private)` gives the newest id of that sequence this process has
+        seen: with the DB's newest recorded id it is the floor for new ids, so ids
+        keep growing even after Redis lost its data (an embedded or non-persistent
+        server restarted)."""
         self.bus = bus
         self._seen_id = seen_id
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._floor = 0
+        self._floors = {False: 0, True: 0}  # per sequence: {private?: floor}
         # The DB floor is read once, and again after Redis failed (it may come
         # back empty): not on every publish.
         self._floor_stale = True
@@ -116,7 +159,7 @@ class OutboxRelay:
                         pass
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
                     self._floor_stale = True
-                    _, backlog = await asyncio.to_thread(_floor_and_backlog)
+                    _, backlog = await asyncio.to_thread(_floors_and_backlog)
                     metrics.OUTBOX_BACKLOG.set(backlog)
                     logger.warning(
                         "Outbox relay cannot reach Redis (%s); %d events wait; retry in %.1fs",
@@ -136,21 +179,29 @@ class OutboxRelay:
         total = 0
         self._wake.clear()
         if self._floor_stale:
-            floor, _ = await asyncio.to_thread(_floor_and_backlog)
-            self._floor = max(self._floor, floor)
+            floors, _ = await asyncio.to_thread(_floors_and_backlog)
+            for private, floor in floors.items():
+                self._floors[private] = max(self._floors[private], floor)
             self._floor_stale = False
-        self._floor = max(self._floor, self._seen_id())
+        for private in (False, True):
+            self._floors[private] = max(self._floors[private], self._seen_id(private))
         while rows := await asyncio.to_thread(_unsent, _BATCH):
             metrics.OUTBOX_BACKLOG.set(len(rows))
-            sent: list[tuple[int, int]] = []
+            sent: list[tuple[str, int]] = []
             try:
                 for row in rows:
+                    private = is_private_channel(row.channel)
                     event_id = await self.bus.send(
-                        row.channel, row.payload, dedupe_key=f"outbox:{row.id}", floor=self._floor
+                        row.channel,
+                        row.payload,
+                        dedupe_key=row.event_key,
+                        floor=self._floors[private],
                     )
-                    self._floor = max(self._floor, event_id)
-                    sent.append((row.id, event_id))
-                    metrics.EVENTS_PUBLISHED.labels(row.channel).inc()
+                    self._floors[private] = max(self._floors[private], event_id)
+                    sent.append((row.event_key, event_id))
+                    if not private:
+                        # The metrics endpoint is public: draft activity stays out of it.
+                        metrics.EVENTS_PUBLISHED.labels(row.channel).inc()
                     logger.info("Published %s #%s (outbox row %s)", row.channel, event_id, row.id)
             finally:
                 if sent:

@@ -1,16 +1,25 @@
 """Typed community events and their Redis channels.
 
 Each event travels as JSON with camelCase keys, an ``id`` (assigned when it is
-sent to Redis; later events have larger ids) and an ISO-8601 ``timestamp``.
-The same models validate what is published and what is received.
+sent to Redis; later events of the same sequence have larger ids) and an
+ISO-8601 ``timestamp``. Public events and private ones (``private:draft``) are
+numbered in two separate sequences, so the public ids have no gaps where
+someone's draft changed.
+
+The same models validate what is published and what is received, with one
+difference: an event built in code must name only known fields (a typo is an
+error), while a received one may carry fields this version does not know. A
+newer worker that adds a field during a rolling deploy must not make the older
+ones reject, and so silently drop, every event it sends.
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 from pydantic.alias_generators import to_camel
 
 
@@ -29,6 +38,13 @@ class CommunityEvent(BaseModel):
     id: int | None = Field(default=None, ge=1)
     timestamp: datetime = Field(default_factory=_now)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _ignore_unknown_when_received(cls, data: object, info: ValidationInfo) -> object:
+        if info.context and info.context.get("received") and isinstance(data, dict):
+            return {key: value for key, value in data.items() if key in _known_keys(cls)}
+        return data
+
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=False)
 
@@ -39,6 +55,13 @@ class CommunityEvent(BaseModel):
     @property
     def story_id_or_none(self) -> int | None:
         return getattr(self, "story_id", None)
+
+
+@functools.cache
+def _known_keys(cls: type[CommunityEvent]) -> frozenset[str]:
+    return frozenset(cls.model_fields) | {
+        field.alias for field in cls.model_fields.values() if field.alias
+    }
 
 
 class StoryPublished(CommunityEvent):
@@ -115,13 +138,20 @@ class MalformedEvent(ValueError):
     pass
 
 
+def is_private_channel(channel: str) -> bool:
+    """Whether events on `channel` are numbered in the private sequence."""
+    return channel == PRIVATE_CHANNEL
+
+
 def parse_event(channel: str, raw: str | bytes) -> CommunityEvent:
-    """Validate a message received on `channel`; it must carry an id."""
+    """Validate a message received on `channel`; it must carry an id.
+
+    Fields this version does not know are ignored (see the module doc)."""
     cls = EVENT_BY_CHANNEL.get(channel)
     if cls is None:
         raise MalformedEvent(f"unknown channel {channel!r}")
     try:
-        event = cls.model_validate_json(raw)
+        event = cls.model_validate_json(raw, context={"received": True})
     except ValueError as exc:
         raise MalformedEvent(str(exc)) from exc
     if event.id is None:

@@ -33,7 +33,7 @@ def fanout() -> Fanout:
 
 @cache
 def relay() -> OutboxRelay:
-    return OutboxRelay(bus(), seen_id=lambda: fanout().last_id)
+    return OutboxRelay(bus(), seen_id=fanout().last_seen)
 
 
 @contextlib.asynccontextmanager

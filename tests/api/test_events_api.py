@@ -96,16 +96,23 @@ async def test_a_story_and_its_posts_through_their_lives(api_client, relay_runni
         deleted = await events.next("story:deleted", mine)
         assert set(deleted) == {"id", "timestamp", "storyId"}
 
-    sequence = [
-        published, updated, created, post_updated, post_deleted, unpublished, private,
-        republished, deleted,
+    public = [
+        published, updated, created, post_updated, post_deleted, unpublished, republished,
+        deleted,
     ]
-    for event in sequence:
+    for event in [*public, private]:
         assert_envelope(event)
-    ids = [e["id"] for e in sequence]
+    ids = [e["id"] for e in public]
     assert ids == sorted(ids) and len(set(ids)) == len(ids), ids
-    # Published in id order on the wire too.
-    assert [r.id for r in events.received] == sorted(r.id for r in events.received)
+    # Published in id order on the wire too, each sequence (public, private) in its own.
+    for channels in (PUBLIC_CHANNELS, (PRIVATE_CHANNEL,)):
+        wire = [r.id for r in events.on(*channels)]
+        assert wire == sorted(wire), (channels, wire)
+    # Unpublishing announced the public change first, then the author's private one.
+    order = [(r.channel, r.id) for r in events.received]
+    assert order.index(("story:updated", unpublished["id"])) < order.index(
+        (PRIVATE_CHANNEL, private["id"])
+    )
 
 
 async def test_drafts_publish_nothing_on_public_channels(api_client, relay_running, listen):
@@ -123,9 +130,10 @@ async def test_drafts_publish_nothing_on_public_channels(api_client, relay_runni
         assert (await api_client.delete(f"/api/stories/{did}", headers=headers)).status_code == 204
 
         # A published story afterwards: once its event is here, anything the
-        # draft changes announced (earlier ids, same relay, in order) is here too.
+        # draft changes announced (earlier rows, same relay, in order) is here too.
         marker = await api_story(api_client, author)
         marker_event = await events.next("story:published", lambda e: e["storyId"] == marker["id"])
+        wire = [(r.channel, r.id) for r in events.received]
 
         actions = []
         for action in ("created", "updated", "deleted"):
@@ -133,7 +141,7 @@ async def test_drafts_publish_nothing_on_public_channels(api_client, relay_runni
                 PRIVATE_CHANNEL, lambda e, a=action: e["storyId"] == did and e["action"] == a
             )
             assert private["userId"] == author.id
-            assert private["id"] < marker_event["id"]
+            assert (PRIVATE_CHANNEL, private["id"]) in wire  # before the marker
             actions.append(private)
 
     public = [r for r in events.on(*PUBLIC_CHANNELS) if r.id != marker_event["id"]]
@@ -184,3 +192,31 @@ async def test_posts_of_an_unpublished_story_can_no_longer_change(
     assert [(r.channel, r.data["storyId"]) for r in events.received] == [
         ("story:published", marker["id"])
     ]
+
+
+async def test_public_ids_have_no_gaps_where_drafts_changed(api_client, relay_running, listen):
+    """Drafts have a sequence of their own: a gap in the public ids would tell every
+    reader that someone, at that moment, was working on a draft."""
+    author = await api_user(api_client)
+    headers = author.headers
+    await wait_until(lambda: not unsent_outbox_rows(), message="the outbox to drain")
+    async with listen(*PUBLIC_CHANNELS, PRIVATE_CHANNEL) as events:
+        first = await api_story(api_client, author)
+        draft = await api_story(api_client, author, status="draft")
+        await api_client.patch(f"/api/stories/{draft['id']}", json={"title": "D2"}, headers=headers)
+        second = await api_story(api_client, author)
+        await api_client.patch(f"/api/stories/{draft['id']}", json={"title": "D3"}, headers=headers)
+        await api_client.patch(f"/api/stories/{first['id']}", json={"title": "P2"}, headers=headers)
+        await api_client.delete(f"/api/stories/{draft['id']}", headers=headers)
+        await api_post(api_client, author, second["id"])
+        last = await events.next("post:created", lambda e: e["storyId"] == second["id"])
+        deleted = await events.next(
+            PRIVATE_CHANNEL, lambda e: e["storyId"] == draft["id"] and e["action"] == "deleted"
+        )
+
+    public = [r.id for r in events.on(*PUBLIC_CHANNELS)]
+    assert len(public) == 4 and public[-1] == last["id"]
+    assert public == list(range(public[0], public[0] + 4)), public
+    private = [r.id for r in events.on(PRIVATE_CHANNEL)]
+    assert len(private) == 4 and private[-1] == deleted["id"]
+    assert private == list(range(private[0], private[0] + 4)), private

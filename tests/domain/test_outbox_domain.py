@@ -1,9 +1,24 @@
-"""The outbox between a change and Redis: rows stay unsent until the relay sends them."""
+"""The outbox between a change and Redis: rows stay unsent until the relay sends them,
+then go out once each, in order, whatever the database or the number of relays."""
 
+import asyncio
 import json
+import os
+from collections.abc import Awaitable, Callable
 
+import pytest
+from reflex.model import get_engine
+from sqlalchemy import text
+from sqlmodel import Session
+
+from fictures import db, stories
+from fictures.events import outbox
+from fictures.events.bus import EventBus
 from fictures.events.outbox import OutboxRelay
-from tests.conftest import outbox_mark, outbox_since
+from fictures.events.schema import PRIVATE_CHANNEL, StoryUpdated
+from fictures.models import Story, StoryUpdate, User
+from fictures.settings import settings
+from tests.conftest import in_db, make_bus, outbox_mark, outbox_since, wait_until
 from tests.factories import make_post, make_story, make_user
 
 
@@ -21,20 +36,234 @@ async def test_relay_sends_unsent_rows_in_order_and_records_their_ids(db_session
     assert await relay.flush() >= 3
     sent = outbox_since(mark)
     assert all(r.sent_at is not None for r in sent)
-    ids = [r.event_id for r in sent]
-    assert ids == sorted(ids) and len(set(ids)) == 3
+    public_ids = [r.event_id for r in sent[:2]]
+    assert public_ids == sorted(public_ids) and len(set(public_ids)) == 2
 
-    # Redis holds each row under the id recorded for it, completed with that id.
+    # Redis holds each row under the id recorded for it, completed with that id,
+    # in the stream of its sequence (the draft's in the private one).
     for row in sent:
+        private = row.channel == "private:draft"
         [stored] = [
-            e for e in await bus.read_after(row.event_id - 1, limit=1) if e.id == row.event_id
+            e
+            for e in await bus.read_after(row.event_id - 1, private=private, limit=1)
+            if e.id == row.event_id
         ]
         assert stored.channel == row.channel
         assert json.loads(stored.data) == {"id": row.event_id, **json.loads(row.payload)}
-    assert json.loads((await bus.read_after(ids[2] - 1, limit=1))[0].data)["storyId"] == draft.id
+    [private_row] = sent[2:]
+    [stored] = await bus.read_after(private_row.event_id - 1, private=True, limit=1)
+    assert json.loads(stored.data)["storyId"] == draft.id
 
     # Sent rows are not sent again.
-    head = await bus.head()
+    heads = (await bus.head(), await bus.head(private=True))
     assert await relay.flush() == 0
-    assert await bus.head() == head
+    assert (await bus.head(), await bus.head(private=True)) == heads
 
+
+
+# ---------------------------------------------------------------- a database replaced
+
+
+def _is_postgres() -> bool:
+    return get_engine().dialect.name == "postgresql"
+
+
+def _replace_outbox(session: Session) -> None:
+    """What a new, restored or second database looks like to the relay: the outbox
+    rows it knew are gone, and row numbers start again (SQLite reuses max(rowid)+1)."""
+    if _is_postgres():
+        session.exec(text("TRUNCATE outboxevent RESTART IDENTITY"))
+    else:
+        session.exec(text("DELETE FROM outboxevent"))
+    session.commit()
+
+
+async def _new_story(**fields) -> int:
+    return await in_db(lambda s: make_story(s, make_user(s), **fields).id)
+
+
+async def test_a_fresh_database_on_a_used_redis_still_publishes(bus, listen):
+    await OutboxRelay(bus).flush()  # rows other tests left are not this test's business
+    await in_db(_replace_outbox)
+    async with listen("story:published") as events:
+        first_story = await _new_story()
+        [first_row] = outbox_since(0)
+        await OutboxRelay(bus).flush()
+        first = await events.next("story:published", lambda e: e["storyId"] == first_story)
+
+        # The app restarts on a new database, same Redis: its first row has the
+        # number of a row Redis has seen, but it is another event.
+        await in_db(_replace_outbox)
+        second_story = await _new_story()
+        [row] = outbox_since(0)
+        assert row.id == first_row.id and row.event_key != first_row.event_key
+        assert await OutboxRelay(bus).flush() == 1
+        second = await events.next("story:published", lambda e: e["storyId"] == second_story)
+
+    assert second["id"] > first["id"]
+    [stored] = await bus.read_after(second["id"] - 1, limit=1)
+    assert json.loads(stored.data) == second
+    [row] = outbox_since(0)
+    assert row.event_id == second["id"] and row.sent_at is not None
+
+
+class _BusThatRunsOnce(EventBus):
+    """The real bus; runs `during` once, right after its first send returns."""
+
+    def __init__(self, during: Callable[[], Awaitable[None]]):
+        super().__init__(settings.redis_url, stream_key=settings.stream_key, maxlen=settings.stream_maxlen)
+        self.during: Callable[[], Awaitable[None]] | None = during
+
+    async def send(self, *args, **kwargs) -> int:
+        event_id = await super().send(*args, **kwargs)
+        if self.during is not None:
+            during, self.during = self.during, None
+            await during()
+        return event_id
+
+
+async def test_a_row_that_reuses_the_number_of_one_being_sent_is_not_marked_sent(bus, listen):
+    """The database is replaced between the relay sending its batch and recording it."""
+    await OutboxRelay(bus).flush()
+    await in_db(_replace_outbox)
+    first_story = await _new_story()
+    [first_row] = outbox_since(0)
+    replaced: list[int] = []
+
+    async def replace_database() -> None:
+        await in_db(_replace_outbox)
+        replaced.append(await _new_story())
+
+    the_bus = _BusThatRunsOnce(replace_database)
+    try:
+        async with listen("story:published") as events:
+            relay = OutboxRelay(the_bus)
+            await relay.flush()
+            first = await events.next("story:published", lambda e: e["storyId"] == first_story)
+            [second_story] = replaced
+            # The new row is still unsent, so the relay's next round sends it.
+            await relay.flush()
+            second = await events.next("story:published", lambda e: e["storyId"] == second_story)
+    finally:
+        await the_bus.close()
+    [row] = outbox_since(0)
+    assert row.id == first_row.id and row.event_key != first_row.event_key
+    # Marked with the id of its own event, not with the id of the event that had its number.
+    assert row.event_id == second["id"] != first["id"]
+
+
+# ---------------------------------------------------------------- several relays
+
+
+async def test_several_relays_send_every_row_once_and_in_row_order(bus, listen):
+    """Three relays (three workers) flush one database concurrently to one Redis."""
+    await OutboxRelay(bus).flush()
+    mark = outbox_mark()
+
+    def scenario(session: Session) -> None:
+        author = make_user(session)
+        for n in range(45):
+            make_story(session, author, published=n % 3 != 1)  # every third one a draft
+
+    await in_db(scenario)
+    rows = outbox_since(mark)
+    assert len(rows) == 45
+    relays = [OutboxRelay(make_bus()) for _ in range(3)]
+    try:
+        async with listen("story:published", PRIVATE_CHANNEL) as events:
+            await asyncio.gather(*(relay.flush() for relay in relays))
+            last = {row.channel: row for row in rows}
+            for channel, row in last.items():
+                story_id = json.loads(row.payload)["storyId"]
+                await events.next(channel, lambda e, sid=story_id: e["storyId"] == sid)
+    finally:
+        for relay in relays:
+            await relay.bus.close()
+
+    rows = outbox_since(mark)
+    assert all(row.sent_at is not None for row in rows)
+    for channel in ("story:published", PRIVATE_CHANNEL):
+        mine = [row for row in rows if row.channel == channel]  # in row order
+        ids = [row.event_id for row in mine]
+        # Redis ids grow with row ids, with no gap: each row got exactly one id...
+        assert ids == list(range(ids[0], ids[0] + len(mine))), (channel, ids)
+        # ...and was published exactly once, under it, in that order.
+        wire = [(r.id, r.data["storyId"]) for r in events.on(channel)]
+        assert wire == [(row.event_id, json.loads(row.payload)["storyId"]) for row in mine]
+        for row in mine:
+            [stored] = await bus.read_after(
+                row.event_id - 1, private=channel == PRIVATE_CHANNEL, limit=1
+            )
+            assert json.loads(stored.data) == {"id": row.event_id, **json.loads(row.payload)}
+
+
+# ---------------------------------------------------------------- commit order
+
+
+def _backend_pid(session: Session) -> int:
+    return session.exec(text("SELECT pg_backend_pid()")).one()[0]
+
+
+def _blocked_by(pid: int) -> list[int]:
+    with db.session() as s:
+        return list(s.exec(text("SELECT pg_blocking_pids(:pid)"), params={"pid": pid}).one()[0])
+
+
+@pytest.mark.skipif(
+    os.environ["DATABASE_URL"].startswith("sqlite"),
+    reason="SQLite has one writer at a time: its outbox ids follow commit order anyway",
+)
+@pytest.mark.parametrize("second", ["update", "delete"])
+async def test_two_changes_to_one_story_are_announced_in_commit_order(bus, listen, second):
+    """On PostgreSQL an outbox row draws its id when inserted, not when committed.
+    A change that waits for another one's row lock must draw its id after that
+    one committed, or its event goes out first and readers end on the older state."""
+    author_id, story_id = await in_db(
+        lambda s: (author := make_user(s), author.id, make_story(s, author).id)[1:]
+    )
+    await OutboxRelay(bus).flush()
+    holder = db.session()
+    try:
+        # A first change to the story, not committed yet: it holds the row's lock.
+        holder_pid = _backend_pid(holder)
+        story = holder.get(Story, story_id)
+        story.title = "First"
+        holder.add(story)
+        holder.flush()
+
+        pids: list[int] = []
+
+        def second_change() -> None:
+            with db.session() as s:
+                pids.append(_backend_pid(s))
+                author = s.get(User, author_id)
+                if second == "update":
+                    stories.update_story(
+                        session=s, author=author, story_id=story_id,
+                        data=StoryUpdate(title="Second"),
+                    )
+                else:
+                    stories.delete_story(session=s, author=author, story_id=story_id)
+
+        waiting = asyncio.create_task(asyncio.to_thread(second_change))
+        await wait_until(
+            lambda: bool(pids) and holder_pid in _blocked_by(pids[0]),
+            message="the second change to wait for the first one's lock",
+        )
+        outbox.record(holder, StoryUpdated(story_id=story_id, title="First", status="published"))
+        holder.commit()
+    finally:
+        holder.close()
+    await waiting
+
+    async with listen("story:updated", "story:deleted") as events:
+        await OutboxRelay(bus).flush()
+        if second == "update":
+            later = await events.next("story:updated", lambda e: e["title"] == "Second")
+        else:
+            later = await events.next("story:deleted", lambda e: e["storyId"] == story_id)
+        earlier = await events.next(
+            "story:updated", lambda e: e["storyId"] == story_id and e["title"] == "First"
+        )
+    assert earlier["id"] < later["id"]
+    assert [r.id for r in events.received] == [earlier["id"], later["id"]]

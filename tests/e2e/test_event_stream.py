@@ -25,8 +25,14 @@ EVENTS = "/api/community/events"
 @dataclass
 class Received:
     event: str
-    id: int | None
+    id: int | str | None  # "<public>.<private>" on a stream with private events
     data: dict
+
+
+def _event_id(raw: str) -> int | str | None:
+    if not raw:
+        return None
+    return raw if "." in raw else int(raw)
 
 
 @dataclass
@@ -66,7 +72,7 @@ class StreamReader:
                         return
                     if not sse.data:
                         continue  # a keep-alive comment
-                    item = Received(sse.event, int(sse.id) if sse.id else None, json.loads(sse.data))
+                    item = Received(sse.event, _event_id(sse.id), json.loads(sse.data))
                     with self._cond:
                         self.events.append(item)
                         self._cond.notify_all()
@@ -179,6 +185,8 @@ def test_channel_and_story_filters(app_server: AppServer):
         ({"story_id": "abc"}, {}, 422, "story_id"),
         ({"last_event_id": "12x"}, {}, 400, "malformed event id"),
         ({}, {"Last-Event-ID": "-5"}, 400, "malformed event id"),
+        ({"last_event_id": "4.5.6"}, {}, 400, "malformed event id"),
+        ({}, {"Last-Event-ID": "4."}, 400, "malformed event id"),
         ({"channels": "private:draft"}, {}, 401, "bearer token"),
         ({}, {"Authorization": "Bearer not-a-token"}, 401, "invalid bearer token"),
     ],
@@ -290,6 +298,61 @@ def test_private_draft_events_only_for_their_author(app_server: AppServer):
             assert all(e.data.get("storyId") != draft["id"] for e in reader.events if e.id)
             assert "Secret" not in json.dumps([e.data for e in reader.events])
         assert [e.data["action"] for e in own.of("private:draft")] == ["created", "updated"]
+
+
+def test_authenticated_stream_resumes_both_sequences_from_a_two_part_id(app_server: AppServer):
+    """Drafts have their own id sequence: public ids show no gap where a draft changed,
+    and the author's stream, which gets both, resumes each after its part of the id."""
+    _, author = app_server.register()
+    _, other = app_server.register()
+    auth = {"Authorization": f"Bearer {author}"}
+
+    def draft_event(story: dict, action: str):
+        return lambda d: d["storyId"] == story["id"] and d["action"] == action
+
+    with stream(app_server, headers=auth) as reference, stream(app_server) as anonymous:
+        _connected(reference)
+        _connected(anonymous)
+        first = StreamReader(f"{app_server.url}{EVENTS}", headers=auth).start()
+        try:
+            _connected(first)
+            a = app_server.create_story(author, "Two-part A")
+            draft = app_server.create_story(author, "Two-part draft", status="draft")
+            first.wait_for_event("private:draft", draft_event(draft, "created"))
+        finally:
+            first.stop()
+        last = [e.id for e in first.events if e.id is not None][-1]
+
+        # While away: both sequences move on, someone else's draft in between.
+        app_server.create_story(other, "Someone else's draft", status="draft")
+        r = app_server.api("PATCH", f"/api/stories/{draft['id']}", author, json={"title": "Edited away"})
+        assert r.status_code == 200
+        b = app_server.create_story(author, "Two-part B")
+        later = app_server.create_story(author, "Two-part later draft", status="draft")
+        reference.wait_for_event("private:draft", draft_event(later, "created"))
+
+        with stream(app_server, headers={**auth, "Last-Event-ID": str(last)}) as resumed:
+            _connected(resumed)
+            c = app_server.create_story(author, "Two-part C")
+            r = app_server.api("PATCH", f"/api/stories/{later['id']}", author, json={"title": "Live"})
+            assert r.status_code == 200
+            reference.wait_for_event("private:draft", draft_event(later, "updated"))
+            resumed.wait_for_event("private:draft", draft_event(later, "updated"))
+            anonymous.wait_for_event("story:published", lambda d: d["storyId"] == c["id"])
+            got = [(e.event, e.id) for e in first.events + resumed.events if e.id is not None]
+        expected = [(e.event, e.id) for e in reference.events if e.id is not None]
+
+    assert [kind for kind, _ in expected] == [
+        "story:published", "private:draft", "private:draft", "story:published",
+        "private:draft", "story:published", "private:draft",
+    ]
+    assert got == expected, f"resumed after {last}"
+    assert all(re.fullmatch(r"[0-9]+\.[0-9]+", event_id) for _, event_id in expected)
+    # The anonymous stream: plain ids, no gap where the drafts changed.
+    public = [(e.event, e.id, e.data["storyId"]) for e in anonymous.events if e.id is not None]
+    assert [story_id for _, _, story_id in public] == [a["id"], b["id"], c["id"]]
+    first_id = public[0][1]
+    assert [event_id for _, event_id, _ in public] == [first_id, first_id + 1, first_id + 2]
 
 
 def _metric(app_server: AppServer, name: str) -> float:

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import uuid
 
 import pytest
 from prometheus_client import REGISTRY
@@ -9,6 +10,7 @@ from prometheus_client import REGISTRY
 from fictures import posts, stories
 from fictures.events.outbox import OutboxRelay
 from fictures.events.schema import (
+    PRIVATE_CHANNEL,
     DraftChanged,
     PostCreated,
     PostDeleted,
@@ -102,7 +104,7 @@ async def test_malformed_messages_are_skipped_and_later_events_still_arrive(rela
         ("story:published", "not json at all"),
         ("story:published", valid_without_id),  # valid shape, but never sent through the bus
         ("post:created", json.dumps({"id": 10**9, "postId": 1})),  # missing fields
-        ("story:deleted", json.dumps({"id": 10**9, "storyId": 1, "extra": True})),
+        ("story:deleted", json.dumps({"id": 10**9, "storyId": "one"})),
         ("story:updated", json.dumps({"id": "seven", "storyId": 1, "title": "t",
                                       "status": "published"})),
         ("post:deleted", json.dumps([1, 2, 3])),
@@ -158,3 +160,73 @@ async def test_relay_stops_when_cancelled_just_as_it_is_woken(bus):
             await asyncio.wait_for(task, 2)
     finally:
         task.cancel()
+
+
+async def test_an_event_with_a_field_this_version_does_not_know_is_delivered(relay_running):
+    """A newer worker (rolling deploy) sends events with a field added: older workers
+    deliver them (without that field) instead of skipping every one as malformed."""
+    bus, fanout = relay_running.bus, relay_running.fanout
+    body = json.loads(StoryDeleted(story_id=777_001).body_without_id())
+    newer = json.dumps({**body, "reason": "spam", "moderation": {"by": 1}})
+    before = _malformed_count()
+    async with fanout.subscribe() as sub:
+        event_id = await bus.send("story:deleted", newer, dedupe_key=uuid.uuid4().hex)
+        event = await next_event(sub, lambda e: e.story_id_or_none == 777_001)
+    assert isinstance(event, StoryDeleted)
+    assert event.id == event_id
+    assert _malformed_count() == before
+    # Building one in code stays strict: a misspelt field is an error, not dropped.
+    with pytest.raises(ValueError, match="reason"):
+        StoryDeleted(story_id=1, reason="spam")
+
+
+async def test_each_sequence_is_deduplicated_on_its_own(relay_running):
+    """Private ids count separately, so a draft's id may well be below the last
+    public id: it must still be delivered (and a repeated one still dropped)."""
+    bus, fanout = relay_running.bus, relay_running.fanout
+
+    def scenario(session):
+        author = make_user(session)
+        return author.id, make_story(session, author, published=False).id
+
+    async with fanout.subscribe() as sub:
+        # Public ids well ahead of private ones.
+        ahead = await bus.head(private=True) + 100
+        public_id = await bus.send(
+            "story:deleted", StoryDeleted(story_id=777_002).body_without_id(),
+            dedupe_key=uuid.uuid4().hex, floor=ahead,
+        )
+        await next_event(sub, lambda e: e.public and e.id == public_id)
+        author_id, draft_id = await in_db(scenario)
+        draft = await next_event(sub, lambda e: e.story_id_or_none == draft_id)
+    assert isinstance(draft, DraftChanged) and draft.user_id == author_id
+    assert draft.id < public_id <= fanout.last_id
+    assert fanout.last_private_id == draft.id
+    assert fanout.dispatch(draft) == 0  # seen already: dropped
+    assert (fanout.last_seen(private=True), fanout.last_seen(private=False)) == (
+        fanout.last_private_id, fanout.last_id,
+    )
+
+
+def _published_total(channel: str) -> float:
+    return REGISTRY.get_sample_value(
+        "fictures_events_published_total", {"channel": channel}
+    ) or 0.0
+
+
+async def test_draft_activity_stays_out_of_the_public_metrics(relay_running):
+    before = {c: _published_total(c) for c in ("story:published", PRIVATE_CHANNEL)}
+
+    def scenario(session):
+        author = make_user(session)
+        draft = make_story(session, author, published=False)
+        stories.update_story(
+            session=session, author=author, story_id=draft.id, data=StoryUpdate(title="Again")
+        )
+        return make_story(session, author).id
+
+    async with relay_running.fanout.subscribe() as sub:
+        story_id = await in_db(scenario)
+        await next_event(sub, lambda e: e.story_id_or_none == story_id and e.public)
+    assert _published_total("story:published") == before["story:published"] + 1
+    assert _published_total(PRIVATE_CHANNEL) == before[PRIVATE_CHANNEL] == 0

@@ -109,19 +109,25 @@ async def test_changes_made_while_redis_is_unreachable_are_sent_once_it_is_back(
 
 
 async def test_a_fresh_redis_continues_ids_above_every_recorded_one(embedded_redis, bus):
-    """After Redis loses its data, ids still only grow: clients resume by id."""
-    await in_db(lambda s: make_story(s, make_user(s)).id)
+    """After Redis loses its data, ids still only grow, in each sequence: clients resume by id."""
+    await in_db(lambda s: (author := make_user(s), make_story(s, author),
+                           make_story(s, author, published=False)))
     await OutboxRelay(bus).flush()  # ids from the session's Redis are now recorded
-    floor = max(r.event_id or 0 for r in outbox_since(0))
-    assert floor >= 1
+    rows = outbox_since(0)
+    floor = {
+        private: max((r.event_id or 0) for r in rows if (r.channel == "private:draft") == private)
+        for private in (False, True)
+    }
+    assert floor[False] >= 1 and floor[True] >= 1
 
     fresh = make_bus(embedded_redis().url)
     try:
-        assert await fresh.head() == 0
+        assert await fresh.head() == await fresh.head(private=True) == 0
         mark = outbox_mark()
-        await in_db(lambda s: make_story(s, make_user(s)).id)
-        assert await OutboxRelay(fresh).flush() == 1
-        [row] = outbox_since(mark)
-        assert row.event_id == floor + 1
+        await in_db(lambda s: (author := make_user(s), make_story(s, author),
+                               make_story(s, author, published=False)))
+        assert await OutboxRelay(fresh).flush() == 2
+        public, private = outbox_since(mark)
+        assert (public.event_id, private.event_id) == (floor[False] + 1, floor[True] + 1)
     finally:
         await fresh.close()
