@@ -2,7 +2,8 @@
 """Run, test or lint Fictures from a fresh checkout, with nothing but Python 3.11.
 
     python3 scripts/dev.py run            # the app at http://localhost:3000/community
-    python3 scripts/dev.py test [ARGS]    # ruff, then pytest (ARGS go to pytest)
+    python3 scripts/dev.py test [ARGS]    # ruff, then pytest (ARGS go to pytest); with no
+                                          # ARGS and a local PostgreSQL, also its own tests
     python3 scripts/dev.py lint           # ruff only
 
 Each command first makes sure `.venv` exists and holds requirements.txt (pip runs
@@ -312,13 +313,36 @@ def cmd_lint(args: list[str]) -> int:
     return lint(setup())
 
 
+# Where a PostgreSQL server answers here (this project's machines and CI start
+# one), the tests about PostgreSQL's own behaviour run against it too.
+LOCAL_POSTGRES = os.environ.get("FICTURES_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_answers(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def cmd_test(args: list[str]) -> int:
     env = setup()
     if lint(env) != 0:
         fail("ruff check failed")
     ensure_browser(env)
     say(f"pytest {' '.join(args)}".rstrip())
-    return call([str(VENV_PYTHON), "-m", "pytest", *args], env)
+    code = call([str(VENV_PYTHON), "-m", "pytest", *args], env)
+    if code != 0 or args or env.get("TEST_DATABASE_URL") or not _postgres_answers(LOCAL_POSTGRES):
+        return code
+    say(f"pytest -m postgres (the PostgreSQL-specific tests, against {LOCAL_POSTGRES})")
+    return call(
+        [str(VENV_PYTHON), "-m", "pytest", "-m", "postgres", "-q"],
+        {**env, "TEST_DATABASE_URL": LOCAL_POSTGRES},
+    )
 
 
 COMMANDS = {"run": cmd_run, "test": cmd_test, "lint": cmd_lint}

@@ -209,6 +209,7 @@ def _blocked_by(pid: int) -> list[int]:
         return list(s.exec(text("SELECT pg_blocking_pids(:pid)"), params={"pid": pid}).one()[0])
 
 
+@pytest.mark.postgres
 @pytest.mark.skipif(
     os.environ["DATABASE_URL"].startswith("sqlite"),
     reason="SQLite has one writer at a time: its outbox ids follow commit order anyway",
