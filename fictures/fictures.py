@@ -15,6 +15,8 @@ app = rx.App(
 )
 # Only page-wired events with well-typed arguments reach a handler.
 browser_events.install(app)
+# A tab that loads another page leaves the live rooms of the one it was on.
+app.add_middleware(live.FollowNavigation())
 # Order matters: the event service (Redis subscription, outbox relay) starts
 # before the tab hub that consumes it, and stops after it.
 app.register_lifespan_task(service.lifespan)

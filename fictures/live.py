@@ -37,13 +37,13 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import reflex as rx
 
-from fictures import live_feed, metrics, reflex_compat
+from fictures import live_feed, metrics, reflex_compat, rooms
 from fictures.events import service
 from fictures.events.schema import (
     PUBLIC_CHANNELS,
@@ -109,8 +109,9 @@ class LiveState(LiveHooks, rx.State, mixin=True):
                 reflex_compat.keep_plain(fn)
         super().__init_subclass__(**kwargs)
 
-    # Pages that show the broadcast community feed (fictures.live_feed) join its room.
-    live_room: ClassVar[str | None] = None
+    # The Room states this page shows (fictures.rooms): `live_start` joins their
+    # rooms, so the page gets their values in one frame per change.
+    live_rooms: ClassVar[tuple[type[rooms.Room], ...]] = ()
 
     # "1" while the reader paused live updates; remembered by the browser.
     live_paused: str = rx.LocalStorage("", name="fictures_live_paused", sync=True)
@@ -140,8 +141,8 @@ class LiveState(LiveHooks, rx.State, mixin=True):
         hub = TabHub.current()
         token = self.router.session.client_token
         hub.register(token, type(self), dict(self.router_data))
-        if self.live_paused != "1":
-            await hub.join(self.router.session.session_id, self.live_room)
+        await hub.enter(token, self.router.session.session_id, self._live_room_names(),
+                        receive=self.live_paused != "1")
         self.live_ok = hub.healthy
         if self.live_last_id < 0 or self.live_paused == "1":
             # A fresh page load: the page just read the DB; start from now.
@@ -165,14 +166,18 @@ class LiveState(LiveHooks, rx.State, mixin=True):
     async def live_toggle_pause(self):
         """Pause or resume live updates (remembered for this browser)."""
         hub, sid = TabHub.current(), self.router.session.session_id
+        token = self.router.session.client_token
         if self.live_paused == "1":
             self.live_paused = ""
             self.live_last_id = hub.last_id
-            await hub.join(sid, self.live_room)
+            await hub.enter(token, sid, self._live_room_names(), receive=True)
             return self.live_reload()
         self.live_paused = "1"
-        await hub.leave(sid, self.live_room)
+        await hub.enter(token, sid, self._live_room_names(), receive=False)
         return None
+
+    def _live_room_names(self) -> list[str]:
+        return [name for cls in self.live_rooms if (name := cls.room_name(self.router))]
 
     # -- run by the TabHub (never browser-callable) --------------------------------
 
@@ -194,11 +199,18 @@ class LiveState(LiveHooks, rx.State, mixin=True):
         return handler(event)
 
 
+RoomListener = Callable[[str, frozenset[str], frozenset[str]], Awaitable[None]]
+
+
 @dataclass
 class _Tab:
     state_cls: type[LiveState]
     router_data: dict[str, Any]
     channels: frozenset[str]  # the channels whose handler the page overrides
+
+    @property
+    def path(self) -> str:
+        return str(self.router_data.get("pathname", ""))
 
 
 @functools.cache
@@ -225,6 +237,12 @@ class TabHub:
         # The newest unfinished hook run per tab: the next one waits for it, so
         # each tab sees events in order while a slow tab holds up no other.
         self._pending: dict[str, asyncio.Task] = {}
+        # token -> the rooms of the page it is on, and those whose frames it
+        # receives (none while paused).
+        self.page_rooms: dict[str, frozenset[str]] = {}
+        self.receiving: dict[str, frozenset[str]] = {}
+        self._room_listeners: list[RoomListener] = []
+        self._listener_tasks: set[asyncio.Task] = set()
         self.fanout = service.fanout()
 
     @classmethod
@@ -255,11 +273,64 @@ class TabHub:
             logger.info("Live tab connected (%s); %d active", token[:8], len(self.tabs))
 
     def unregister(self, token: str) -> None:
+        """The tab's websocket closed (Socket.IO already dropped it from its rooms)."""
+        self.receiving.pop(token, None)
+        if (left := self.page_rooms.pop(token, None)) is not None:
+            self._rooms_changed(token, frozenset(), left)
         if (tab := self.tabs.pop(token, None)) is not None:
             for channel in tab.channels:
                 self.handling[channel].discard(token)
             metrics.LIVE_TABS.set(len(self.tabs))
             logger.info("Live tab left (%s); %d active", token[:8], len(self.tabs))
+
+    # -- rooms ------------------------------------------------------------------------
+
+    def on_rooms_changed(self, listener: RoomListener) -> None:
+        """`listener(token, entered, left)` runs (as a task) when a tab's page rooms change."""
+        self._room_listeners.append(listener)
+
+    async def enter(self, token: str, sid: str, names: list[str], *, receive: bool = True) -> None:
+        """The tab is now on a page in rooms `names`; it receives their frames unless paused."""
+        now = frozenset(names)
+        before = self.page_rooms.get(token, frozenset())
+        if now:
+            self.page_rooms[token] = now
+        else:
+            self.page_rooms.pop(token, None)
+        want = now if receive else frozenset()
+        have = self.receiving.get(token, frozenset())
+        for room in have - want:
+            await reflex_compat.leave_room(self.app, sid, room)
+        for room in want - have:
+            await reflex_compat.enter_room(self.app, sid, room)
+        if want:
+            self.receiving[token] = want
+        else:
+            self.receiving.pop(token, None)
+        if now != before:
+            self._rooms_changed(token, now - before, before - now)
+
+    async def navigated(self, token: str, sid: str, path: str) -> None:
+        """A tab loads another page: it leaves the rooms of the one it was on
+        (a live page then enters its own from `live_start`)."""
+        tab = self.tabs.get(token)
+        if tab is not None and tab.path != path and token in self.page_rooms:
+            await self.enter(token, sid, [])
+
+    def _rooms_changed(self, token: str, entered: frozenset[str], left: frozenset[str]) -> None:
+        for listener in self._room_listeners:
+            task = asyncio.get_running_loop().create_task(listener(token, entered, left))
+            self._listener_tasks.add(task)
+            task.add_done_callback(self._listener_done)
+
+    def _listener_done(self, task: asyncio.Task) -> None:
+        self._listener_tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("A room listener failed", exc_info=exc)
+
+    def in_room(self, room: str) -> list[str]:
+        """Tokens of this process's tabs whose page is in `room`."""
+        return [token for token, names in self.page_rooms.items() if room in names]
 
     async def history_after(self, last_id: int) -> list[CommunityEvent] | None:
         """Events after `last_id` from the Redis stream, or None if they can't all be had."""
@@ -307,25 +378,9 @@ class TabHub:
         while self._pending:
             await asyncio.wait(list(self._pending.values()))
 
-    # -- the broadcast room ---------------------------------------------------------
-
-    async def join(self, sid: str, room: str | None) -> None:
-        if room:
-            await reflex_compat.enter_room(self.app, sid, room)
-
-    async def leave(self, sid: str, room: str | None) -> None:
-        if room:
-            await reflex_compat.leave_room(self.app, sid, room)
-
     def room_size(self, room: str) -> int:
+        """Sockets of this process receiving `room`'s frames."""
         return reflex_compat.room_size(self.app, room)
-
-    async def broadcast(self, room: str, update: Any) -> int:
-        """One frame, encoded once, written to every socket in `room` on this process."""
-        count = self.room_size(room)
-        if count:
-            await reflex_compat.emit_to_room(self.app, room, update)
-        return count
 
     # -- events -----------------------------------------------------------------------
 
@@ -335,9 +390,7 @@ class TabHub:
         if not event.public:
             return 0  # private events never reach tabs; the SSE API serves their owners
         changed = await live_feed.apply(event)
-        broadcast = 0
-        if changed:
-            broadcast = await self.broadcast(live_feed.ROOM, live_feed.frame(changed))
+        broadcast = await live_feed.broadcast(changed) if changed else 0
         connected = reflex_compat.connected_tokens(self.app)
         handled = 0
         for token in list(self.handling[event.channel]):
@@ -363,7 +416,7 @@ class TabHub:
             return
         for item in recent:
             with contextlib.suppress(MalformedEvent):
-                await live_feed.apply(parse_event(item.channel, item.data))
+                live_feed.warm(await live_feed.apply(parse_event(item.channel, item.data)))
 
     def _broadcast_status(self, ok: bool) -> None:
         connected = reflex_compat.connected_tokens(self.app)
@@ -385,9 +438,21 @@ class TabHub:
             logger.error("Live tab feed overflowed; tabs will catch up on reconnect")
 
     async def stop(self) -> None:
-        for task in list(self._pending.values()):
+        for task in [*self._pending.values(), *self._listener_tasks]:
             task.cancel()
         await self.drain()
+
+
+class FollowNavigation(rx.Middleware):
+    """Tabs leave the rooms of a page when they load another one (a page that
+    is not live never calls `live_start`, so nothing else would tell the hub)."""
+
+    async def preprocess(self, app: rx.App, state: Any, event: Any) -> None:
+        if not event.name.endswith(".on_load_internal") or TabHub._current is None:
+            return
+        session = state.router.session
+        await TabHub._current.navigated(session.client_token, session.session_id, state.router.url.path)
+        return
 
 
 @contextlib.asynccontextmanager
@@ -396,6 +461,7 @@ async def lifespan(app: rx.App) -> AsyncIterator[None]:
     tune_gc()  # this worker is about to hold many tabs: see fictures.server_limits
     hub = TabHub(app)
     reflex_compat.on_tab_disconnect(app, hub.unregister)
+    rooms.attach(app)
     TabHub._current = hub
     task = asyncio.create_task(hub.run(), name="fictures-live-tabs")
     logger.info("Live tab hub started (poll fallback every %ss)", settings.poll_seconds)
@@ -406,4 +472,5 @@ async def lifespan(app: rx.App) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await hub.stop()
+        rooms.attach(None)
         TabHub._current = None

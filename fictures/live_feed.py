@@ -8,8 +8,8 @@ frame emitted to the room of live community tabs: the one slot that changed,
 and nothing else (the browser raises the toast itself, see `FeedToaster`).
 The frame is encoded once and written to every socket.
 
-The slots are computed vars of `LiveFeedState` that read the process's ring,
-so a reload or reconnect hydrates exactly what the broadcast showed. What is
+The slots are the room values of `CommunityRoom` (fictures.rooms), so a reload
+or reconnect hydrates exactly what the broadcast showed. What is
 per reader (which arrivals are NEW for this tab, the banner count, the genre
 filter) is compared in the browser against per-tab vars of the page
 (`since_id`, `seen_id`): see fictures.pages.community.
@@ -21,12 +21,12 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import reflex as rx
 from reflex.vars import LiteralArrayVar, Var, VarData
 
-from fictures import feed, reflex_compat
+from fictures import feed, reflex_compat, rooms
 from fictures.events.schema import (
     CommunityEvent,
     PostCreated,
@@ -41,7 +41,7 @@ from fictures.feed import PostCard, StoryCard
 logger = logging.getLogger(__name__)
 
 SLOTS = 20
-ROOM = "live:community"
+ROOM = "community"
 # localStorage key of LiveState.live_paused (the toaster stays quiet while paused).
 PAUSED_KEY = "fictures_live_paused"
 
@@ -88,32 +88,30 @@ stories: Ring[StoryCard] = Ring(StoryCard())
 posts: Ring[PostCard] = Ring(PostCard())
 
 
-def _slot_var(ring: Ring, name: str, index: int, card_type: type) -> Any:
-    def slot(self) -> Any:
-        return ring.slots[index]
+class CommunityRoom(rooms.Room):
+    """The broadcast part of the community page (room "community"): the latest
+    arrivals in fixed slots. No event handler changes it; only the broadcast
+    frames (and hydration) carry its values."""
 
-    slot.__name__ = name
-    slot.__annotations__ = {"return": card_type}
-    return rx.var(slot, cache=False)
+    keep_without_tabs: ClassVar[bool] = True  # rebuilt from events, which every process receives
 
-
-class LiveFeedState(rx.State):
-    """The broadcast part of the community page. No event handler changes it;
-    only the broadcast frames (and hydration) carry its values."""
+    @classmethod
+    def room_name(cls, router: Any) -> str:
+        return ROOM
 
     # Slot vars s0..s19 (stories) and p0..p19 (posts): short names, small frames.
     for _i in range(SLOTS):
-        locals()[f"s{_i}"] = _slot_var(stories, f"s{_i}", _i, StoryCard)
-        locals()[f"p{_i}"] = _slot_var(posts, f"p{_i}", _i, PostCard)
+        locals()[f"s{_i}"] = rooms.value(f"s{_i}", StoryCard, StoryCard())
+        locals()[f"p{_i}"] = rooms.value(f"p{_i}", PostCard, PostCard())
     del _i
 
 
 def story_slots() -> list[Any]:
-    return [getattr(LiveFeedState, f"s{i}") for i in range(SLOTS)]
+    return [getattr(CommunityRoom, f"s{i}") for i in range(SLOTS)]
 
 
 def post_slots() -> list[Any]:
-    return [getattr(LiveFeedState, f"p{i}") for i in range(SLOTS)]
+    return [getattr(CommunityRoom, f"p{i}") for i in range(SLOTS)]
 
 
 async def apply(event: CommunityEvent) -> dict[str, Any]:
@@ -150,10 +148,15 @@ async def apply(event: CommunityEvent) -> dict[str, Any]:
     return changed
 
 
-def frame(changed: dict[str, Any]) -> Any:
-    """The one update every live community tab receives for an event: the changed
+async def broadcast(changed: dict[str, Any]) -> int:
+    """The one frame every live community tab receives for an event: the changed
     slots only (the browser raises the toast, see FeedToaster)."""
-    return reflex_compat.delta_frame(LiveFeedState, changed)
+    return await rooms.publish(CommunityRoom, ROOM, **changed)
+
+
+def warm(changed: dict[str, Any]) -> None:
+    """Record slots rebuilt from history, without sending them."""
+    rooms.store(ROOM, **changed)
 
 
 class FeedToaster(rx.Fragment):

@@ -86,13 +86,13 @@ def test_granian_servers_get_the_raised_limits():
 
 
 def test_delta_frame_uses_reflex_var_names():
-    from fictures.live_feed import LiveFeedState
+    from fictures.live_feed import CommunityRoom
 
-    frame = reflex_compat.delta_frame(LiveFeedState, {"s0": 1})
+    frame = reflex_compat.delta_frame(CommunityRoom, {"s0": 1})
     (state_name, delta), = frame.delta.items()
-    assert state_name == LiveFeedState.get_full_name()
+    assert state_name == CommunityRoom.get_full_name()
     # The browser merges the key the compiled var reads.
-    assert LiveFeedState.s0._js_expr.endswith(next(iter(delta)))
+    assert CommunityRoom.s0._js_expr.endswith(next(iter(delta)))
 
 
 def test_registry_lookups():

@@ -27,11 +27,11 @@ class CommunityState(LiveState, rx.State):
     """Per reader: the list read from the DB at load, the filter, and two marks.
 
     Live arrivals are not in this state: they are the broadcast slots of
-    `LiveFeedState` (one frame per event for every reader); this tab shows
+    `live_feed.CommunityRoom` (one frame per event for every reader); this tab shows
     those that arrived after `since_id`, and the banner counts those after `seen_id`.
     """
 
-    live_room = live_feed.ROOM
+    live_rooms = (live_feed.CommunityRoom,)
 
     stories: list[StoryCard] = []
     story_ids: list[int] = []

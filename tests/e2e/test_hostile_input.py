@@ -15,7 +15,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from fictures.live_feed import LiveFeedState
+from fictures.live_feed import CommunityRoom
 from fictures.pages.community import CommunityState
 from fictures.pages.writing import WritingState
 from fictures.state import SessionState
@@ -167,7 +167,7 @@ def test_forged_internal_events_are_dropped_and_cannot_silence_live_posts(app_se
             (_event(SessionState, "current_user"), {}),
             (_event(SessionState, "require_user"), {}),
             (_event(SessionState, "setvar"), {"var_name": "user_id", "value": 1}),
-            (_event(LiveFeedState, "setvar"), {"var_name": "s0", "value": {}}),
+            (_event(CommunityRoom, "setvar"), {"var_name": "s0", "value": {}}),
             ("reflex___state____state.hydrate", {}),
             ("no.such.event", {}),
         ]
