@@ -2,7 +2,7 @@
 
 import reflex as rx
 
-from fictures import api, browser_events, live, logs, pages  # noqa: F401  (pages register themselves)
+from fictures import api, browser_events, live, logs, pages, signals  # noqa: F401  (pages register themselves)
 from fictures.events import service
 
 logs.configure()
@@ -17,9 +17,10 @@ app = rx.App(
 browser_events.install(app)
 # A tab that loads another page leaves the live rooms of the one it was on.
 app.add_middleware(live.FollowNavigation())
-# Order matters: the event service (Redis subscription, outbox relay) starts
-# before the tab hub that consumes it, and stops after it.
+# Order matters: the two lanes (durable events: Redis subscription and outbox
+# relay; ephemeral signals) start before the tab hub that consumes them, and stop after it.
 app.register_lifespan_task(service.lifespan)
+app.register_lifespan_task(signals.lifespan)
 app.register_lifespan_task(live.lifespan)
 
 

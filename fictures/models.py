@@ -43,10 +43,20 @@ class _Table(SQLModel):
     id: int | None = DBField(default=None, primary_key=True)
 
 
+class UserRole(str, Enum):
+    member = "member"
+    admin = "admin"  # sees /admin (python -m fictures.admin grant USER)
+
+
 class User(_Table, table=True):
     username: str = DBField(index=True, sa_column_kwargs={"unique": True}, max_length=32)
     password_hash: str
     created_at: datetime = DBField(default_factory=utcnow)
+    role: str = DBField(default=UserRole.member.value, max_length=16)
+    # When the reader's current visit to /community began; stories published
+    # after the visit before it are "new since your last visit".
+    last_visit_at: datetime | None = DBField(default=None)
+    previous_visit_at: datetime | None = DBField(default=None)
 
 
 # Usernames are unique whatever their case: "ADA" cannot be registered beside "ada".
@@ -82,6 +92,52 @@ class Post(_Table, table=True):
     type: str = DBField(default=PostType.discussion.value, max_length=16)
     created_at: datetime = DBField(default_factory=utcnow, index=True)
     updated_at: datetime = DBField(default_factory=utcnow)
+
+
+class StoryRead(_Table, table=True):
+    """One reader opened one published story ("Read by N"): a user, or an
+    anonymous browser (`reader` is "u:<user id>" or "b:<browser id>")."""
+
+    __table_args__ = (sa.UniqueConstraint("story_id", "reader", name="uq_storyread_story_reader"),)
+
+    story_id: int = DBField(foreign_key="story.id", index=True)
+    reader: str = DBField(max_length=64)
+    created_at: datetime = DBField(default_factory=utcnow)
+
+
+class SeenStory(_Table, table=True):
+    """A logged-in reader has seen a story's card (its NEW badge is cleared for good)."""
+
+    __table_args__ = (sa.UniqueConstraint("user_id", "story_id", name="uq_seenstory_user_story"),)
+
+    user_id: int = DBField(foreign_key="user.id", index=True)
+    story_id: int = DBField(foreign_key="story.id", index=True)
+    seen_at: datetime = DBField(default_factory=utcnow)
+
+
+class Notification(_Table, table=True):
+    """Something happened that a user should hear about (a post on their story).
+    A record: it keeps its texts even if the story or post goes away."""
+
+    user_id: int = DBField(foreign_key="user.id", index=True)
+    kind: str = DBField(max_length=32)
+    story_id: int
+    post_id: int | None = None
+    actor: str = DBField(max_length=32)
+    title: str = DBField(max_length=200)
+    story_title: str = DBField(max_length=200)
+    created_at: datetime = DBField(default_factory=utcnow, index=True)
+    read_at: datetime | None = DBField(default=None, index=True)
+
+
+class PushSubscription(_Table, table=True):
+    """A browser's Web Push subscription for a user (endpoint and its keys)."""
+
+    user_id: int = DBField(foreign_key="user.id", index=True)
+    endpoint: str = DBField(sa_type=sa.Text, sa_column_kwargs={"unique": True})
+    p256dh: str = DBField(max_length=256)
+    auth: str = DBField(max_length=64)
+    created_at: datetime = DBField(default_factory=utcnow)
 
 
 class OutboxEvent(_Table, table=True):

@@ -13,7 +13,17 @@ from sqlmodel import Session, col, select
 from fictures.errors import Forbidden, NotFound
 from fictures.events import outbox
 from fictures.events.schema import DraftChanged, StoryDeleted, StoryPublished, StoryUpdated
-from fictures.models import Post, Story, StoryCreate, StoryStatus, StoryUpdate, User, utcnow
+from fictures.models import (
+    Post,
+    SeenStory,
+    Story,
+    StoryCreate,
+    StoryRead,
+    StoryStatus,
+    StoryUpdate,
+    User,
+    utcnow,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +161,9 @@ def delete_story(*, session: Session, author: User, story_id: int) -> None:
         event: StoryDeleted | DraftChanged = StoryDeleted(story_id=story.id)
     else:
         event = _draft_event(story, "deleted")
-    for post in session.exec(select(Post).where(Post.story_id == story.id)):
-        session.delete(post)
+    for model in (Post, StoryRead, SeenStory):
+        for row in session.exec(select(model).where(model.story_id == story.id)):
+            session.delete(row)
     # Deleted before the event is recorded: see outbox.record.
     session.delete(story)
     outbox.record(session, event)
