@@ -39,7 +39,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import reflex as rx
 
@@ -108,10 +108,13 @@ class LiveState(LiveHooks, rx.State, mixin=True):
                 # event handler that any client could call with a forged event.
                 reflex_compat.keep_plain(fn)
         super().__init_subclass__(**kwargs)
+        if "live_rooms" in cls.get_fields():
+            # A plain tuple would have become a state var sent to every browser.
+            raise TypeError(f"{cls.__name__}: declare its rooms as `live_rooms = rooms.of(...)`")
 
     # The Room states this page shows (fictures.rooms): `live_start` joins their
     # rooms, so the page gets their values in one frame per change.
-    live_rooms: ClassVar[tuple[type[rooms.Room], ...]] = ()
+    live_rooms = rooms.of()
 
     # "1" while the reader paused live updates; remembered by the browser.
     live_paused: str = rx.LocalStorage("", name="fictures_live_paused", sync=True)

@@ -22,7 +22,7 @@ Declaring one (see fictures.pages.story's `StoryRoom`):
         readers = rooms.value("readers", Presence, Presence())
 
 Tabs join their page's rooms in `LiveState.live_start` (a page lists its Room
-classes in `live_rooms`) and leave them when they navigate away or disconnect.
+classes in `live_rooms = rooms.of(StoryRoom)`) and leave them when they navigate away or disconnect.
 Every process keeps its own store; each is fed the same way (the durable
 events every process receives, or the ephemeral signals of fictures.signals),
 so all processes show the same values.
@@ -85,6 +85,18 @@ def value(name: str, type_: Any, default: Any) -> Any:
     read.__annotations__ = {"return": type_}
     # Uncached: the value lives in the store, not in the tab's state.
     return rx.var(read, cache=False)
+
+
+class of:
+    """The Room classes a live page shows: `live_rooms = rooms.of(StoryRoom)`.
+
+    A descriptor, so Reflex does not take the setting for a state var."""
+
+    def __init__(self, *room_classes: type[Room]):
+        self.rooms = tuple(room_classes)
+
+    def __get__(self, obj: object, owner: type | None = None) -> tuple[type[Room], ...]:
+        return self.rooms
 
 
 def current(room: str, name: str, default: Any = None) -> Any:

@@ -1,4 +1,4 @@
-"""The README's example live page is real code: it builds and behaves as documented."""
+"""The README's example live pages are real code: they build and behave as documented."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _example() -> str:
+def _examples() -> list[str]:
     text = README.read_text()
-    section = text.split("## Adding a live page", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    section = text.split("## Adding a live page", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
 def test_readme_live_page_example_works():
-    code = _example()
+    code = _examples()[0]
     assert len(code.strip().splitlines()) <= 22
     namespace: dict = {"__name__": "readme_example"}
     exec(compile(code, "README.md", "exec"), namespace)
@@ -29,3 +29,20 @@ def test_readme_live_page_example_works():
     assert "live_start" in state_cls.event_handlers
     component = namespace["ticker"]()
     assert "live-indicator" in str(component)
+
+
+async def test_readme_live_room_example_works():
+    code = _examples()[1]
+    assert len(code.strip().splitlines()) <= 22
+    namespace: dict = {"__name__": "readme_room_example"}
+    exec(compile(code, "README.md", "exec"), namespace)
+    room_cls, state_cls = namespace["QuoteRoom"], namespace["QuoteState"]
+
+    from fictures import rooms
+
+    assert state_cls.live_rooms == (room_cls,)
+    assert room_cls.event_handlers.keys() <= {"setvar"}  # a room has no handlers
+    await rooms.publish(room_cls, "quote-of-the-day", quote="Call me Ishmael.")
+    assert rooms.current("quote-of-the-day", "quote") == "Call me Ishmael."
+    # The page reads the room value (a hydrate reads the same store).
+    assert "quote" in str(namespace["quote"]())

@@ -9,7 +9,7 @@ import reflex as rx
 from reflex.vars import Var
 from starlette.concurrency import run_in_threadpool
 
-from fictures import feed, live_feed
+from fictures import feed, live_feed, rooms
 from fictures.components.cards import post_card, story_card
 from fictures.components.layout import loading, page
 from fictures.components.live import live_indicator
@@ -31,7 +31,7 @@ class CommunityState(LiveState, rx.State):
     those that arrived after `since_id`, and the banner counts those after `seen_id`.
     """
 
-    live_rooms = (live_feed.CommunityRoom,)
+    live_rooms = rooms.of(live_feed.CommunityRoom)
 
     stories: list[StoryCard] = []
     story_ids: list[int] = []
