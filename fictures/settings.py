@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     # clients (a scraper on the same host) may read it.
     metrics_token: str = ""
 
+    # /api/health/ready answers 503 above this many unsent outbox rows.
+    ready_max_backlog: int = Field(1000, ge=1)
+
     # SSE
     sse_ping_seconds: float = Field(30.0, gt=0)
     sse_max_per_ip: int = Field(20, ge=1)

@@ -1,4 +1,4 @@
-"""HTTP API for non-browser clients: REST, the SSE event stream, and metrics."""
+"""HTTP API for non-browser clients: REST, the SSE event stream, metrics and health."""
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
@@ -7,13 +7,15 @@ from starlette.routing import BaseRoute
 def routes() -> list[BaseRoute]:
     from starlette.routing import Route
 
-    from fictures.api import rest, sse
+    from fictures.api import health, rest, sse
     from fictures.api.metrics import metrics_endpoint
 
     return [
         *rest.routes,
         Route("/api/community/events", sse.community_events, methods=["GET"]),
         Route("/api/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/api/health/live", health.live, methods=["GET"]),
+        Route("/api/health/ready", health.ready, methods=["GET"]),
     ]
 
 
