@@ -202,6 +202,11 @@ class LiveState(LiveHooks, rx.State, mixin=True):
         return handler(event)
 
 
+def _tab_level(active: int) -> int:
+    """Per-tab lines are INFO for a few tabs; with thousands they would flood it."""
+    return logging.INFO if active <= settings.tab_log_threshold else logging.DEBUG
+
+
 RoomListener = Callable[[str, frozenset[str], frozenset[str]], Awaitable[None]]
 
 
@@ -273,7 +278,8 @@ class TabHub:
                 tokens.discard(token)  # the tab moved to a page that does not handle it
         metrics.LIVE_TABS.set(len(self.tabs))
         if not known:
-            logger.info("Live tab connected (%s); %d active", token[:8], len(self.tabs))
+            logger.log(_tab_level(len(self.tabs)), "Live tab connected (%s); %d active",
+                       token[:8], len(self.tabs))
 
     def unregister(self, token: str) -> None:
         """The tab's websocket closed (Socket.IO already dropped it from its rooms)."""
@@ -284,7 +290,8 @@ class TabHub:
             for channel in tab.channels:
                 self.handling[channel].discard(token)
             metrics.LIVE_TABS.set(len(self.tabs))
-            logger.info("Live tab left (%s); %d active", token[:8], len(self.tabs))
+            logger.log(_tab_level(len(self.tabs)), "Live tab left (%s); %d active",
+                       token[:8], len(self.tabs))
 
     # -- rooms ------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ the two production connection strings also under their usual names
 
 from __future__ import annotations
 
+import socket
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Literal
 
@@ -81,6 +82,14 @@ class Settings(BaseSettings):
     # /api/metrics needs `Authorization: Bearer <this>`; empty: only loopback
     # clients (a scraper on the same host) may read it.
     metrics_token: str = ""
+
+    # Logs: "text" or "json" (one object per line), the level of the app's
+    # loggers, and the name this instance gives itself in them.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    instance: str = Field(default_factory=socket.gethostname, max_length=64)
+    # Tab connect/leave lines are INFO up to this many tabs in a process, DEBUG above.
+    tab_log_threshold: int = Field(100, ge=0)
 
     # /api/health/ready answers 503 above this many unsent outbox rows.
     ready_max_backlog: int = Field(1000, ge=1)

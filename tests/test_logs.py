@@ -59,3 +59,38 @@ def test_a_refused_websocket_origin_is_a_warning(captured):
         "WARNING engineio.server http://evil.example is not an accepted origin.",
         "ERROR engineio.server something else broke",
     ]
+
+
+def test_json_lines_carry_process_instance_and_request_id(captured, monkeypatch):
+    import json as jsonlib
+    import os
+
+    from fictures.settings import settings
+
+    formatter = logs.JsonFormatter("web-1")
+    token = logs.request_id.set("req-12345678")
+    try:
+        record = logging.getLogger("fictures.test").makeRecord(
+            "fictures.test", logging.WARNING, __file__, 1, "token=%s leaked?", ("abc123",), None
+        )
+    finally:
+        logs.request_id.reset(token)
+    line = jsonlib.loads(formatter.format(record))
+    assert line["message"] == "token=*** leaked?"
+    assert line["pid"] == os.getpid() and line["instance"] == "web-1"
+    assert line["request_id"] == "req-12345678" and line["level"] == "WARNING"
+    assert settings.log_format in ("text", "json")
+
+
+async def test_http_requests_get_an_id_in_the_response_and_their_log_lines(api_client, caplog):
+    from fictures.settings import settings
+
+    logs.configure()
+    caplog.set_level(logging.INFO)
+    r = await api_client.post("/api/stories", content=b"x" * (settings.max_body_bytes + 1),
+                              headers={"X-Request-ID": "abcdef123456"})
+    assert r.status_code == 413 and r.headers["x-request-id"] == "abcdef123456"
+    [line] = [rec for rec in caplog.records if "Refused a request body" in rec.getMessage()]
+    assert line.request_id == "abcdef123456"
+    fresh = await api_client.get("/api/health/live", headers={"X-Request-ID": "bad id!"})
+    assert fresh.headers["x-request-id"] != "bad id!" and len(fresh.headers["x-request-id"]) == 32

@@ -29,11 +29,15 @@ def build() -> Starlette:
     from starlette.middleware import Middleware
 
     from fictures.api.errors import exception_handlers
-    from fictures.api.middleware import ApiNotFound, BodySizeLimit
+    from fictures.api.middleware import ApiNotFound, BodySizeLimit, RequestId
 
     api_routes = routes()
     return Starlette(
         routes=api_routes,
         exception_handlers=exception_handlers,
-        middleware=[Middleware(BodySizeLimit), Middleware(ApiNotFound, routes=api_routes)],
+        middleware=[
+            Middleware(RequestId),
+            Middleware(BodySizeLimit),
+            Middleware(ApiNotFound, routes=api_routes),
+        ],
     )

@@ -5,11 +5,16 @@
   (or one longer than it said) as soon as the bytes received pass the limit.
 - `ApiNotFound`: a path under ``/api/`` that no API route serves answers a JSON
   404; without it the request falls through to Reflex, which serves its HTML page.
+- `RequestId`: each HTTP request gets an id (the client's or proxy's
+  ``X-Request-ID`` if it looks like one, else a new one), echoed in the response
+  and carried by every log line written while serving it (fictures.logs).
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 from collections.abc import Sequence
 
 from starlette.datastructures import Headers
@@ -18,6 +23,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fictures.errors import PayloadTooLarge
+from fictures.logs import request_id
 from fictures.settings import settings
 
 logger = logging.getLogger(__name__)
@@ -95,3 +101,29 @@ async def _answer(exc: PayloadTooLarge, scope: Scope, receive: Receive, send: Se
     response = JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
                             headers={"Connection": "close"})
     await response(scope, receive, send)
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+
+
+class RequestId:
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
+        rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        token = request_id.set(rid)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)
