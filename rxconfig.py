@@ -8,16 +8,21 @@ from fictures.settings import redis_url, settings
 _redis_url = redis_url()
 raise_connection_limits(settings.max_connections)
 
+_shared = settings.shared_tab_state
+
 config = rx.Config(
     app_name="fictures",
     db_url=settings.database_url,
-    # One worker keeps Reflex's tab state in-process: a Redis outage then only
-    # degrades live updates. Several workers share tab state through the same Redis.
-    redis_url=_redis_url if settings.workers > 1 else None,
-    # In memory, not Reflex's default disk store: it pickled every tab's state
-    # after each event and rescanned the folder (most of a broadcast's CPU in
-    # benchmarks/RESULTS.md). Tabs rehydrate from the DB after a restart.
-    state_manager_mode="redis" if settings.workers > 1 else "memory",
+    # Tab state in Redis whenever a tab may reconnect to another process (several
+    # workers, or production behind a load balancer): it keeps its state, an
+    # author's unsaved editor text included. Otherwise in memory: a Redis outage
+    # then only degrades live updates, and Reflex's disk store (which pickled every
+    # tab's state after each event, benchmarks/RESULTS.md) is never used.
+    redis_url=_redis_url if _shared else None,
+    state_manager_mode="redis" if _shared else "memory",
+    # The address browsers use (the load balancer): pages built by any instance
+    # connect back through it.
+    **({"api_url": settings.public_url, "deploy_url": settings.public_url} if settings.public_url else {}),
     # Cross-origin API calls only from the configured origins (none by default);
     # the websocket's origin check is in fictures.browser_events.
     cors_allowed_origins=settings.cors_origin_list,

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     # Backend worker processes. With more than one, Reflex keeps tab state in
     # Redis so any worker can serve any tab.
     workers: int = Field(1, ge=1, le=64)
+    # The address browsers use, e.g. the load balancer's "https://fictures.example"
+    # (empty: the instance's own address).
+    public_url: str = ""
+    # Where Reflex keeps each tab's state: "redis" lets a tab reconnect to any
+    # process and keep it; empty: redis with several workers or in production,
+    # otherwise in this process's memory.
+    tab_state: Literal["", "memory", "redis"] = ""
     # Concurrent connections (websocket tabs + SSE streams + requests) per worker.
     max_connections: int = Field(20_000, ge=128)
     port: int = Field(3000, ge=1, le=65535)
@@ -128,6 +135,19 @@ class Settings(BaseSettings):
         for item in _split(v):
             ip_network(item, strict=False)  # raises ValueError on a malformed address
         return v
+
+    @property
+    def shared_tab_state(self) -> bool:
+        if self.tab_state:
+            return self.tab_state == "redis"
+        return self.workers > 1 or self.env == "production"
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
 
     @property
     def cors_origin_list(self) -> list[str]:
