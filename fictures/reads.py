@@ -75,12 +75,15 @@ def count_reads(session: Session, story_id: int) -> int:
 
 
 def counts(session: Session, story_ids: list[int]) -> dict[int, int]:
-    """Readers of each of `story_ids` (stories nobody read are left out)."""
+    """Readers of each of `story_ids` that is published (others, and stories
+    nobody read, are left out: an unpublished story's readers are its author's
+    business)."""
     if not story_ids:
         return {}
     rows = session.exec(
         select(StoryRead.story_id, func.count())
-        .where(col(StoryRead.story_id).in_(story_ids))
+        .join(Story, col(Story.id) == StoryRead.story_id)
+        .where(col(StoryRead.story_id).in_(story_ids), Story.status == PUBLISHED)
         .group_by(StoryRead.story_id)
     )
     return {story_id: n for story_id, n in rows}

@@ -97,6 +97,10 @@ def test_counts_per_story_and_per_author(db_session):
     assert reads.counts_for_author(db_session, author.id) == {one.id: 3, two.id: 1}
     assert reads.counts(db_session, [one.id, unread.id, elsewhere.id]) == {one.id: 3, elsewhere.id: 1}
     assert reads.counts(db_session, []) == {}
+    # Unpublished, a story's readers are no one else's business.
+    stories.set_visibility(session=db_session, author=author, story_id=one.id, status=StoryStatus.draft)
+    assert reads.counts(db_session, [one.id, two.id]) == {two.id: 1}
+    assert reads.counts_for_author(db_session, author.id) == {one.id: 3, two.id: 1}
 
 
 def test_deleting_a_story_deletes_its_reads(db_session):

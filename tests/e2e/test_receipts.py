@@ -104,6 +104,26 @@ def test_read_by_rises_live_for_the_author_and_counts_each_browser_once(app_serv
     assert app_server.api("GET", f"/api/stories/{draft['id']}/reads", token).json()["reads"] == 0
 
 
+def test_a_read_while_redis_is_down_reaches_the_author_once_it_is_back(app_server: AppServer, new_page):
+    """The read is in the database; its signal was lost. The author's page
+    catches up (polling while live updates are down, a recount after the resubscribe)."""
+    _, token = app_server.register()
+    story = app_server.create_story(token, _title("Read in the Dark"))
+    writing = new_page("/writing", token=token)
+    _wait_live(writing)
+    expect(_read_by(writing, story["id"])).to_have_text("Read by 0")
+    app_server.redis.stop()
+    try:
+        expect(writing.locator("#live-indicator")).to_have_attribute("data-status", "reconnecting", timeout=10_000)
+        reader = new_page(f"/community/story/{story['id']}")
+        expect(_read_by(reader)).to_have_text("Read by 1")
+    finally:
+        app_server.redis.start()
+    _wait_live(writing)
+    expect(_read_by(writing, story["id"])).to_have_text("Read by 1")
+    app_server.wait_for_log(r"Read counts recounted for \d+ story rooms and [1-9]\d* writer rooms")
+
+
 def _log_in(page: Page, username: str, password: str = "password123") -> None:
     page.goto("/login")
     page.locator("#username").fill(username)
