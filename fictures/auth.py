@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pwdlib import PasswordHash
 from sqlalchemy.exc import IntegrityError
@@ -88,6 +88,18 @@ def user_for_token(*, session: Session, token: str | None) -> User | None:
     if row is None or row.expires_at < utcnow():
         return None
     return session.get(User, row.user_id)
+
+
+def logged_in_at(*, session: Session, token: str | None) -> datetime | None:
+    """When the login behind a valid `token` happened (its token was issued), or None."""
+    if not token:
+        return None
+    row = session.exec(
+        select(AuthToken).where(AuthToken.token_hash == _token_hash(token))
+    ).first()
+    if row is None or row.expires_at < utcnow():
+        return None
+    return row.created_at
 
 
 def revoke_token(*, session: Session, token: str) -> None:

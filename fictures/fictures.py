@@ -2,7 +2,15 @@
 
 import reflex as rx
 
-from fictures import api, browser_events, live, logs, pages, signals  # noqa: F401  (pages register themselves)
+from fictures import (  # noqa: F401  (pages register themselves)
+    api,
+    browser_events,
+    live,
+    live_receipts,
+    logs,
+    pages,
+    signals,
+)
 from fictures.events import service
 
 logs.configure()
@@ -22,6 +30,8 @@ app.add_middleware(live.FollowNavigation())
 app.register_lifespan_task(service.lifespan)
 app.register_lifespan_task(signals.lifespan)
 app.register_lifespan_task(live.lifespan)
+# Read counts and seen stories follow the signals into the hub's rooms and tabs.
+app.register_lifespan_task(live_receipts.lifespan)
 
 
 @rx.page(route="/", on_load=rx.redirect("/community"))

@@ -379,6 +379,15 @@ class TabHub:
         except Exception:
             logger.exception("A live hook of %s failed in tab %s", tab.state_cls.__name__, token[:8])
 
+    def run_hook(self, token: str, apply: Callable[[LiveState], Any]) -> bool:
+        """Run `apply(state)` in one tab of this process (its page's LiveState),
+        after whatever the hub already sent it. False if the tab is not here."""
+        tab = self.tabs.get(token)
+        if tab is None or token not in reflex_compat.connected_tokens(self.app):
+            return False
+        self._in_tab(token, tab, apply)
+        return True
+
     def _forget_pending(self, token: str, task: asyncio.Task) -> None:
         if self._pending.get(token) is task:
             del self._pending[token]

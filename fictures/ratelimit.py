@@ -83,6 +83,9 @@ REGISTER_PER_ADDRESS = Rule(
     "register-address", "register_limit_per_address", "too many new accounts from your address"
 )
 POST_PER_USER = Rule("post-user", "post_limit_per_user", "you are posting too often")
+READ_PER_ADDRESS = Rule(
+    "read-address", "read_limit_per_address", "too many new anonymous reads from your address"
+)
 
 
 @lru_cache(maxsize=64)
@@ -316,3 +319,8 @@ async def check_registration(address: str) -> None:
 
 async def check_post(user_id: int) -> None:
     await limiter().hit(POST_PER_USER, str(user_id))
+
+
+async def check_anonymous_read(address: str) -> None:
+    """Before a browser that is not logged in is counted as a new reader of a story."""
+    await limiter().hit(READ_PER_ADDRESS, address)

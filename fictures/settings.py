@@ -69,6 +69,10 @@ class Settings(BaseSettings):
 
     # Browser pages
     poll_seconds: int = Field(15, ge=1)
+    # A visit to /community lasts at most this long: the next page load after
+    # it (or after a new login) begins a new visit, and stories published since
+    # the previous one began are "new since your last visit".
+    visit_minutes: int = Field(60, ge=1)
 
     # Hostile clients
     # Origins (besides the app's own) whose pages may call the API and open a
@@ -86,6 +90,9 @@ class Settings(BaseSettings):
     login_limit_per_address: str = "30/minute"
     register_limit_per_address: str = "10/hour"
     post_limit_per_user: str = "20/minute"
+    # New anonymous reads ("Read by N") counted per client address: each
+    # browser id is a reader, and a client can mint ids without end.
+    read_limit_per_address: str = "300/hour"
     # /api/metrics needs `Authorization: Bearer <this>`; empty: only loopback
     # clients (a scraper on the same host) may read it.
     metrics_token: str = ""
@@ -120,7 +127,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "login_limit_per_account", "login_limit_per_address", "register_limit_per_address",
-        "post_limit_per_user",
+        "post_limit_per_user", "read_limit_per_address",
     )
     @classmethod
     def _rate(cls, v: str) -> str:

@@ -7,7 +7,7 @@ import logging
 import reflex as rx
 from starlette.concurrency import run_in_threadpool
 
-from fictures import auth, db, reflex_compat, toasts
+from fictures import auth, db, reads, reflex_compat, toasts
 from fictures.errors import Unauthorized
 from fictures.models import User
 
@@ -107,3 +107,20 @@ class SessionState(rx.State):
         self.auth_token = ""
         await self._set_user(None)
         return [rx.redirect("/community"), toasts.info("Logged out")]
+
+
+class BrowserState(rx.State):
+    """This browser, whoever is logged in: a random id kept in localStorage, so a
+    reader who is not logged in counts once per story ("Read by N").
+
+    No event handlers. The server makes the id (`_browser_id`) the first time a
+    page needs it, and replaces one that is not of its own making; logging out
+    keeps it (it is a browser preference, see `SessionState._forget_previous_user`).
+    """
+
+    browser_id: str = rx.LocalStorage("", name="fictures_browser_id")
+
+    def _browser_id(self) -> str:
+        if not reads.is_browser_id(self.browser_id):
+            self.browser_id = reads.new_browser_id()
+        return self.browser_id

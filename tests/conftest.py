@@ -62,6 +62,7 @@ for _name, _limit in {
     "REGISTER_LIMIT_PER_ADDRESS": "100000/minute",
     "LOGIN_LIMIT_PER_ACCOUNT": "1000/minute",
     "POST_LIMIT_PER_USER": "1000/minute",
+    "READ_LIMIT_PER_ADDRESS": "100000/minute",
 }.items():
     os.environ[f"FICTURES_{_name}"] = _limit
 os.environ.pop("FICTURES_EMBEDDED_REDIS_URL", None)

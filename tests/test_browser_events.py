@@ -18,9 +18,12 @@ from fictures.state import SessionState
 BROWSER_CALLABLE = {
     "SessionState": {"check_login", "require_login", "logout"},
     "AccountState": {"reset_form", "register", "login"},
-    "CommunityState": {"live_start", "live_poll", "live_toggle_pause", "load", "set_genre", "view_new"},
+    "CommunityState": {
+        "live_start", "live_poll", "live_toggle_pause", "load", "set_genre", "view_new", "mark_seen",
+    },
     "StoryState": {"live_start", "live_poll", "live_toggle_pause", "load", "set_post_type", "submit_post"},
     "WritingState": {
+        "live_start", "live_poll", "live_toggle_pause",
         "load", "new_story", "edit", "set_title", "set_genre", "set_summary", "set_content",
         "save", "toggle_visibility", "delete",
     },
@@ -69,12 +72,14 @@ def test_everything_else_registered_is_blocked_reflex_machinery():
 
 
 def test_live_hooks_and_session_internals_are_plain_methods():
-    for state in (CommunityState, StoryState):
+    for state in (CommunityState, StoryState, WritingState):
         for hook in ("on_story_published", "on_story_updated", "on_story_deleted", "on_post_created",
                      "on_post_updated", "on_post_deleted", "live_reload"):
             assert reflex_compat.is_plain(state, hook), (state.__name__, hook)
-    for name in ("live_receive", "live_set_ok"):
+    for name in ("live_receive", "live_set_ok", "seen_elsewhere", "live_room_names"):
         assert not hasattr(CommunityState, name)
+    assert "seen_elsewhere" not in CommunityState.event_handlers
+    assert "opened" not in StoryState.event_handlers
     for name in ("login_as", "current_user", "require_user"):
         assert name not in SessionState.event_handlers
 
@@ -130,6 +135,11 @@ TAG = "<reflex.Var>x</reflex.Var>"
         (StoryState, "submit_post", {"form": "title=x"}),
         (CommunityState, "set_genre", {"genre": {"$gt": ""}}),
         (CommunityState, "view_new", {"x": 1}),
+        (CommunityState, "mark_seen", {"story_id": "7"}),
+        (CommunityState, "mark_seen", {"story_id": 0}),
+        (CommunityState, "mark_seen", {"story_id": 2**31}),
+        (CommunityState, "mark_seen", {"story_id": [7]}),
+        (CommunityState, "mark_seen", {}),
         (AccountState, "login", {"form": {"username": 1, "password": "p"}}),
     ],
 )

@@ -20,8 +20,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fictures import auth, client_address, db, posts, ratelimit, stories
+from fictures import auth, client_address, db, live_receipts, posts, ratelimit, reads, stories
 from fictures.api.deps import bearer_token, optional_user, parse, path_id, require_user
+from fictures.errors import NotFound
 from fictures.models import (
     Credentials,
     Login,
@@ -208,6 +209,40 @@ async def delete_story(request: Request) -> Response:
     return Response(status_code=204)
 
 
+# ------------------------------------------------------------------ read receipts
+
+
+async def story_reads(request: Request) -> Response:
+    """How many readers opened a story: a published one, or your own draft."""
+    story_id, bearer = path_id(request, "story_id", "story"), bearer_token(request)
+
+    def work(session: Session) -> dict[str, Any]:
+        viewer = optional_user(session, bearer)
+        result = reads.get_reads(session=session, story_id=story_id, viewer=viewer)
+        return {"story_id": result.story_id, "reads": result.reads}
+
+    return _json(await _in_db(work))
+
+
+async def read_story(request: Request) -> Response:
+    """You opened a story: counted once per account, never for its author or a draft
+    (the story pages count browsers too; the API counts accounts only)."""
+    story_id, bearer = path_id(request, "story_id", "story"), bearer_token(request)
+
+    def reader(session: Session) -> User:
+        user = require_user(session, bearer)
+        session.expunge(user)
+        return user
+
+    viewer = await _in_db(reader)
+    result = await live_receipts.story_opened(
+        story_id=story_id, viewer=viewer, browser_id="", address=client_address.from_connection(request)
+    )
+    if result is None:
+        raise NotFound(f"story {story_id} not found")
+    return _json({"story_id": result.story_id, "reads": result.reads, "counted": result.counted})
+
+
 # ------------------------------------------------------------------ posts
 
 
@@ -282,6 +317,8 @@ routes = [
     _route("/api/stories", GET=list_stories, POST=create_story),
     _route("/api/stories/{story_id}", GET=get_story, PATCH=update_story, DELETE=delete_story),
     _route("/api/stories/{story_id}/visibility", PUT=set_visibility),
+    _route("/api/stories/{story_id}/read", PUT=read_story),
+    _route("/api/stories/{story_id}/reads", GET=story_reads),
     _route("/api/stories/{story_id}/posts", GET=list_posts, POST=create_post),
     _route("/api/posts/{post_id}", PATCH=update_post, DELETE=delete_post),
 ]

@@ -9,7 +9,10 @@ def genre_badge(genre) -> rx.Component:
     return rx.cond(genre != "", rx.badge(genre, variant="soft", color_scheme="iris"))
 
 
-def story_card(card, *, is_new: bool = False) -> rx.Component:
+def story_card(card, *, is_new: bool | rx.Var[bool] = False, arrived: bool = False) -> rx.Component:
+    """A story's card; `is_new` shows the NEW badge (data-new="1", which the
+    community page's seen tracker watches), `arrived` animates a live arrival."""
+    new = is_new if isinstance(is_new, rx.Var) else rx.Var.create(is_new)
     return rx.card(
         rx.vstack(
             rx.hstack(
@@ -18,7 +21,7 @@ def story_card(card, *, is_new: bool = False) -> rx.Component:
                     href="/community/story/" + card.id.to_string(),
                 ),
                 rx.spacer(),
-                rx.cond(is_new, rx.badge("NEW", color_scheme="green", variant="solid", class_name="new-badge")),
+                rx.cond(new, rx.badge("NEW", color_scheme="green", variant="solid", class_name="new-badge")),
                 genre_badge(card.genre),
                 width="100%",
                 align="center",
@@ -29,8 +32,9 @@ def story_card(card, *, is_new: bool = False) -> rx.Component:
             width="100%",
         ),
         id="story-" + card.id.to_string(),
-        class_name="story-card story-enter" if is_new else "story-card",
-        data_new="1" if is_new else "0",
+        class_name="story-card story-enter" if arrived else "story-card",
+        data_new=rx.cond(new, "1", "0"),
+        data_story_id=card.id,
         width="100%",
     )
 

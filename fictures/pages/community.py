@@ -1,4 +1,20 @@
-"""/community: published stories (newest first, genre filter) and recent posts, live."""
+"""/community: published stories (newest first, genre filter) and recent posts, live.
+
+Two kinds of NEW, side by side:
+
+- **arrivals**: stories published while this page is open (the broadcast slots
+  of `live_feed.CommunityRoom`), with the sticky "N new stories published"
+  banner and "View now", for every reader as before;
+- **new since your last visit** (logged-in readers): stories others published
+  after the reader's previous visit began that the account has not seen
+  (fictures.visits), with the banner "N new stories since your last visit".
+
+For a logged-in reader a card of either kind counts as seen once it has been in
+view for a second (`SeenTracker`, an IntersectionObserver in the browser, then
+one `mark_seen` event): the account remembers it, its badge clears in every tab
+of the account (fictures.live_receipts), and both banners count only what is
+still unseen. Readers who are not logged in keep per-tab arrivals only.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +22,38 @@ import operator
 from functools import reduce
 
 import reflex as rx
-from reflex.vars import Var
+from reflex.vars import LiteralArrayVar, Var, VarData
 from starlette.concurrency import run_in_threadpool
 
-from fictures import feed, live_feed, rooms
+from fictures import auth, db, feed, live_feed, live_receipts, rooms, visits
 from fictures.components.cards import post_card, story_card
 from fictures.components.layout import loading, page
 from fictures.components.live import live_indicator
+from fictures.errors import NotFound
 from fictures.events.schema import PostDeleted, PostUpdated, StoryDeleted, StoryUpdated
 from fictures.feed import PostCard, StoryCard
 from fictures.live import LiveState, TabHub
 from fictures.live_feed import post_slots, story_slots
+from fictures.models import RowId
 from fictures.settings import GENRES
 from fictures.state import SessionState
 
 ALL = "all"
+# Ids of stories a tab remembers as seen (arrivals' badges); older ones fall off.
+MAX_SEEN = 200
+
+
+def _visit(token: str, story_ids: list[int]) -> tuple[int, list[int]]:
+    """(the logged-in reader's id, or 0; which of `story_ids` are new since their
+    last visit), beginning a new visit if one is due (fictures.visits)."""
+    with db.session() as s:
+        user = auth.user_for_token(session=s, token=token)
+        if user is None:
+            return 0, []
+        previous = visits.enter_community(
+            session=s, user_id=user.id, login_at=auth.logged_in_at(session=s, token=token)
+        )
+        return user.id, visits.new_since(session=s, user_id=user.id, since=previous, story_ids=story_ids)
 
 
 class CommunityState(LiveState, rx.State):
@@ -43,6 +76,12 @@ class CommunityState(LiveState, rx.State):
     since_id: int = -1
     # "View now" was clicked when the newest arrival had this id.
     seen_id: int = -1
+    # Logged in: who (0: nobody), which listed stories are new since their last
+    # visit and still unseen, and what the account saw since this tab loaded
+    # (clears arrivals' badges).
+    viewer_id: int = 0
+    visit_new_ids: list[int] = []
+    seen_ids: list[int] = []
 
     def _genre_filter(self) -> str | None:
         return None if self.genre == ALL else self.genre
@@ -61,6 +100,9 @@ class CommunityState(LiveState, rx.State):
         self.story_ids = [c.id for c in self.stories]
         self.posts = [p for p in posts if p.id not in live_posts]
         self.post_ids = [p.id for p in self.posts]
+        token = (await self.get_state(SessionState)).auth_token
+        self.viewer_id, self.visit_new_ids = await run_in_threadpool(_visit, token, self.story_ids)
+        live_receipts.watch_seen(self.router.session.client_token, self.viewer_id)
         self.loading = False
 
     def live_reload(self):
@@ -76,6 +118,33 @@ class CommunityState(LiveState, rx.State):
     def view_new(self):
         self.seen_id = max(self.seen_id, live_feed.stories.head())
         return rx.scroll_to("new-stories")
+
+    @rx.event
+    async def mark_seen(self, story_id: RowId):
+        """A card with a NEW badge was in view for a second (see SeenTracker).
+        Taken only for a logged-in reader and a story this tab shows as new."""
+        if not self.viewer_id or story_id in self.seen_ids:
+            return
+        arrived = any(c.id == story_id and c.event_id > self.since_id for c in live_feed.stories.slots)
+        if not arrived and story_id not in self.visit_new_ids:
+            return
+        user = await (await self.get_state(SessionState))._current_user()
+        if user is None or user.id != self.viewer_id:
+            return
+        try:
+            await live_receipts.story_seen(user_id=user.id, story_id=story_id)
+        except NotFound:
+            pass  # unpublished or deleted this instant: its card is going anyway
+        self._seen_elsewhere(user.id, story_id)
+
+    def _seen_elsewhere(self, user_id: int, story_id: int) -> None:
+        """The account saw a story (here or in another tab): clear its badge."""
+        if user_id != self.viewer_id:
+            return
+        if story_id in self.visit_new_ids:
+            self.visit_new_ids = [i for i in self.visit_new_ids if i != story_id]
+        if story_id not in self.seen_ids:
+            self.seen_ids = [*self.seen_ids[-(MAX_SEEN - 1):], story_id]
 
     # -- live handlers for the per-reader lists (arrivals are broadcast) ----------
 
@@ -93,6 +162,8 @@ class CommunityState(LiveState, rx.State):
         if story_id in self.story_ids:
             self.stories = [c for c in self.stories if c.id != story_id]
             self.story_ids = [c.id for c in self.stories]
+        if story_id in self.visit_new_ids:
+            self.visit_new_ids = [i for i in self.visit_new_ids if i != story_id]
         if any(p.story_id == story_id for p in self.posts):
             self.posts = [p for p in self.posts if p.story_id != story_id]
             self.post_ids = [p.id for p in self.posts]
@@ -126,10 +197,37 @@ def _is_new_post(card) -> Var:
     return (card.event_id > CommunityState.since_id) & ~CommunityState.post_ids.contains(card.id)
 
 
+def _unseen(card) -> Var:
+    """Not yet seen by the logged-in reader (always true for anyone else)."""
+    return ~CommunityState.seen_ids.contains(card.id)
+
+
 def _banner_count() -> Var:
     return reduce(
         operator.add,
-        [rx.cond(_is_new_story(c) & (c.event_id > CommunityState.seen_id), 1, 0) for c in story_slots()],
+        [
+            rx.cond(_is_new_story(c) & (c.event_id > CommunityState.seen_id) & _unseen(c), 1, 0)
+            for c in story_slots()
+        ],
+    )
+
+
+def _visit_banner() -> rx.Component:
+    count = CommunityState.visit_new_ids.length()
+    return rx.cond(
+        count > 0,
+        rx.callout.root(
+            rx.callout.icon(rx.icon("history")),
+            rx.callout.text(
+                count.to_string(),
+                rx.cond(count == 1, " new story", " new stories"),
+                " since your last visit",
+                id="visit-new-count",
+            ),
+            color="iris",
+            id="visit-new-banner",
+            width="100%",
+        ),
     )
 
 
@@ -163,6 +261,91 @@ def _banner() -> rx.Component:
     )
 
 
+# A card counts as seen once this much of it has been in view for SEEN_MS.
+SEEN_RATIO = 0.5
+SEEN_MS = 1000
+# A "seen" the server did not act on (a dropped connection) may be sent again after this.
+RESEND_MS = 10_000
+
+
+class SeenTracker(rx.Fragment):
+    """The browser half of "seen": for a logged-in reader, watches every story
+    card with a NEW badge (`data-new="1"`) with one IntersectionObserver and,
+    once a card has been at least half in view for a second while the page is
+    visible, sends `CommunityState.mark_seen(id)` once. The server clears the
+    badge (in every tab of the account); cards that render later (arrivals, a
+    new genre) are picked up whenever the page's state changes.
+    """
+
+    def add_hooks(self) -> list[str | Var]:
+        send = rx.Var.create(
+            rx.EventChain.create(
+                CommunityState.mark_seen,
+                args_spec=lambda story_id: [story_id],
+                key="seen",
+            )
+        )
+        enabled = SessionState.logged_in & rx.State.is_hydrated & ~CommunityState.loading
+        # Read so this component renders again when the cards may have changed.
+        watched = LiteralArrayVar.create(
+            [SessionState.user_id, CommunityState.visit_new_ids, CommunityState.seen_ids,
+             CommunityState.story_ids, *[c.event_id for c in story_slots()]]
+        )
+        effect = Var(
+            _js_expr=f"""() => {{
+  const watched = {watched!s};
+  if (!({enabled!s})) return;
+  const user = watched[0];
+  let s = fxSeen.current;
+  if (s === null || s.user !== user) {{
+    if (s !== null) {{ s.obs.disconnect(); s.timers.forEach(clearTimeout); }}
+    const send = {send!s};
+    const timers = new Map();
+    const sent = new Map();
+    const fire = (el) => {{
+      timers.delete(el);
+      if (!el.isConnected || el.dataset.new !== "1") return;
+      if (document.visibilityState !== "visible") {{
+        timers.set(el, setTimeout(() => fire(el), {SEEN_MS}));
+        return;
+      }}
+      const id = Number(el.dataset.storyId);
+      if (Date.now() - (sent.get(id) ?? -Infinity) < {RESEND_MS}) return;
+      sent.set(id, Date.now());
+      send(id);
+    }};
+    const obs = new IntersectionObserver((entries) => {{
+      for (const e of entries) {{
+        if (e.isIntersecting && e.intersectionRatio >= {SEEN_RATIO}) {{
+          if (!timers.has(e.target)) timers.set(e.target, setTimeout(() => fire(e.target), {SEEN_MS}));
+        }} else if (timers.has(e.target)) {{
+          clearTimeout(timers.get(e.target));
+          timers.delete(e.target);
+        }}
+      }}
+    }}, {{threshold: [0, {SEEN_RATIO}, 1]}});
+    s = fxSeen.current = {{user, obs, timers, sent}};
+  }}
+  document.querySelectorAll(".story-card[data-new='1'][data-story-id]").forEach((el) => s.obs.observe(el));
+}}""",
+            _var_data=VarData.merge(
+                send._get_all_var_data(), enabled._get_all_var_data(), watched._get_all_var_data()
+            ),
+        )
+        cleanup = Var(
+            _js_expr="""() => () => {
+  const s = fxSeen.current;
+  if (s !== null) { s.obs.disconnect(); s.timers.forEach(clearTimeout); fxSeen.current = null; }
+}"""
+        )
+        react = VarData(imports={"react": [rx.ImportVar(tag="useEffect"), rx.ImportVar(tag="useRef")]})
+        return [
+            Var("const fxSeen = useRef(null);", _var_data=react),
+            Var(_js_expr=f"useEffect({effect!s});", _var_data=VarData.merge(effect._get_all_var_data(), react)),
+            Var(_js_expr=f"useEffect({cleanup!s}, []);", _var_data=react),
+        ]
+
+
 def _genre_filter() -> rx.Component:
     return rx.select(
         [ALL, *GENRES],
@@ -178,10 +361,16 @@ def _stories() -> rx.Component:
     return rx.flex(
         rx.box(id="new-stories", scroll_margin_top="4em", order=-(10**9)),
         *[
-            rx.cond(_is_new_story(c), rx.box(story_card(c, is_new=True), order=-c.event_id, width="100%"))
+            rx.cond(
+                _is_new_story(c),
+                rx.box(story_card(c, is_new=_unseen(c), arrived=True), order=-c.event_id, width="100%"),
+            )
             for c in story_slots()
         ],
-        rx.foreach(CommunityState.stories, story_card),
+        rx.foreach(
+            CommunityState.stories,
+            lambda c: story_card(c, is_new=CommunityState.visit_new_ids.contains(c.id)),
+        ),
         rx.cond(
             CommunityState.stories.length() == 0,
             rx.text("No published stories yet.", color_scheme="gray", order=1),
@@ -221,8 +410,10 @@ def community() -> rx.Component:
             width="100%",
             align="center",
         ),
+        _visit_banner(),
         _banner(),
         live_feed.FeedToaster.create(),
+        SeenTracker.create(),
         rx.grid(
             rx.vstack(
                 rx.heading("Stories", size="4"),

@@ -6,7 +6,17 @@ import reflex as rx
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from fictures import db, feed, posts, ratelimit, stories, toasts
+from fictures import (
+    client_address,
+    db,
+    feed,
+    live_receipts,
+    posts,
+    ratelimit,
+    rooms,
+    stories,
+    toasts,
+)
 from fictures.components.cards import genre_badge, post_card
 from fictures.components.forms import field_error
 from fictures.components.layout import loading, page
@@ -16,8 +26,9 @@ from fictures.events.schema import PostCreated, PostDeleted, PostUpdated, StoryD
 from fictures.feed import PostCard
 from fictures.forms import field_errors
 from fictures.live import LiveState
+from fictures.live_receipts import ReadsRoom
 from fictures.models import PostCreate, PostType, User
-from fictures.state import SessionState
+from fictures.state import BrowserState, SessionState
 
 
 def _load_story(story_id: int, viewer: User | None) -> dict | None:
@@ -43,6 +54,10 @@ def _create_post(user: User, story_id: int, data: PostCreate) -> int:
 
 
 class StoryState(LiveState, rx.State):
+    # The story's read count arrives in ReadsRoom's frames (one per room, see
+    # fictures.live_receipts); `reads` is what this tab loaded.
+    live_rooms = rooms.of(ReadsRoom)
+
     current_id: int = 0
     found: bool = True
     loading: bool = True
@@ -52,6 +67,7 @@ class StoryState(LiveState, rx.State):
     content: str = ""
     author: str = ""
     status: str = ""
+    reads: int = 0
     posts: list[PostCard] = []
     post_errors: dict[str, str] = {}
     post_type: str = PostType.discussion.value
@@ -59,11 +75,7 @@ class StoryState(LiveState, rx.State):
 
     @rx.event
     async def load(self):
-        raw = self.router.url.path.rstrip("/").rpartition("/")[2]
-        try:
-            self.current_id = int(raw)
-        except (TypeError, ValueError):
-            self.current_id = 0
+        self.current_id = live_receipts.story_id_from_path(self.router.url.path)
         session = await self.get_state(SessionState)
         viewer = await session._current_user()
         data = await run_in_threadpool(_load_story, self.current_id, viewer) if self.current_id > 0 else None
@@ -72,7 +84,20 @@ class StoryState(LiveState, rx.State):
             for key, value in data.items():
                 setattr(self, key, value)
             self.posts = await run_in_threadpool(feed.story_post_cards, self.current_id)
+            await self._opened(viewer)
         self.loading = False
+
+    async def _opened(self, viewer: User | None) -> None:
+        """Count this reader (once per account or browser; never the author, never
+        a draft) and show the story's readers."""
+        browser = await self.get_state(BrowserState)
+        result = await live_receipts.story_opened(
+            story_id=self.current_id,
+            viewer=viewer,
+            browser_id=browser._browser_id(),
+            address=client_address.from_router_headers(self.router.headers.raw_headers),
+        )
+        self.reads = result.reads if result is not None else 0
 
     def live_reload(self):
         return StoryState.load
@@ -182,7 +207,18 @@ def _story() -> rx.Component:
             rx.cond(StoryState.status == "draft", rx.badge("Draft (only you see it)", color_scheme="amber")),
             align="center",
         ),
-        rx.text("by ", StoryState.author, color_scheme="gray"),
+        rx.hstack(
+            rx.text("by ", StoryState.author, color_scheme="gray"),
+            rx.cond(
+                StoryState.status == "published",
+                rx.badge(
+                    rx.icon("eye", size=14), "Read by ",
+                    live_receipts.shown_reads(StoryState.reads, StoryState.current_id),
+                    variant="soft", color_scheme="gray", id="read-count",
+                ),
+            ),
+            align="center",
+        ),
         rx.text(StoryState.summary, style={"font_style": "italic"}),
         rx.text(StoryState.content, white_space="pre-wrap", id="story-content"),
         rx.divider(),

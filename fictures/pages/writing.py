@@ -8,11 +8,13 @@ import reflex as rx
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from fictures import db, stories, toasts
+from fictures import db, live_receipts, reads, stories, toasts
 from fictures.components.forms import field_error
 from fictures.components.layout import loading, page
+from fictures.components.live import live_indicator
 from fictures.errors import DomainError
 from fictures.forms import field_errors
+from fictures.live import LiveState
 from fictures.models import RowId, StoryCreate, StoryStatus, StoryUpdate, User
 from fictures.settings import GENRES
 from fictures.state import SessionState
@@ -29,10 +31,13 @@ class MyStory:
     content: str = ""
     status: str = ""
     updated_at: str = ""
+    # Readers of a published story, when the page loaded (live: WriterRoom).
+    reads: int = 0
 
 
 def _mine(user: User) -> list[MyStory]:
     with db.session() as s:
+        counts = reads.counts_for_author(s, user.id)
         return [
             MyStory(
                 id=st.id,
@@ -42,6 +47,7 @@ def _mine(user: User) -> list[MyStory]:
                 content=st.content,
                 status=st.status,
                 updated_at=st.updated_at.strftime("%Y-%m-%d %H:%M"),
+                reads=counts.get(st.id, 0),
             )
             for st in stories.list_by_author(session=s, author=user)
         ]
@@ -64,7 +70,10 @@ def _delete(user: User, story_id: int) -> None:
         stories.delete_story(session=s, author=user, story_id=story_id)
 
 
-class WritingState(rx.State):
+class WritingState(LiveState, rx.State):
+    """The author's stories and the editor. Live only for read counts: the page
+    handles no community event, and its tabs join the author's WriterRoom."""
+
     mine: list[MyStory] = []
     loading: bool = True
     # Whose text the editor holds: another user's never survives a load.
@@ -94,6 +103,15 @@ class WritingState(rx.State):
             return
         self.mine = await run_in_threadpool(_mine, user)
         self.loading = False
+
+    def live_reload(self):
+        return WritingState.load
+
+    def _live_room_names(self) -> list[str]:
+        # The author's room, named from the account `load` checked (a URL
+        # cannot name it: /writing is everyone's own page).
+        own = [live_receipts.writer_room(self.editor_user_id)] if self.editor_user_id else []
+        return [*super()._live_room_names(), *own]
 
     def _clear_editor(self) -> None:
         self.editing_id, self.title, self.genre, self.summary, self.content = 0, "", NO_GENRE, "", ""
@@ -245,6 +263,14 @@ def _row(story: MyStory) -> rx.Component:
                 rx.hstack(
                     rx.badge(story.status, color_scheme=rx.cond(published, "green", "amber")),
                     rx.text(story.updated_at, size="1", color_scheme="gray"),
+                    rx.cond(
+                        published,
+                        rx.text(
+                            "Read by ", live_receipts.shown_author_reads(story.reads, story.id),
+                            size="1", color_scheme="gray", class_name="read-count",
+                        ),
+                    ),
+                    align="center",
                 ),
                 spacing="1",
             ),
@@ -289,7 +315,7 @@ def _row(story: MyStory) -> rx.Component:
 @rx.page(
     route="/writing",
     title="Writing · Fictures",
-    on_load=[SessionState.require_login, WritingState.load],
+    on_load=[SessionState.require_login, WritingState.load, WritingState.live_start],
 )
 def writing() -> rx.Component:
     return page(
@@ -313,4 +339,5 @@ def writing() -> rx.Component:
             ),
             loading(),
         ),
+        extra=live_indicator(WritingState),
     )

@@ -182,6 +182,7 @@ def running_app(workers: int = 1) -> Iterator[AppServer]:
         "FICTURES_POST_LIMIT_PER_USER": f"{POST_LIMIT_PER_USER}/minute",
         "FICTURES_LOGIN_LIMIT_PER_ADDRESS": "100000/minute",
         "FICTURES_REGISTER_LIMIT_PER_ADDRESS": "100000/minute",
+        "FICTURES_READ_LIMIT_PER_ADDRESS": "100000/minute",
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("FICTURES_EMBEDDED_REDIS_URL", None)

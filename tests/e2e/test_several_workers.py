@@ -50,3 +50,32 @@ def test_stream_limit_counts_across_workers(app_server: AppServer):
     assert_exactly_the_limit_opens(app_server)
     opened = re.findall(r"\[(\d+)\] INFO fictures.api.sse: SSE stream opened", app_server.log_since_mark())
     print(f"streams opened per worker pid: { {pid: opened.count(pid) for pid in set(opened)} }")
+
+
+def test_read_counts_reach_the_author_on_every_worker(app_server: AppServer, new_page):
+    """A reader on one worker raises "Read by N" in the author's tabs on both:
+    one story-read signal, then one frame per room on each worker."""
+    _, token = app_server.register()
+    story = app_server.create_story(token, f"Read Across Workers {uuid.uuid4().hex[:6]}")
+    path = f"/community/story/{story['id']}"
+    app_server.mark_log()
+    writing = [new_page("/writing", token=token) for _ in range(3)]
+    pages = [new_page(path, token=token) for _ in range(3)]
+    counts = [tab.locator(f"#my-story-{story['id']} .read-count") for tab in writing]
+    counts += [tab.locator("#read-count") for tab in pages]
+    for tab in [*writing, *pages]:
+        expect(tab.locator("#live-indicator")).to_have_attribute("data-status", "live")
+    for count in counts:
+        expect(count).to_have_text("Read by 0")
+    for n in range(1, 4):
+        new_page(path)  # a reader who is not logged in, in a browser of their own
+        for count in counts:
+            expect(count).to_have_text(f"Read by {n}")
+
+    log = app_server.log_since_mark()
+    tabs = set(re.findall(r"\[(\d+)\] INFO fictures.live: Live tab connected", log))
+    shown = re.findall(r"\[(\d+)\] INFO fictures.live_receipts: Read by \d+: story " + str(story["id"]), log)
+    print(f"tabs on worker pids {sorted(tabs)}; read counts shown per worker: "
+          f"{ {pid: shown.count(pid) for pid in set(shown)} }")
+    # The author's tabs were on both workers, and each showed every new count.
+    assert len(tabs) == 2 and set(shown) == tabs
