@@ -2,7 +2,7 @@
 
 import reflex as rx
 
-from fictures import api, browser_events, live, logs, pages, signals  # noqa: F401  (pages register themselves)
+from fictures import api, browser_events, live, logs, pages, push, signals  # noqa: F401  (pages register themselves)
 from fictures.events import service
 
 logs.configure()
@@ -10,6 +10,8 @@ logs.configure()
 app = rx.App(
     api_transformer=api.build(),
     stylesheets=["/styles.css"],
+    # System notifications and Web Push in the browser (the bell and account menu call it).
+    head_components=[rx.script(src="/notify.js")],
     backend_exception_handler=browser_events.on_handler_error,
     frontend_exception_handler=browser_events.on_frontend_error,
 )
@@ -22,6 +24,8 @@ app.add_middleware(live.FollowNavigation())
 app.register_lifespan_task(service.lifespan)
 app.register_lifespan_task(signals.lifespan)
 app.register_lifespan_task(live.lifespan)
+# Web Push to users with no open tab (one consumer group across every process).
+app.register_lifespan_task(push.lifespan)
 
 
 @rx.page(route="/", on_load=rx.redirect("/community"))

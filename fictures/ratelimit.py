@@ -3,7 +3,8 @@
 Two kinds:
 
 - **Rate limits** (`Rule`, `Limiter.hit`): logins per account and per client
-  address, registrations per address, community posts per user. The `limits`
+  address, registrations per address, community posts and push subscriptions
+  saved per user. The `limits`
   library's *moving window* strategy on its async Redis storage: each key is a
   list of the last N hit times, checked and appended to by one Lua script, so
   concurrent requests on any number of workers are counted exactly (no
@@ -83,6 +84,9 @@ REGISTER_PER_ADDRESS = Rule(
     "register-address", "register_limit_per_address", "too many new accounts from your address"
 )
 POST_PER_USER = Rule("post-user", "post_limit_per_user", "you are posting too often")
+PUSH_SUBSCRIBE_PER_USER = Rule(
+    "push-subscribe-user", "push_subscribe_limit_per_user", "too many push subscriptions saved"
+)
 
 
 @lru_cache(maxsize=64)
@@ -316,3 +320,7 @@ async def check_registration(address: str) -> None:
 
 async def check_post(user_id: int) -> None:
     await limiter().hit(POST_PER_USER, str(user_id))
+
+
+async def check_push_subscribe(user_id: int) -> None:
+    await limiter().hit(PUSH_SUBSCRIBE_PER_USER, str(user_id))

@@ -48,7 +48,8 @@ async def test_all_six_public_events_round_trip_typed_and_in_order(relay_running
     async with relay_running.fanout.subscribe() as sub:
         author_id, reader_id, story_id, post_id = await in_db(scenario)
         received = [
-            await next_event(sub, lambda e: e.story_id_or_none == story_id) for _ in range(6)
+            await next_event(sub, lambda e: e.public and e.story_id_or_none == story_id)
+            for _ in range(6)
         ]
 
     assert [type(e) for e in received] == [
