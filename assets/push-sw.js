@@ -22,14 +22,16 @@ self.addEventListener("push", (event) => {
   } catch (e) {
     data = { body: event.data ? event.data.text() : "" };
   }
-  const title = String(data.title || "Fictures");
-  event.waitUntil(
-    self.registration.showNotification(title, {
-      body: String(data.body || ""),
-      tag: String(data.tag || "fictures"),
-      data: { url: sameOrigin(data.url || "/community") },
-    }),
-  );
+  const shown = self.registration.showNotification(String(data.title || "Fictures"), {
+    body: String(data.body || ""),
+    tag: String(data.tag || "fictures"),
+    data: { url: sameOrigin(data.url || "/community") },
+  });
+  try {
+    event.waitUntil(shown);
+  } catch (e) {
+    // A push dispatched by a page or devtools (untrusted) cannot be extended; it still shows.
+  }
 });
 
 self.addEventListener("notificationclick", (event) => {

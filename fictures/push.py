@@ -304,7 +304,8 @@ class PushWorker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.redis.aclose()
 
-    async def _ensure_group(self, start: str = "$") -> None:
+    async def ensure_group(self, start: str = "$") -> None:
+        """Create the consumer group if it does not exist (at `start`: "$" now, "0" all)."""
         try:
             await self.redis.xgroup_create(self.stream, self.group, id=start, mkstream=True)
         except redis.exceptions.ResponseError as exc:
@@ -320,7 +321,7 @@ class PushWorker:
         start = "$"  # the first start: history before the group is not pushed
         while True:
             try:
-                await self._ensure_group(start)
+                await self.ensure_group(start)
                 if self._warned:
                     logger.info("Push worker reconnected to Redis")
                 self._warned = False

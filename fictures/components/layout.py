@@ -28,10 +28,11 @@ def navbar(extra: rx.Component | None = None) -> rx.Component:
                     rx.button(
                         rx.text(SessionState.username, id="nav-username", weight="medium"),
                         rx.icon("chevron-down", size=14),
-                        variant="ghost", size="2", id="account-menu", on_click=menu_opened(),
+                        variant="ghost", size="2", id="account-menu",
                     ),
                 ),
                 rx.menu.content(*notification_menu_items(), align="end"),
+                on_open_change=menu_opened(),
             ),
             rx.button(
                 "Log out",
