@@ -47,7 +47,7 @@ from py_vapid import Vapid, Vapid01, b64urlencode
 from pywebpush import WebPushException, webpush
 from sqlmodel import Session, col, delete, select
 
-from fictures import db, online
+from fictures import db, metrics, online
 from fictures.errors import NotFound
 from fictures.events.schema import MalformedEvent, NotificationCreated, parse_event
 from fictures.models import PushSubscription, PushSubscriptionIn, User, utcnow
@@ -274,6 +274,7 @@ async def push_notification(event: NotificationCreated, key: Vapid01) -> Outcome
     body = json.dumps(payload(event))
     for result in await asyncio.gather(*(send_to(sub, body, key) for sub in subs)):
         setattr(outcome, result, getattr(outcome, result) + 1)
+        metrics.PUSHES.labels(result).inc()
     logger.info(
         "Pushed notification #%s to user %s: %d delivered, %d expired, %d failed",
         event.notification_id, event.user_id, outcome.delivered, outcome.expired, outcome.failed,
@@ -385,6 +386,7 @@ class PushWorker:
 
     async def _handle(self, entry_id: str, event: NotificationCreated, key: Vapid01) -> None:
         if self.tabs is not None and await self.tabs.tabs(event.user_id) > 0:
+            metrics.PUSHES.labels("skipped").inc()
             logger.info("No push for notification #%s: user %s has a tab open",
                         event.notification_id, event.user_id)
         else:
