@@ -29,6 +29,11 @@ this process serves, under that tab's state lock (`reflex_compat.run_in_tab`),
 so each tab's server-side state always matches what its browser shows. A tab
 that reconnects replays what it missed from the Redis stream, and every handler
 sees each event id once.
+
+Private events (one user's: their notifications) reach that user's tabs only,
+on any page: every login check files the tab under its user (`set_user`), and
+the handler a channel registered with `on_private` runs `run_in_tab` for that
+user's tabs (`tabs_of_user`), so such an event costs O(that user's tabs).
 """
 
 from __future__ import annotations

@@ -336,7 +336,9 @@ class PushWorker:
                             await self._take(entry, key)
             except redis.exceptions.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
-                    raise
+                    logger.exception("Push worker: unexpected answer from Redis; retrying")
+                    await asyncio.sleep(settings.redis_backoff_max)
+                    continue
                 # Redis lost its data (a restart without persistence): the stream
                 # was created again since, so everything in it is new.
                 logger.warning("Push worker's consumer group is gone; created again")
@@ -347,6 +349,11 @@ class PushWorker:
                     logger.warning("Push worker cannot reach Redis (%s); retrying", exc)
                 await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, settings.redis_backoff_max)
+                continue
+            except Exception:
+                # A bug, not an outage: say so, and keep the worker alive.
+                logger.exception("Push worker failed; restarting it")
+                await asyncio.sleep(settings.redis_backoff_max)
                 continue
             backoff = settings.redis_backoff_initial
 

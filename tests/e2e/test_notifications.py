@@ -37,7 +37,7 @@ def _post(app_server: AppServer, token: str, story_id: int, title: str) -> dict:
 
 def test_bell_counts_posts_on_your_story_live_in_every_tab(app_server: AppServer, new_page):
     author, author_token = app_server.register()
-    story = app_server.create_story(author_token, _title("The Bell Tower"))
+    story = app_server.create_story(author_token, _title(f"The Bell Tower {TAG}"))
     _, reader_token = app_server.register()
     community = new_page("/community", token=author_token)
     writing = new_page("/writing", token=author_token)  # not a live page
