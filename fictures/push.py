@@ -45,6 +45,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid, Vapid01, b64urlencode
 from pywebpush import WebPushException, webpush
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
 from fictures import db, metrics, online
@@ -125,6 +126,16 @@ def public_key() -> str | None:
 
 def subscribe(*, session: Session, user: User, data: PushSubscriptionIn) -> PushSubscription:
     """Save (or move to `user`) a browser's subscription."""
+    try:
+        return _subscribe(session, user, data)
+    except IntegrityError:
+        # The same endpoint saved at the same moment by another request (the
+        # unique index stopped the second insert): it exists now, update it.
+        session.rollback()
+        return _subscribe(session, user, data)
+
+
+def _subscribe(session: Session, user: User, data: PushSubscriptionIn) -> PushSubscription:
     row = session.exec(
         select(PushSubscription).where(PushSubscription.endpoint == data.endpoint)
     ).first()

@@ -159,6 +159,11 @@ def test_hidden_page_raises_a_system_notification_once_opted_in(app_server: AppS
         toggle = page.locator("#desktop-toggle")
         expect(toggle).to_have_attribute("data-status", "off")
         toggle.click()
+        page.wait_for_function("window.localStorage.getItem('fictures_notify_desktop') === '1'")
+        page.keyboard.press("Escape")
+        expect(toggle).to_have_count(0)
+        # The menu says so when it opens again.
+        page.locator("#account-menu").click()
         expect(toggle).to_have_attribute("data-status", "on")
         expect(toggle).to_contain_text("Turn off alerts")
         page.keyboard.press("Escape")
