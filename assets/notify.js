@@ -5,6 +5,9 @@
 (function () {
   "use strict";
   const DESKTOP_KEY = "fictures_notify_desktop";
+  // Set while this browser is subscribed to pushes: a user with a tab open gets
+  // no push (the tab shows the notification), so a hidden tab raises it instead.
+  const PUSH_KEY = "fictures_notify_push";
   const TOKEN_KEY = "fictures_token";
   const WORKER = "/push-sw.js";
 
@@ -68,11 +71,13 @@
       });
     }
     await api("POST", "/api/push/subscriptions", sub.toJSON());
+    window.localStorage.setItem(PUSH_KEY, "1");
     return "on";
   }
 
   async function pushOff(tellServer) {
     if (!pushSupported()) return "unsupported";
+    window.localStorage.setItem(PUSH_KEY, "");
     const reg = await registration();
     const sub = reg && (await reg.pushManager.getSubscription());
     if (sub) {
@@ -114,10 +119,13 @@
   }
 
   // A notification arrived in this tab (the bell's hook calls this): while the
-  // page is hidden and the reader opted in, raise a system notification. The
+  // page is hidden and the reader opted in (to alerts, or to pushes, which skip
+  // users with a tab open), raise a system notification. The
   // tag is the notification's: several hidden tabs of one user show it once.
   function announce(card) {
-    if (!document.hidden || desktopStatus() !== "on") return false;
+    const wanted = desktopStatus() === "on" ||
+      (window.localStorage.getItem(PUSH_KEY) === "1" && Notification.permission === "granted");
+    if (!document.hidden || !wanted) return false;
     const shown = new Notification("New post on " + card.story_title, {
       body: card.actor + ": " + card.title,
       tag: "fictures-notification-" + card.id,

@@ -119,7 +119,8 @@ def notification_menu_items() -> list[rx.Component]:
                 "window.fxNotify ? fxNotify.pushToggle() : 'unsupported'",
                 callback=NotificationState.set_push_status,
             ),
-            close_on_select=False,
+            # The menu stays open, showing the new setting.
+            on_select=rx.prevent_default,
             id="push-toggle",
             data_status=NotificationState.push_status,
         ),
@@ -130,7 +131,8 @@ def notification_menu_items() -> list[rx.Component]:
                 "window.fxNotify ? fxNotify.desktopToggle() : 'unsupported'",
                 callback=NotificationState.set_desktop_status,
             ),
-            close_on_select=False,
+            # The menu stays open, showing the new setting.
+            on_select=rx.prevent_default,
             id="desktop-toggle",
             data_status=NotificationState.desktop_status,
         ),

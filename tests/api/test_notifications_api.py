@@ -6,7 +6,6 @@ import base64
 import os
 
 import httpx
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlmodel import select
 
@@ -14,20 +13,7 @@ from fictures import push
 from fictures.models import PushSubscription
 from tests.conftest import in_db
 from tests.factories import api_post, api_story, api_user
-
-
-def b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def browser_keys() -> tuple[ec.EllipticCurvePrivateKey, bytes, dict[str, str]]:
-    """What a browser makes when it subscribes: a P-256 key pair and an auth secret."""
-    private = ec.generate_private_key(ec.SECP256R1())
-    public = private.public_key().public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-    )
-    auth = os.urandom(16)
-    return private, auth, {"p256dh": b64url(public), "auth": b64url(auth)}
+from tests.push_service import b64url, browser_keys
 
 
 def subscription(endpoint: str | None = None) -> dict:

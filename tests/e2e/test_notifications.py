@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 from playwright.sync_api import Page, expect
@@ -220,3 +221,95 @@ def test_service_worker_shows_a_push_and_the_menu_offers_the_toggle(app_server: 
                           "data": {"url": f"{app_server.url}/community/story/3"}}]
     finally:
         context.close()
+
+
+# Chromium here has no push service to register with: PushManager hands out the
+# subscription of a local push service instead (tests/push_service.py), as a real
+# one would after `subscribe({applicationServerKey})`. Everything else is real.
+_LOCAL_PUSH_MANAGER = """
+(() => {
+  const json = %s;
+  let current = null;
+  const subscription = {
+    endpoint: json.endpoint,
+    toJSON: () => json,
+    unsubscribe: async () => { current = null; return true; },
+  };
+  PushManager.prototype.getSubscription = async function () { return current; };
+  PushManager.prototype.subscribe = async function (options) {
+    window.__applicationServerKey = btoa(String.fromCharCode(...new Uint8Array(options.applicationServerKey)));
+    current = subscription;
+    return subscription;
+  };
+})();
+"""
+
+
+def _account(app_server: AppServer) -> tuple[int, str, str]:
+    username = f"user_{uuid.uuid4().hex[:8]}"
+    r = app_server.api("POST", "/api/auth/register", json={"username": username, "password": "password123"})
+    assert r.status_code == 201, r.text
+    user_id = r.json()["id"]
+    r = app_server.api("POST", "/api/auth/token", json={"username": username, "password": "password123"})
+    return user_id, username, r.json()["token"]
+
+
+def test_push_toggle_subscribes_and_the_closed_browser_gets_the_push(app_server: AppServer, browser):
+    import base64
+
+    import redis
+
+    from tests.push_service import PushService, new_browser
+
+    service = PushService()
+    user_id, author, author_token = _account(app_server)
+    story = app_server.create_story(author_token, _title(f"Far Away {TAG}"))
+    _, reader_token = app_server.register()
+    phone = new_browser(service)
+    context = browser.new_context(base_url=app_server.url)
+    leases = redis.Redis.from_url(app_server.redis.url)
+    try:
+        context.grant_permissions(["notifications"])
+        context.add_init_script(f"window.localStorage.setItem('fictures_token', {author_token!r});")
+        context.add_init_script(_LOCAL_PUSH_MANAGER % json.dumps(phone.subscription))
+        context.add_init_script(_HIDDEN_PAGE_WITH_A_SPY)
+        page = context.new_page()
+        page.goto("/community")
+        _logged_in(page, author)
+        page.locator("#account-menu").click()
+        toggle = page.locator("#push-toggle")
+        expect(toggle).to_have_attribute("data-status", "off")
+        toggle.click()
+        expect(toggle).to_have_attribute("data-status", "on")
+        expect(toggle).to_contain_text("Turn off push notifications")
+        key = base64.b64decode(page.evaluate("window.__applicationServerKey"))
+        served = app_server.api("GET", "/api/push/key").json()["publicKey"]
+        assert key == base64.urlsafe_b64decode(served + "=" * (-len(served) % 4))
+
+        # While the tab is open the bell shows it, and nothing is pushed: the hidden
+        # tab raises the system notification itself (pushes being on, no separate opt-in).
+        _post(app_server, reader_token, story["id"], _title("You are here"))
+        _unread(page, 1)
+        page.wait_for_function("window.__shown.length === 1")
+        app_server.wait_for_log(rf"No push for notification #\d+: user {user_id} has a tab open")
+        assert service.at(phone.path) == []
+
+        context.close()  # the browser is closed: its tab's lease goes with it
+        online = f"{app_server.stream_key}:online:{user_id}"
+        deadline = time.monotonic() + 10
+        while leases.zcard(online):
+            assert time.monotonic() < deadline, "the closed tab still counts as open"
+            time.sleep(0.05)
+
+        title = _title(f"Come back {TAG}")
+        _post(app_server, reader_token, story["id"], title)
+        app_server.wait_for_log(rf"Pushed notification #\d+ to user {user_id}: 1 delivered")
+        [request] = service.at(phone.path)
+        message = phone.decrypt(request.body)
+        assert (message["title"], message["url"]) == (f"New post on {story['title']}",
+                                                      f"/community/story/{story['id']}")
+        assert message["body"].endswith(f": {title}")
+    finally:
+        context.close()
+        leases.close()
+        service.close()

@@ -10,14 +10,10 @@ import asyncio
 import base64
 import json
 import logging
-import threading
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import http_ece
 import pytest
 import redis.asyncio as aioredis
 from cryptography.hazmat.primitives import hashes
@@ -28,62 +24,11 @@ from fictures import db, push
 from fictures.models import PushSubscription, PushSubscriptionIn, Story, User
 from fictures.online import OnlineUsers
 from fictures.settings import settings
-from tests.api.test_notifications_api import browser_keys
 from tests.conftest import in_db, wait_until
 from tests.factories import make_post, make_story, make_user
+from tests.push_service import Browser, PushService, new_browser
 
 TAG = "<reflex.Var>x</reflex.Var>"
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-class PushService:
-    """A push service on 127.0.0.1: records every request; answers each path with
-    the statuses queued for it (201 once they run out)."""
-
-    def __init__(self) -> None:
-        self.requests: list[Received] = []
-        self.statuses: dict[str, deque[tuple[int, dict[str, str]]]] = {}
-        service = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                service.requests.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                queued = service.statuses.get(self.path)
-                status, headers = queued.popleft() if queued else (201, {})
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def endpoint(self) -> tuple[str, str]:
-        path = f"/push/{uuid.uuid4().hex}"
-        return self.origin + path, path
-
-    def at(self, path: str) -> list[Received]:
-        return [r for r in self.requests if r.path == path]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -115,27 +60,12 @@ async def worker(relay_running, online_users) -> AsyncIterator[push.PushWorker]:
     await the_worker.close()
 
 
-@dataclass
-class Browser:
-    """A subscribed browser: its endpoint and the private half of its keys."""
-
-    endpoint: str
-    path: str
-    private: ec.EllipticCurvePrivateKey
-    auth: bytes
-
-    def decrypt(self, body: bytes) -> dict:
-        return json.loads(http_ece.decrypt(body, private_key=self.private, auth_secret=self.auth,
-                                           version="aes128gcm"))
-
-
 def _subscribe(user_id: int, service: PushService) -> Browser:
-    endpoint, path = service.endpoint()
-    private, auth, keys = browser_keys()
+    browser = new_browser(service)
     with db.session() as s:
         push.subscribe(session=s, user=s.get(User, user_id),
-                       data=PushSubscriptionIn.model_validate({"endpoint": endpoint, "keys": keys}))
-    return Browser(endpoint, path, private, auth)
+                       data=PushSubscriptionIn.model_validate(browser.subscription))
+    return browser
 
 
 def _author_reader_story(story_title: str = "The Signal"):
