@@ -9,6 +9,7 @@ from fictures import (  # noqa: F401  (pages register themselves)
     live_receipts,
     logs,
     pages,
+    push,
     signals,
 )
 from fictures.events import service
@@ -18,6 +19,8 @@ logs.configure()
 app = rx.App(
     api_transformer=api.build(),
     stylesheets=["/styles.css"],
+    # System notifications and Web Push in the browser (the bell and account menu call it).
+    head_components=[rx.script(src="/notify.js")],
     backend_exception_handler=browser_events.on_handler_error,
     frontend_exception_handler=browser_events.on_frontend_error,
 )
@@ -32,6 +35,8 @@ app.register_lifespan_task(signals.lifespan)
 app.register_lifespan_task(live.lifespan)
 # Read counts and seen stories follow the signals into the hub's rooms and tabs.
 app.register_lifespan_task(live_receipts.lifespan)
+# Web Push to users with no open tab (one consumer group across every process).
+app.register_lifespan_task(push.lifespan)
 
 
 @rx.page(route="/", on_load=rx.redirect("/community"))

@@ -29,6 +29,11 @@ this process serves, under that tab's state lock (`reflex_compat.run_in_tab`),
 so each tab's server-side state always matches what its browser shows. A tab
 that reconnects replays what it missed from the Redis stream, and every handler
 sees each event id once.
+
+Private events (one user's: their notifications) reach that user's tabs only,
+on any page: every login check files the tab under its user (`set_user`), and
+the handler a channel registered with `on_private` runs `run_in_tab` for that
+user's tabs (`tabs_of_user`), so such an event costs O(that user's tabs).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from typing import Any
 
 import reflex as rx
 
-from fictures import live_feed, metrics, reflex_compat, rooms
+from fictures import live_feed, metrics, online, reflex_compat, rooms
 from fictures.events import service
 from fictures.events.schema import (
     PUBLIC_CHANNELS,
@@ -208,6 +213,17 @@ def _tab_level(active: int) -> int:
 
 
 RoomListener = Callable[[str, frozenset[str], frozenset[str]], Awaitable[None]]
+PrivateHandler = Callable[["TabHub", CommunityEvent], Awaitable[int]]
+
+# channel -> what the hub does with a private event of that channel (e.g. the
+# bell's notifications: fictures.bell). No handler: the event reaches no tab.
+_private_handlers: dict[str, PrivateHandler] = {}
+
+
+def on_private(channel: str, handler: PrivateHandler) -> None:
+    """Let `handler(hub, event)` deliver the private events of `channel` to their
+    owner's tabs (typically with `hub.tabs_of_user` and `hub.run_in_tab`)."""
+    _private_handlers[channel] = handler
 
 
 @dataclass
@@ -251,6 +267,11 @@ class TabHub:
         self.receiving: dict[str, frozenset[str]] = {}
         self._room_listeners: list[RoomListener] = []
         self._listener_tasks: set[asyncio.Task] = set()
+        # Every tab of this process whose login was checked (any page, live or
+        # not): user id -> tokens, and back. A private event for a user costs a
+        # loop over that user's tabs only.
+        self.users: dict[int, set[str]] = {}
+        self.user_of: dict[str, int] = {}
         self.fanout = service.fanout()
 
     @classmethod
@@ -283,6 +304,7 @@ class TabHub:
 
     def unregister(self, token: str) -> None:
         """The tab's websocket closed (Socket.IO already dropped it from its rooms)."""
+        self.set_user(token, 0)
         self.receiving.pop(token, None)
         if (left := self.page_rooms.pop(token, None)) is not None:
             self._rooms_changed(token, frozenset(), left)
@@ -292,6 +314,39 @@ class TabHub:
             metrics.LIVE_TABS.set(len(self.tabs))
             logger.log(_tab_level(len(self.tabs)), "Live tab left (%s); %d active",
                        token[:8], len(self.tabs))
+
+    # -- users ------------------------------------------------------------------------
+
+    def set_user(self, token: str, user_id: int) -> None:
+        """The tab `token` is logged in as `user_id` (0: logged out). Called on
+        every login check, on every page, so this index follows logins, logouts
+        and tabs that moved to this process after a reconnect."""
+        previous = self.user_of.get(token)
+        if previous == (user_id or None):
+            return
+        if previous is not None:
+            tokens = self.users.get(previous, set())
+            tokens.discard(token)
+            if not tokens:
+                self.users.pop(previous, None)
+            del self.user_of[token]
+        if user_id > 0:
+            self.user_of[token] = user_id
+            self.users.setdefault(user_id, set()).add(token)
+            online.tracker().enter(token, user_id)
+        else:
+            online.tracker().leave(token)
+
+    def tabs_of_user(self, user_id: int) -> list[str]:
+        """Tokens of `user_id`'s tabs connected to this process (stale ones are dropped)."""
+        connected = reflex_compat.connected_tokens(self.app)
+        tokens = []
+        for token in list(self.users.get(user_id, ())):
+            if token in connected:
+                tokens.append(token)
+            else:
+                self.unregister(token)  # its disconnect was missed
+        return tokens
 
     # -- rooms ------------------------------------------------------------------------
 
@@ -364,20 +419,37 @@ class TabHub:
 
     def _in_tab(self, token: str, tab: _Tab, apply: Callable[[LiveState], Any]) -> None:
         """Run `apply(state)` in the tab, after whatever the hub already sent it."""
+        self.run_in_tab(token, tab.state_cls, apply, tab.router_data)
+
+    def run_in_tab(
+        self,
+        token: str,
+        state_cls: type[rx.State],
+        apply: Callable[[Any], Any],
+        router_data: dict[str, Any] | None = None,
+    ) -> None:
+        """Run `apply(state)` on the tab's `state_cls` under the tab's state lock,
+        after whatever the hub already sent that tab (a plain function: no browser
+        can call it). Its changes reach the browser as one delta."""
         previous = self._pending.get(token)
-        task = asyncio.create_task(self._run_in_tab(token, tab, apply, previous))
+        task = asyncio.create_task(self._run_in_tab(token, state_cls, apply, router_data, previous))
         self._pending[token] = task
         task.add_done_callback(functools.partial(self._forget_pending, token))
 
     async def _run_in_tab(
-        self, token: str, tab: _Tab, apply: Callable[[LiveState], Any], previous: asyncio.Task | None
+        self,
+        token: str,
+        state_cls: type[rx.State],
+        apply: Callable[[Any], Any],
+        router_data: dict[str, Any] | None,
+        previous: asyncio.Task | None,
     ) -> None:
         if previous is not None:
             await asyncio.wait([previous])  # its outcome is its own; only the order matters
         try:
-            await reflex_compat.run_in_tab(self.app, token, tab.state_cls, apply, tab.router_data)
+            await reflex_compat.run_in_tab(self.app, token, state_cls, apply, router_data)
         except Exception:
-            logger.exception("A live hook of %s failed in tab %s", tab.state_cls.__name__, token[:8])
+            logger.exception("A live hook of %s failed in tab %s", state_cls.__name__, token[:8])
 
     def run_hook(self, token: str, apply: Callable[[LiveState], Any]) -> bool:
         """Run `apply(state)` in one tab of this process (its page's LiveState),
@@ -407,7 +479,10 @@ class TabHub:
         """Hand `event` to every live tab this process serves: the broadcast
         feed's room in one frame, then the pages with a handler of their own."""
         if not event.public:
-            return 0  # private events never reach tabs; the SSE API serves their owners
+            # Only to their owner's tabs, by the channel's handler (drafts have
+            # none: the SSE API serves their authors).
+            handler = _private_handlers.get(event.channel)
+            return await handler(self, event) if handler is not None else 0
         changed = await live_feed.apply(event)
         broadcast = await live_feed.broadcast(changed) if changed else 0
         connected = reflex_compat.connected_tokens(self.app)
@@ -483,13 +558,17 @@ async def lifespan(app: rx.App) -> AsyncIterator[None]:
     rooms.attach(app)
     TabHub._current = hub
     task = asyncio.create_task(hub.run(), name="fictures-live-tabs")
+    leases = asyncio.create_task(online.tracker().run(), name="fictures-online-leases")
     logger.info("Live tab hub started (poll fallback every %ss)", settings.poll_seconds)
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for running in (task, leases):
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
         await hub.stop()
+        with contextlib.suppress(Exception):
+            await online.tracker().close()
         rooms.attach(None)
         TabHub._current = None

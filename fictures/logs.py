@@ -33,6 +33,8 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(rf"""(\[\s*['"]{_SECRET_KEY}['"]\s*,\s*)(['"])(?:\\.|(?!\2).)*\2""", re.I), r"\1\2***\2"),
     # token=x, password=x (query strings, key=value text)
     (re.compile(rf"""(\b{_SECRET_KEY}=)[^\s&'",)]+""", re.I), r"\1***"),
+    # Web Push subscriptions: 'endpoint': 'https://…', "p256dh": "…", 'auth': '…'
+    (re.compile(r"""(['"](?:endpoint|p256dh|auth)['"]\s*:\s*)(['"])(?:\\.|(?!\2).)*\2"""), r"\1\2***\2"),
     # A tab's client token is the key to its state: keep a recognisable prefix only.
     (re.compile(r"\b([0-9a-f]{8})-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I), r"\1-…"),
 ]

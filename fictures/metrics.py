@@ -21,3 +21,8 @@ ASYNCIO_TASKS = Gauge("fictures_asyncio_tasks", "Asyncio tasks alive in this pro
 RATE_LIMITED = Counter(
     "fictures_rate_limited_total", "Requests refused by a rate limit, per rule", ["rule"]
 )
+PUSHES = Counter(
+    "fictures_pushes_total",
+    "Web Pushes by outcome (delivered, expired, failed, skipped: the user had a tab open)",
+    ["outcome"],
+)

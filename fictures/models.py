@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 from datetime import UTC, datetime
 from enum import Enum
+from fnmatch import fnmatchcase
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlmodel import Field as DBField
 from sqlmodel import SQLModel
 
-from fictures.settings import GENRES
+from fictures.settings import GENRES, settings
 
 
 def utcnow() -> datetime:
@@ -284,6 +287,80 @@ class PostUpdate(_Input):
         if v is None:
             raise ValueError("may be omitted but not null")
         return v
+
+
+def _b64url(value: str, size: int, what: str) -> bytes:
+    if not re.fullmatch(r"[A-Za-z0-9_-]+={0,2}", value):
+        raise ValueError(f"{what} must be base64url")
+    raw = base64.urlsafe_b64decode(value.rstrip("=") + "=" * (-len(value.rstrip("=")) % 4))
+    if len(raw) != size:
+        raise ValueError(f"{what} must encode {size} bytes")
+    return raw
+
+
+class PushKeys(_Input):
+    """A browser's keys for encrypting pushes to it (from `PushSubscription.toJSON()`)."""
+
+    p256dh: str = Field(max_length=256)
+    auth: str = Field(max_length=64)
+
+    @field_validator("p256dh")
+    @classmethod
+    def _point(cls, v: str) -> str:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        raw = _b64url(v, 65, "p256dh")
+        try:
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+        except ValueError:
+            raise ValueError("p256dh is not a P-256 public key") from None
+        return v
+
+    @field_validator("auth")
+    @classmethod
+    def _secret(cls, v: str) -> str:
+        _b64url(v, 16, "auth")
+        return v
+
+
+def push_endpoint_problem(endpoint: str) -> str | None:
+    """Why the server must not POST to `endpoint`, or None. Only the push
+    services in FICTURES_PUSH_SERVICES are allowed: the server sends requests to
+    this URL, and it must never be an address inside our network."""
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return "endpoint must be an http(s) URL"
+    if parts.username is not None or parts.password is not None or parts.fragment:
+        return "endpoint must not carry credentials or a fragment"
+    try:
+        port = parts.port
+    except ValueError:
+        return "endpoint has an invalid port"
+    origin = f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port else "")
+    if not any(fnmatchcase(origin.lower(), p) for p in settings.push_service_patterns):
+        return "endpoint is not on a known push service"
+    return None
+
+
+class PushSubscriptionIn(_Input):
+    """What `PushSubscription.toJSON()` gives in a browser."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    endpoint: str = Field(min_length=1, max_length=2048)
+    keys: PushKeys
+    expiration_time: float | None = Field(None, alias="expirationTime")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        if problem := push_endpoint_problem(v):
+            raise ValueError(problem)
+        return v
+
+
+class PushEndpoint(_Input):
+    endpoint: str = Field(min_length=1, max_length=2048)
 
 
 class StoryPublic(BaseModel):

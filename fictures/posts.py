@@ -1,6 +1,8 @@
 """Community post operations: validate, write the DB and record the event.
 
-Posts only exist on published stories, so every post event is public.
+Posts only exist on published stories, so every post event is public. A post
+on someone else's story notifies the story's author (fictures.notifications),
+in the same transaction.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import logging
 
 from sqlmodel import Session, col, select
 
-from fictures import stories
+from fictures import notifications, stories
 from fictures.errors import Forbidden, NotFound
 from fictures.events import outbox
 from fictures.events.schema import PostCreated, PostDeleted, PostUpdated
@@ -54,7 +56,7 @@ def list_recent(*, session: Session, limit: int = 20) -> list[Post]:
 
 
 def create_post(*, session: Session, author: User, story_id: int, data: PostCreate) -> Post:
-    _published_story(session, story_id)
+    story = _published_story(session, story_id)
     now = utcnow()
     post = Post(
         story_id=story_id,
@@ -77,6 +79,7 @@ def create_post(*, session: Session, author: User, story_id: int, data: PostCrea
             type=post.type,
         ),
     )
+    notifications.notify_post(session=session, post=post, story=story, actor=author)
     session.commit()
     session.refresh(post)
     outbox.kick()

@@ -3,7 +3,8 @@
 Two kinds:
 
 - **Rate limits** (`Rule`, `Limiter.hit`): logins per account and per client
-  address, registrations per address, community posts per user. The `limits`
+  address, registrations per address, community posts and push subscriptions
+  saved per user. The `limits`
   library's *moving window* strategy on its async Redis storage: each key is a
   list of the last N hit times, checked and appended to by one Lua script, so
   concurrent requests on any number of workers are counted exactly (no
@@ -85,6 +86,9 @@ REGISTER_PER_ADDRESS = Rule(
 POST_PER_USER = Rule("post-user", "post_limit_per_user", "you are posting too often")
 READ_PER_ADDRESS = Rule(
     "read-address", "read_limit_per_address", "too many new anonymous reads from your address"
+)
+PUSH_SUBSCRIBE_PER_USER = Rule(
+    "push-subscribe-user", "push_subscribe_limit_per_user", "too many push subscriptions saved"
 )
 
 
@@ -324,3 +328,7 @@ async def check_post(user_id: int) -> None:
 async def check_anonymous_read(address: str) -> None:
     """Before a browser that is not logged in is counted as a new reader of a story."""
     await limiter().hit(READ_PER_ADDRESS, address)
+
+
+async def check_push_subscribe(user_id: int) -> None:
+    await limiter().hit(PUSH_SUBSCRIBE_PER_USER, str(user_id))

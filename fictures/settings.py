@@ -108,6 +108,30 @@ class Settings(BaseSettings):
     # /api/health/ready answers 503 above this many unsent outbox rows.
     ready_max_backlog: int = Field(1000, ge=1)
 
+    # Notifications and Web Push
+    # The VAPID private key that signs pushes (PEM, or the raw key in base64url).
+    # Empty: in development and tests a key is generated once and kept in
+    # `vapid_key_file`; in production Web Push is off until it is set.
+    vapid_private_key: str = ""
+    vapid_key_file: str = "fictures-vapid.pem"
+    # Who push services contact about this sender (a mailto: or https: URL).
+    vapid_subject: str = "mailto:admin@localhost"
+    # Push services a subscription's endpoint may point at: origin patterns
+    # (fnmatch), comma-separated. The server POSTs to these URLs, so no other
+    # address (an internal service) is ever accepted.
+    push_services: str = (
+        "https://fcm.googleapis.com,https://updates.push.services.mozilla.com,"
+        "https://*.notify.windows.com,https://web.push.apple.com"
+    )
+    # Attempts per push and subscription for transient failures (429, 5xx,
+    # network), with exponential backoff from `push_backoff_initial` seconds.
+    push_attempts: int = Field(5, ge=1, le=20)
+    push_backoff_initial: float = Field(1.0, gt=0)
+    push_backoff_max: float = Field(60.0, gt=0)
+    # How long a push service keeps a push for a browser that is offline.
+    push_ttl_seconds: int = Field(86_400, ge=0)
+    push_subscribe_limit_per_user: str = "20/hour"
+
     # SSE
     sse_ping_seconds: float = Field(30.0, gt=0)
     sse_max_per_ip: int = Field(20, ge=1)
@@ -127,7 +151,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "login_limit_per_account", "login_limit_per_address", "register_limit_per_address",
-        "post_limit_per_user", "read_limit_per_address",
+        "post_limit_per_user", "read_limit_per_address", "push_subscribe_limit_per_user",
     )
     @classmethod
     def _rate(cls, v: str) -> str:
@@ -142,6 +166,17 @@ class Settings(BaseSettings):
         for item in _split(v):
             ip_network(item, strict=False)  # raises ValueError on a malformed address
         return v
+
+    @field_validator("vapid_subject")
+    @classmethod
+    def _subject(cls, v: str) -> str:
+        if not v.startswith(("mailto:", "https://")):
+            raise ValueError("must be a mailto: or https: URL")
+        return v
+
+    @property
+    def push_service_patterns(self) -> list[str]:
+        return [item.rstrip("/").lower() for item in _split(self.push_services)]
 
     @property
     def shared_tab_state(self) -> bool:

@@ -60,6 +60,11 @@ class SessionState(rx.State):
         self.user_id = new_id
         self.username = user.username if user else ""
         self.checked = True
+        # The bell is on every page: each login check loads it and files this tab
+        # under its user for live notifications (imported here: bell imports this module).
+        from fictures import bell
+
+        await bell.on_login_checked(self, self.router.session.client_token, new_id)
 
     async def _forget_previous_user(self) -> None:
         """Reset every state of this tab to its defaults: the previous user's

@@ -66,6 +66,13 @@ for _name, _limit in {
 }.items():
     os.environ[f"FICTURES_{_name}"] = _limit
 os.environ.pop("FICTURES_EMBEDDED_REDIS_URL", None)
+# Web Push: a development key for the session; the push services are local test
+# servers standing in for the real ones (tests/push); retries back off quickly.
+os.environ["FICTURES_VAPID_KEY_FILE"] = f"{_TMP}/vapid.pem"
+os.environ.pop("FICTURES_VAPID_PRIVATE_KEY", None)
+os.environ["FICTURES_PUSH_SERVICES"] = "http://127.0.0.1:*"
+os.environ["FICTURES_PUSH_BACKOFF_INITIAL"] = "0.05"
+os.environ["FICTURES_PUSH_SUBSCRIBE_LIMIT_PER_USER"] = "1000/minute"
 
 _PG_SCHEMA: tuple[str, str] | None = None  # (server URL, schema) to drop at the end
 if _test_db := os.environ.get("TEST_DATABASE_URL"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fictures import browser_events, reflex_compat
+from fictures.bell import NotificationState
 from fictures.browser_events import Rejected, check_frame, may_send, validated_payload
 from fictures.fictures import app  # noqa: F401  (registers every page and state)
 from fictures.pages.account import AccountState
@@ -26,6 +27,10 @@ BROWSER_CALLABLE = {
         "live_start", "live_poll", "live_toggle_pause",
         "load", "new_story", "edit", "set_title", "set_genre", "set_summary", "set_content",
         "save", "toggle_visibility", "delete",
+    },
+    # The navbar's bell and the account menu's notification toggles (every page).
+    "NotificationState": {
+        "mark_read", "mark_all_read", "open_notification", "set_push_status", "set_desktop_status",
     },
     # Reflex's own, sent by its frontend.
     "State": {"hydrate_and_load"},
@@ -82,6 +87,8 @@ def test_live_hooks_and_session_internals_are_plain_methods():
     assert "opened" not in StoryState.event_handlers
     for name in ("login_as", "current_user", "require_user"):
         assert name not in SessionState.event_handlers
+    for name in ("refresh", "receive", "show", "user"):
+        assert name not in NotificationState.event_handlers
 
 
 def _event(state, method: str) -> str:
@@ -141,6 +148,12 @@ TAG = "<reflex.Var>x</reflex.Var>"
         (CommunityState, "mark_seen", {"story_id": [7]}),
         (CommunityState, "mark_seen", {}),
         (AccountState, "login", {"form": {"username": 1, "password": "p"}}),
+        (NotificationState, "mark_read", {"notification_id": "3"}),
+        (NotificationState, "mark_read", {"notification_id": 0}),
+        (NotificationState, "open_notification", {"notification_id": TAG}),
+        (NotificationState, "mark_all_read", {"user_id": 2}),
+        (NotificationState, "set_push_status", {"status": "granted"}),
+        (NotificationState, "set_desktop_status", {"status": TAG}),
     ],
 )
 def test_arguments_not_of_the_declared_type_are_rejected(state, method, payload):

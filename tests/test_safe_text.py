@@ -60,7 +60,8 @@ def _runtime_text_calls_with_variable_text(path: Path) -> list[str]:
             continue
         if chain[-1] not in _RUNTIME_TEXT_CALLS:
             continue
-        args = [*node.args, *(k.value for k in node.keywords)]
+        # `callback=` names an event handler to call with the script's result: not text.
+        args = [*node.args, *(k.value for k in node.keywords if k.arg != "callback")]
         if any(not isinstance(a, ast.Constant) for a in args if not _is_safe(a)):
             found.append(f"{path.name}:{node.lineno}")
     return found
@@ -90,3 +91,14 @@ def test_the_check_above_catches_an_fstring_toast(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text('import reflex as rx\ndef f(t):\n    return rx.toast.info(f"New: {t}")\n')
     assert _runtime_text_calls_with_variable_text(bad) == ["bad.py:3"]
+
+
+def test_a_script_callback_is_a_handler_but_script_text_is_still_checked(tmp_path):
+    code = tmp_path / "code.py"
+    code.write_text(
+        "import reflex as rx\n"
+        "def f(t, h):\n"
+        "    ok = rx.call_script('fx()', callback=h)\n"
+        "    return rx.call_script(f'fx({t})', callback=h)\n"
+    )
+    assert _runtime_text_calls_with_variable_text(code) == ["code.py:4"]

@@ -7,11 +7,12 @@ from starlette.routing import BaseRoute
 def routes() -> list[BaseRoute]:
     from starlette.routing import Route
 
-    from fictures.api import health, rest, sse
+    from fictures.api import health, notify, rest, sse
     from fictures.api.metrics import metrics_endpoint
 
     return [
         *rest.routes,
+        *notify.routes,
         Route("/api/community/events", sse.community_events, methods=["GET"]),
         Route("/api/metrics", metrics_endpoint, methods=["GET"]),
         Route("/api/health/live", health.live, methods=["GET"]),

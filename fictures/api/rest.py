@@ -301,7 +301,7 @@ async def delete_post(request: Request) -> Response:
     return Response(status_code=204)
 
 
-def _route(path: str, **endpoints: Callable[[Request], Awaitable[Response]]) -> Route:
+def route(path: str, **endpoints: Callable[[Request], Awaitable[Response]]) -> Route:
     """One route per path, so a 405 lists every method the path allows."""
 
     async def dispatch(request: Request) -> Response:
@@ -312,13 +312,13 @@ def _route(path: str, **endpoints: Callable[[Request], Awaitable[Response]]) -> 
 
 
 routes = [
-    _route("/api/auth/register", POST=register),
-    _route("/api/auth/token", POST=token),
-    _route("/api/stories", GET=list_stories, POST=create_story),
-    _route("/api/stories/{story_id}", GET=get_story, PATCH=update_story, DELETE=delete_story),
-    _route("/api/stories/{story_id}/visibility", PUT=set_visibility),
-    _route("/api/stories/{story_id}/read", PUT=read_story),
-    _route("/api/stories/{story_id}/reads", GET=story_reads),
-    _route("/api/stories/{story_id}/posts", GET=list_posts, POST=create_post),
-    _route("/api/posts/{post_id}", PATCH=update_post, DELETE=delete_post),
+    route("/api/auth/register", POST=register),
+    route("/api/auth/token", POST=token),
+    route("/api/stories", GET=list_stories, POST=create_story),
+    route("/api/stories/{story_id}", GET=get_story, PATCH=update_story, DELETE=delete_story),
+    route("/api/stories/{story_id}/visibility", PUT=set_visibility),
+    route("/api/stories/{story_id}/read", PUT=read_story),
+    route("/api/stories/{story_id}/reads", GET=story_reads),
+    route("/api/stories/{story_id}/posts", GET=list_posts, POST=create_post),
+    route("/api/posts/{post_id}", PATCH=update_post, DELETE=delete_post),
 ]

@@ -13,8 +13,9 @@ history gets `event: reset` (refetch, then carry on live). A client too slow
 to keep up gets a final `reset` and is disconnected.
 
 Filters: `?channels=a,b` and `?story_id=N` (events about that story only).
-Private events (`private:draft`) go only to a stream authenticated with the
-author's bearer token.
+Private events (`private:draft`, `private:notification`,
+`private:notifications-read`) go only to a stream authenticated with their
+owner's bearer token.
 
 Private events have a sequence of their own (public ids show no gap where a
 draft changed). A stream that carries them therefore names its place in both:
@@ -50,7 +51,7 @@ from fictures.events import service
 from fictures.events.bus import StoredEvent
 from fictures.events.schema import (
     EVENT_BY_CHANNEL,
-    PRIVATE_CHANNEL,
+    PRIVATE_CHANNELS,
     PUBLIC_CHANNELS,
     CommunityEvent,
     MalformedEvent,
@@ -83,7 +84,7 @@ class StreamFilter:
     @property
     def private(self) -> bool:
         """Whether the stream carries private events, and so two-part ids."""
-        return PRIVATE_CHANNEL in self.channels
+        return not self.channels.isdisjoint(PRIVATE_CHANNELS)
 
 
 @dataclass(frozen=True)
@@ -185,13 +186,13 @@ async def _parse_filter(request: Request) -> StreamFilter | Response:
         names = {c.strip() for c in requested.split(",") if c.strip()}
         unknown = sorted(n for n in names if n not in EVENT_BY_CHANNEL)
         if unknown:
-            known = ", ".join((*PUBLIC_CHANNELS, PRIVATE_CHANNEL))
+            known = ", ".join((*PUBLIC_CHANNELS, *PRIVATE_CHANNELS))
             return _error(422, f"unknown channel(s): {', '.join(unknown)}; known: {known}")
-        if PRIVATE_CHANNEL in names and user_id is None:
-            return _error(401, f"{PRIVATE_CHANNEL} needs a bearer token")
+        if (private := sorted(names & set(PRIVATE_CHANNELS))) and user_id is None:
+            return _error(401, f"{', '.join(private)} needs a bearer token")
         channels = frozenset(names)
     else:
-        channels = frozenset(PUBLIC_CHANNELS) | ({PRIVATE_CHANNEL} if user_id else set())
+        channels = frozenset(PUBLIC_CHANNELS) | (frozenset(PRIVATE_CHANNELS) if user_id else set())
     story_id = None
     if (raw := request.query_params.get("story_id")) is not None:
         if not _ID.fullmatch(raw) or int(raw) < 1:

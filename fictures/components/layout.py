@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import reflex as rx
 
+from fictures.components.bell import (
+    NotificationAnnouncer,
+    bell,
+    menu_opened,
+    notification_menu_items,
+)
 from fictures.state import SessionState
 
 
@@ -15,9 +21,27 @@ def navbar(extra: rx.Component | None = None) -> rx.Component:
     account = rx.cond(
         SessionState.logged_in,
         rx.hstack(
-            rx.text(SessionState.username, id="nav-username", weight="medium"),
-            rx.button("Log out", on_click=SessionState.logout, variant="soft", size="1", id="logout"),
+            bell(),
+            NotificationAnnouncer.create(),
+            rx.menu.root(
+                rx.menu.trigger(
+                    rx.button(
+                        rx.text(SessionState.username, id="nav-username", weight="medium"),
+                        rx.icon("chevron-down", size=14),
+                        variant="ghost", size="2", id="account-menu",
+                    ),
+                ),
+                rx.menu.content(*notification_menu_items(), align="end"),
+                on_open_change=menu_opened(),
+            ),
+            rx.button(
+                "Log out",
+                # This browser stops receiving the user's pushes (best effort).
+                on_click=[rx.call_script("window.fxNotify && fxNotify.forget()"), SessionState.logout],
+                variant="soft", size="1", id="logout",
+            ),
             align="center",
+            spacing="3",
         ),
         rx.hstack(
             rx.link("Log in", href="/login", id="nav-login"),

@@ -44,11 +44,11 @@ from collections.abc import Callable
 
 import redis.exceptions
 from sqlalchemy import func, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from fictures import db, metrics
 from fictures.events.bus import EventBus
-from fictures.events.schema import PRIVATE_CHANNEL, CommunityEvent, is_private_channel
+from fictures.events.schema import PRIVATE_CHANNELS, CommunityEvent, is_private_channel
 from fictures.models import OutboxEvent, utcnow
 from fictures.settings import settings
 
@@ -112,8 +112,8 @@ def _floors_and_backlog() -> tuple[dict[bool, int], int]:
     with db.session() as s:
         newest = select(func.max(OutboxEvent.event_id))
         floors = {
-            False: s.exec(newest.where(OutboxEvent.channel != PRIVATE_CHANNEL)).one() or 0,
-            True: s.exec(newest.where(OutboxEvent.channel == PRIVATE_CHANNEL)).one() or 0,
+            False: s.exec(newest.where(col(OutboxEvent.channel).not_in(PRIVATE_CHANNELS))).one() or 0,
+            True: s.exec(newest.where(col(OutboxEvent.channel).in_(PRIVATE_CHANNELS))).one() or 0,
         }
         backlog = s.exec(
             select(func.count()).select_from(OutboxEvent).where(OutboxEvent.sent_at.is_(None))

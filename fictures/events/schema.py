@@ -2,9 +2,9 @@
 
 Each event travels as JSON with camelCase keys, an ``id`` (assigned when it is
 sent to Redis; later events of the same sequence have larger ids) and an
-ISO-8601 ``timestamp``. Public events and private ones (``private:draft``) are
-numbered in two separate sequences, so the public ids have no gaps where
-someone's draft changed.
+ISO-8601 ``timestamp``. Public events and private ones (``private:*``: a draft
+changed, a notification for its recipient) are numbered in two separate
+sequences, so the public ids have no gaps where someone's draft changed.
 
 The same models validate what is published and what is received, with one
 difference: an event built in code must name only known fields (a typo is an
@@ -117,6 +117,32 @@ class DraftChanged(CommunityEvent):
     title: str
 
 
+class NotificationCreated(CommunityEvent):
+    """Someone posted on one of `user_id`'s stories: private to that user (the
+    recipient). Carries what the bell and a push show, so no reader needs a query."""
+
+    channel: ClassVar[str] = "private:notification"
+    public: ClassVar[bool] = False
+    user_id: int
+    notification_id: int
+    kind: str
+    story_id: int
+    post_id: int | None = None
+    actor: str
+    title: str
+    story_title: str
+
+
+class NotificationsRead(CommunityEvent):
+    """`user_id` marked notifications read (in some tab or client): their other
+    tabs update their bell. Private to that user."""
+
+    channel: ClassVar[str] = "private:notifications-read"
+    public: ClassVar[bool] = False
+    user_id: int
+    notification_ids: list[int] = Field(default_factory=list)
+
+
 PUBLIC_EVENTS: tuple[type[CommunityEvent], ...] = (
     StoryPublished,
     StoryUpdated,
@@ -126,11 +152,18 @@ PUBLIC_EVENTS: tuple[type[CommunityEvent], ...] = (
     PostDeleted,
 )
 PUBLIC_CHANNELS: tuple[str, ...] = tuple(e.channel for e in PUBLIC_EVENTS)
+PRIVATE_EVENTS: tuple[type[CommunityEvent], ...] = (
+    DraftChanged,
+    NotificationCreated,
+    NotificationsRead,
+)
+# The drafts' channel (the first private one, kept by this name for its users).
 PRIVATE_CHANNEL = DraftChanged.channel
-ALL_CHANNELS: tuple[str, ...] = (*PUBLIC_CHANNELS, PRIVATE_CHANNEL)
+PRIVATE_CHANNELS: tuple[str, ...] = tuple(e.channel for e in PRIVATE_EVENTS)
+ALL_CHANNELS: tuple[str, ...] = (*PUBLIC_CHANNELS, *PRIVATE_CHANNELS)
 
 EVENT_BY_CHANNEL: dict[str, type[CommunityEvent]] = {
-    e.channel: e for e in (*PUBLIC_EVENTS, DraftChanged)
+    e.channel: e for e in (*PUBLIC_EVENTS, *PRIVATE_EVENTS)
 }
 
 
@@ -140,7 +173,7 @@ class MalformedEvent(ValueError):
 
 def is_private_channel(channel: str) -> bool:
     """Whether events on `channel` are numbered in the private sequence."""
-    return channel == PRIVATE_CHANNEL
+    return channel in PRIVATE_CHANNELS
 
 
 def parse_event(channel: str, raw: str | bytes) -> CommunityEvent:

@@ -15,10 +15,11 @@ def test_creating_a_post_records_post_created(db_session):
     mark = outbox_mark()
     post = make_post(db_session, reader, story, title="Wow", type="question")
     assert (post.story_id, post.author_id, post.type) == (story.id, reader.id, "question")
-    [row] = outbox_since(mark)
-    assert row.sent_at is None
-    [(channel, payload)] = recorded_since(mark)
-    assert channel == "post:created"
+    rows = outbox_since(mark)
+    assert all(row.sent_at is None for row in rows)
+    # The post's event, then the story author's notification (tests/domain/test_notifications_domain.py).
+    [(channel, payload), (notification, _)] = recorded_since(mark)
+    assert (channel, notification) == ("post:created", "private:notification")
     assert {k: payload[k] for k in ("postId", "storyId", "authorId", "title", "type")} == {
         "postId": post.id, "storyId": story.id, "authorId": reader.id, "title": "Wow",
         "type": "question",

@@ -184,6 +184,9 @@ def running_app(workers: int = 1) -> Iterator[AppServer]:
         "FICTURES_REGISTER_LIMIT_PER_ADDRESS": "100000/minute",
         "FICTURES_READ_LIMIT_PER_ADDRESS": "100000/minute",
         "PYTHONUNBUFFERED": "1",
+        # A development VAPID key kept with this run; no real push service is reachable.
+        "FICTURES_VAPID_KEY_FILE": str(workdir / "vapid.pem"),
+        "FICTURES_PUSH_SERVICES": "http://127.0.0.1:*",
     }
     env.pop("FICTURES_EMBEDDED_REDIS_URL", None)
     stream_key = env["FICTURES_STREAM_KEY"]

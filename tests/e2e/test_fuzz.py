@@ -128,7 +128,7 @@ def test_rest_endpoints_survive_random_input(app_server: AppServer, fuzz_user, m
            json_type=st.booleans())
     def run(ids, query, body, auth, json_type):
         url = path
-        for name in ("story_id", "post_id"):
+        for name in ("story_id", "post_id", "notification_id"):
             url = url.replace("{" + name + "}", ids.pop())
         headers = {**headers_for[auth], "Content-Type": "application/json" if json_type else "text/plain"}
         what = f"{method} {url} {query} body={body[:80]!r}"

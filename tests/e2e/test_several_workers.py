@@ -79,3 +79,30 @@ def test_read_counts_reach_the_author_on_every_worker(app_server: AppServer, new
           f"{ {pid: shown.count(pid) for pid in set(shown)} }")
     # The author's tabs were on both workers, and each showed every new count.
     assert len(tabs) == 2 and set(shown) == tabs
+
+
+def test_notifications_reach_every_tab_of_the_user_on_every_worker(app_server: AppServer, new_page):
+    """The bell of each of the author's tabs, on whichever worker serves it, any page."""
+    author, author_token = app_server.register()
+    story = app_server.create_story(author_token, f"Many Rooms {uuid.uuid4().hex[:6]}")
+    _, reader_token = app_server.register()
+    app_server.mark_log()
+    tabs = [new_page(path, token=author_token) for path in ("/community", "/writing") * 3]
+    for tab in tabs:
+        expect(tab.locator("#nav-username")).to_have_text(author)
+    r = app_server.api("POST", f"/api/stories/{story['id']}/posts", reader_token,
+                       json={"title": "Knock knock", "body": "Who is there?"})
+    assert r.status_code == 201, r.text
+    for tab in tabs:
+        expect(tab.locator("#notification-bell")).to_have_attribute("aria-label", "Notifications: 1 unread")
+    tabs[0].locator("#notification-bell").click()
+    tabs[0].locator("#mark-all-read").click()
+    for tab in tabs:
+        expect(tab.locator("#notification-bell")).to_have_attribute("aria-label", "Notifications: 0 unread")
+    delivered = re.findall(
+        r"\[(\d+)\] INFO fictures.bell: Delivered private:notification #\d+ to (\d+) tabs",
+        app_server.log_since_mark(),
+    )
+    print(f"notification delivered per worker pid: {delivered}")
+    # Each worker delivered to its own tabs of this user only: together, all six.
+    assert sum(int(n) for _, n in delivered) == len(tabs)
