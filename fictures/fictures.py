@@ -2,8 +2,19 @@
 
 import reflex as rx
 
-from fictures import api, browser_events, live, logs, pages, signals  # noqa: F401  (pages register themselves)
+from fictures import (  # noqa: F401  (pages register themselves)
+    api,
+    browser_events,
+    live,
+    logs,
+    pages,
+    presence,
+    reflex_compat,
+    signals,
+    typing_indicator,
+)
 from fictures.events import service
+from fictures.settings import settings
 
 logs.configure()
 
@@ -17,11 +28,16 @@ app = rx.App(
 browser_events.install(app)
 # A tab that loads another page leaves the live rooms of the one it was on.
 app.add_middleware(live.FollowNavigation())
+# Frequent pings: presence notices a connection that died silently within seconds.
+reflex_compat.set_ping_interval(app, settings.socket_ping_seconds)
 # Order matters: the two lanes (durable events: Redis subscription and outbox
-# relay; ephemeral signals) start before the tab hub that consumes them, and stop after it.
+# relay; ephemeral signals) start before the tab hub that consumes them, and stop
+# after it; presence and typing follow the hub's tabs, so they start after it.
 app.register_lifespan_task(service.lifespan)
 app.register_lifespan_task(signals.lifespan)
 app.register_lifespan_task(live.lifespan)
+app.register_lifespan_task(presence.lifespan)
+app.register_lifespan_task(typing_indicator.lifespan)
 
 
 @rx.page(route="/", on_load=rx.redirect("/community"))

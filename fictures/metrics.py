@@ -21,3 +21,11 @@ ASYNCIO_TASKS = Gauge("fictures_asyncio_tasks", "Asyncio tasks alive in this pro
 RATE_LIMITED = Counter(
     "fictures_rate_limited_total", "Requests refused by a rate limit, per rule", ["rule"]
 )
+PRESENCE_UPDATES = Counter(
+    "fictures_presence_updates_total", "Presence changes (a room's count or names) applied by this process"
+)
+TYPING_SIGNALS = Counter(
+    "fictures_typing_signals_total",
+    "Typing reports from this process's tabs: sent as a signal, or dropped (over the rate)",
+    ["outcome"],
+)

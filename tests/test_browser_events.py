@@ -19,7 +19,10 @@ BROWSER_CALLABLE = {
     "SessionState": {"check_login", "require_login", "logout"},
     "AccountState": {"reset_form", "register", "login"},
     "CommunityState": {"live_start", "live_poll", "live_toggle_pause", "load", "set_genre", "view_new"},
-    "StoryState": {"live_start", "live_poll", "live_toggle_pause", "load", "set_post_type", "submit_post"},
+    "StoryState": {
+        "live_start", "live_poll", "live_toggle_pause", "load", "set_post_type", "submit_post",
+        "post_typing",
+    },
     "WritingState": {
         "load", "new_story", "edit", "set_title", "set_genre", "set_summary", "set_content",
         "save", "toggle_visibility", "delete",

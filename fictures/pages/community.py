@@ -10,6 +10,7 @@ from reflex.vars import Var
 from starlette.concurrency import run_in_threadpool
 
 from fictures import feed, live_feed
+from fictures.components import presence as presence_ui
 from fictures.components.cards import post_card, story_card
 from fictures.components.layout import loading, page
 from fictures.components.live import live_indicator
@@ -216,6 +217,10 @@ def community() -> rx.Component:
     return page(
         rx.hstack(
             rx.heading("Community", size="7"),
+            presence_ui.readers(
+                live_feed.CommunityRoom.readers, "readers online", singular="reader online",
+                id="community-readers",
+            ),
             rx.spacer(),
             _genre_filter(),
             width="100%",
