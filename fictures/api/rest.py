@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fictures import auth, client_address, db, posts, ratelimit, stories
+from fictures import auth, client_address, db, posts, presence, ratelimit, stories
 from fictures.api.deps import bearer_token, optional_user, parse, path_id, require_user
 from fictures.models import (
     Credentials,
@@ -208,6 +208,25 @@ async def delete_story(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def story_presence(request: Request) -> Response:
+    """Who is reading a published story now: `{"count": N, "users": [names]}`
+    (every logged-in reader's name, sorted; anonymous readers are only counted)."""
+    story_id = path_id(request, "story_id", "story")
+
+    def work(session: Session) -> None:
+        # Drafts have no presence, not even for their author: 404 like a missing story.
+        stories.get_readable_story(session=session, story_id=story_id, viewer=None)
+
+    await _in_db(work)
+    readers = await presence.read(presence.story_room(story_id))
+    if readers is None:
+        return JSONResponse(
+            {"detail": "presence is unavailable right now; try again shortly"},
+            status_code=503, headers={"Retry-After": "5"},
+        )
+    return _json(readers.public())
+
+
 # ------------------------------------------------------------------ posts
 
 
@@ -282,6 +301,7 @@ routes = [
     _route("/api/stories", GET=list_stories, POST=create_story),
     _route("/api/stories/{story_id}", GET=get_story, PATCH=update_story, DELETE=delete_story),
     _route("/api/stories/{story_id}/visibility", PUT=set_visibility),
+    _route("/api/stories/{story_id}/presence", GET=story_presence),
     _route("/api/stories/{story_id}/posts", GET=list_posts, POST=create_post),
     _route("/api/posts/{post_id}", PATCH=update_post, DELETE=delete_post),
 ]
