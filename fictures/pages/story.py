@@ -268,7 +268,11 @@ def _story() -> rx.Component:
         rx.hstack(
             rx.text("by ", StoryState.author, color_scheme="gray"),
             rx.spacer(),
-            presence_ui.readers(StoryRoom.readers, "reading now", id="story-readers"),
+            # A draft has no room (its last values would be stale): nothing shown.
+            rx.cond(
+                StoryState.status == stories.PUBLISHED,
+                presence_ui.readers(StoryRoom.readers, "reading now", id="story-readers"),
+            ),
             width="100%",
             align="center",
         ),
@@ -276,7 +280,10 @@ def _story() -> rx.Component:
         rx.text(StoryState.content, white_space="pre-wrap", id="story-content"),
         rx.divider(),
         _post_form(),
-        presence_ui.typing_line(StoryRoom.typers, SessionState.username),
+        rx.cond(
+            StoryState.status == stories.PUBLISHED,
+            presence_ui.typing_line(StoryRoom.typers, SessionState.username),
+        ),
         rx.heading("Posts", size="4"),
         rx.vstack(rx.foreach(StoryState.posts, post_card), width="100%", id="story-posts"),
         width="100%",
