@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import fictures.pages.story  # noqa: F401  (registers StoryRoom, the class of "story:<id>" rooms)
-from fictures import rooms
+from fictures import presence, rooms
 from fictures.presence import PresenceStore, PresenceTracker, Readers, Summary, member_for
 from fictures.settings import settings
 from fictures.signals import Signals
@@ -229,3 +229,38 @@ def test_members_never_hold_a_tab_token():
     assert token not in member_for(None, token, "p")
     assert member_for(None, token, "p") == member_for(None, token, "q")  # a tab is a tab anywhere
     assert member_for((7, "ada"), token, "p") == "u:7:ada:p"
+
+
+class FrameLog(PresenceTracker):
+    """A tracker that records the frames it would send (and pretends a room size)."""
+
+    sockets = 1000
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.frames: list[tuple[float, Readers]] = []
+
+    async def _send_frame(self, room, room_cls, readers) -> int:
+        self.frames.append((asyncio.get_running_loop().time(), readers))
+        return self.sockets
+
+
+async def test_a_burst_of_changes_is_one_frame_now_and_one_with_the_latest_count_later(world: World):
+    room = "story:78"
+    tracker = FrameLog(world.store(), identity=world.identities.get, process="one")
+    tracker.local[room] = {"tab": "a:x"}
+    started = asyncio.get_running_loop().time()
+    for version in range(1, 21):  # twenty readers arriving at once
+        await tracker._apply(room, Summary(Readers(version, [], version), version))
+    await wait_until(lambda: len(tracker.frames) == 2, message="the deferred frame")
+    (_, first), (last_at, last) = tracker.frames
+    assert first.count == 1 and last.count == 20  # the latest count, not every step
+    assert last_at - started >= presence.FRAME_INTERVAL - 0.05
+    assert rooms.current(room, "readers").count == 20  # a tab hydrating meanwhile reads the latest
+    rooms.forget(room)
+
+
+def test_frames_to_a_large_room_are_spaced_more_but_a_join_shows_within_2_s():
+    assert presence.frame_interval(10) == presence.FRAME_INTERVAL
+    assert presence.frame_interval(2000) == 1.0
+    assert presence.frame_interval(100_000) == presence.FRAME_INTERVAL_MAX < 2 - presence.COALESCE_SECONDS
