@@ -366,9 +366,6 @@ class PresenceTracker:
         self._dirty.add(room)
         self._wake.set()
 
-    def count_here(self, room: str) -> int:
-        return len(self.local.get(room, ()))
-
     # -- writing ----------------------------------------------------------------------
 
     async def flush(self) -> None:
@@ -616,7 +613,7 @@ def _silent_tabs(app: Any, tokens: set[str]) -> set[str]:
 @contextlib.asynccontextmanager
 async def lifespan(app: Any) -> AsyncIterator[None]:
     """Tracks this process's tabs (registered on the app after the tab hub)."""
-    # Imported here: fictures.live imports the pages' rooms, which import this module.
+    # Imported here: fictures.live imports fictures.live_feed, which imports this module.
     from fictures.live import TabHub
 
     hub = TabHub.current()
