@@ -44,9 +44,14 @@ def _live(page: Page) -> Page:
     return page
 
 
+def _token(page: Page) -> str:
+    """The tab's Reflex client token."""
+    return page.evaluate("() => window.sessionStorage.getItem('token')")
+
+
 def worker_of(app_server: AppServer, page: Page) -> str:
     """The pid of the worker serving the tab's websocket."""
-    token = page.evaluate("() => window.sessionStorage.getItem('token')")
+    token = _token(page)
     pattern = rf"\[(\d+)\] INFO fictures\.live: Live tab connected \({re.escape(token[:8])}\)"
     app_server.wait_for_log(pattern)
     return re.findall(pattern, app_server.log_since_mark())[0]
@@ -95,10 +100,16 @@ def test_story_readers_join_and_leave_across_workers_users_once_names_in_popover
     # The REST API says the same.
     assert app_server.api("GET", f"/api/stories/{story}/presence").json() == {"count": 2, "users": [ada]}
 
-    # One of ada's tabs closes: she is still reading in the other.
+    # One of ada's tabs closes: she is still reading in the other. Proof that the
+    # close was handled: a tab opened afterwards on the same worker is counted on
+    # top of her (that worker writes the two changes in order).
+    ada_worker, ada_tab_token = worker_of(app_server, ada_tab), _token(ada_tab)
     ada_tab.close()
-    ada_again.wait_for_timeout(1_000)  # long enough for a (wrong) drop to have shown
-    expect(readers(guest)).to_have_text("2 reading now")
+    app_server.wait_for_log(rf"Live tab left \({ada_tab_token[:8]}\)")
+    probe = open_on(app_server, new_page, path, want=ada_worker)
+    expect(readers(guest)).to_have_text("3 reading now", timeout=JOIN_MS)
+    probe.close()
+    expect(readers(guest)).to_have_text("2 reading now", timeout=LEAVE_MS)
     # Her last tab closes: she is gone, on the other worker too.
     ada_again.close()
     expect(readers(guest)).to_have_text("1 reading now", timeout=LEAVE_MS)
