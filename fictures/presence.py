@@ -35,7 +35,9 @@ When a tab stops counting:
 - its worker died: its members expire after `presence_ttl_seconds`, and the next
   sweep (every `presence_heartbeat_seconds`) removes and announces them.
 
-Nothing here touches the database or the durable event stream.
+Nothing here touches the database or the durable event stream. The scripts name
+a room's keys from its name (the sweep walks every room), so they need one Redis
+server, as the rest of the app does, not a Redis Cluster.
 """
 
 from __future__ import annotations
