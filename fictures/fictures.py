@@ -9,10 +9,14 @@ from fictures import (  # noqa: F401  (pages register themselves)
     live_receipts,
     logs,
     pages,
+    presence,
     push,
+    reflex_compat,
     signals,
+    typing_indicator,
 )
 from fictures.events import service
+from fictures.settings import settings
 
 logs.configure()
 
@@ -28,8 +32,11 @@ app = rx.App(
 browser_events.install(app)
 # A tab that loads another page leaves the live rooms of the one it was on.
 app.add_middleware(live.FollowNavigation())
+# Frequent pings: presence notices a connection that died silently within seconds.
+reflex_compat.set_ping_interval(app, settings.socket_ping_seconds)
 # Order matters: the two lanes (durable events: Redis subscription and outbox
-# relay; ephemeral signals) start before the tab hub that consumes them, and stop after it.
+# relay; ephemeral signals) start before the tab hub that consumes them, and stop
+# after it; presence and typing follow the hub's tabs, so they start after it.
 app.register_lifespan_task(service.lifespan)
 app.register_lifespan_task(signals.lifespan)
 app.register_lifespan_task(live.lifespan)
@@ -37,6 +44,8 @@ app.register_lifespan_task(live.lifespan)
 app.register_lifespan_task(live_receipts.lifespan)
 # Web Push to users with no open tab (one consumer group across every process).
 app.register_lifespan_task(push.lifespan)
+app.register_lifespan_task(presence.lifespan)
+app.register_lifespan_task(typing_indicator.lifespan)
 
 
 @rx.page(route="/", on_load=rx.redirect("/community"))

@@ -64,6 +64,7 @@ from fictures.events.schema import (
 )
 from fictures.server_limits import tune_gc
 from fictures.settings import settings
+from fictures.state import SessionState
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +149,9 @@ class LiveState(LiveHooks, rx.State, mixin=True):
         """
         hub = TabHub.current()
         token = self.router.session.client_token
-        hub.register(token, type(self), dict(self.router_data))
+        session = await self.get_state(SessionState)
+        user = (session.user_id, session.username) if session.user_id > 0 else None
+        hub.register(token, type(self), dict(self.router_data), user)
         await hub.enter(token, self.router.session.session_id, self._live_room_names(),
                         receive=self.live_paused != "1")
         self.live_ok = hub.healthy
@@ -185,7 +188,19 @@ class LiveState(LiveHooks, rx.State, mixin=True):
         return None
 
     def _live_room_names(self) -> list[str]:
+        """The rooms this tab is in now (a page may override it, e.g. to stay out
+        of a room until it knows what it shows)."""
         return [name for cls in self.live_rooms if (name := cls.room_name(self.router))]
+
+    async def _live_follow_rooms(self) -> None:
+        """Enter the rooms `_live_room_names` gives now (call it when they may have
+        changed: the page loaded another item, or its item became hidden)."""
+        hub = TabHub._current
+        token = self.router.session.client_token
+        if hub is None or token not in hub.tabs:
+            return
+        await hub.enter(token, self.router.session.session_id, self._live_room_names(),
+                        receive=self.live_paused != "1")
 
     # -- run by the TabHub (never browser-callable) --------------------------------
 
@@ -231,6 +246,7 @@ class _Tab:
     state_cls: type[LiveState]
     router_data: dict[str, Any]
     channels: frozenset[str]  # the channels whose handler the page overrides
+    user: tuple[int, str] | None = None  # (id, username) if logged in (presence names them)
 
     @property
     def path(self) -> str:
@@ -288,10 +304,21 @@ class TabHub:
     def last_id(self) -> int:
         return self.fanout.last_id
 
-    def register(self, token: str, state_cls: type[LiveState], router_data: dict) -> None:
+    def register(
+        self,
+        token: str,
+        state_cls: type[LiveState],
+        router_data: dict,
+        user: tuple[int, str] | None = None,
+    ) -> None:
         known = token in self.tabs
+        before = self.tabs[token].user if known else None
         channels = _handled_channels(state_cls)
-        self.tabs[token] = _Tab(state_cls, router_data, channels)
+        self.tabs[token] = _Tab(state_cls, router_data, channels, user)
+        if user != before and (rooms_now := self.page_rooms.get(token)):
+            # Same rooms, another reader (logged in or out): listeners see it
+            # leave and enter again, under its new identity.
+            self._rooms_changed(token, rooms_now, rooms_now)
         for channel, tokens in self.handling.items():
             if channel in channels:
                 tokens.add(token)
@@ -301,6 +328,11 @@ class TabHub:
         if not known:
             logger.log(_tab_level(len(self.tabs)), "Live tab connected (%s); %d active",
                        token[:8], len(self.tabs))
+
+    def user_of(self, token: str) -> tuple[int, str] | None:
+        """The logged-in user of a tab (None: anonymous, or not a tab of this process)."""
+        tab = self.tabs.get(token)
+        return tab.user if tab is not None else None
 
     def unregister(self, token: str) -> None:
         """The tab's websocket closed (Socket.IO already dropped it from its rooms)."""
@@ -351,7 +383,9 @@ class TabHub:
     # -- rooms ------------------------------------------------------------------------
 
     def on_rooms_changed(self, listener: RoomListener) -> None:
-        """`listener(token, entered, left)` runs (as a task) when a tab's page rooms change."""
+        """`listener(token, entered, left)` runs (as a task) when a tab's page rooms
+        change, or when its user does (then `entered` and `left` are the same rooms:
+        handle `left` first)."""
         self._room_listeners.append(listener)
 
     async def enter(self, token: str, sid: str, names: list[str], *, receive: bool = True) -> None:

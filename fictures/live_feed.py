@@ -37,11 +37,12 @@ from fictures.events.schema import (
     StoryUpdated,
 )
 from fictures.feed import PostCard, StoryCard
+from fictures.presence import COMMUNITY, Readers
 
 logger = logging.getLogger(__name__)
 
 SLOTS = 20
-ROOM = "community"
+ROOM = COMMUNITY
 # localStorage key of LiveState.live_paused (the toaster stays quiet while paused).
 PAUSED_KEY = "fictures_live_paused"
 
@@ -90,10 +91,13 @@ posts: Ring[PostCard] = Ring(PostCard())
 
 class CommunityRoom(rooms.Room):
     """The broadcast part of the community page (room "community"): the latest
-    arrivals in fixed slots. No event handler changes it; only the broadcast
-    frames (and hydration) carry its values."""
+    arrivals in fixed slots, and who is on the page (fictures.presence). No event
+    handler changes it; only the broadcast frames (and hydration) carry its values."""
 
+    kind: ClassVar[str] = ROOM
     keep_without_tabs: ClassVar[bool] = True  # rebuilt from events, which every process receives
+
+    readers = rooms.value("readers", Readers, Readers())
 
     @classmethod
     def room_name(cls, router: Any) -> str:

@@ -26,3 +26,11 @@ PUSHES = Counter(
     "Web Pushes by outcome (delivered, expired, failed, skipped: the user had a tab open)",
     ["outcome"],
 )
+PRESENCE_UPDATES = Counter(
+    "fictures_presence_updates_total", "Presence changes (a room's count or names) applied by this process"
+)
+TYPING_SIGNALS = Counter(
+    "fictures_typing_signals_total",
+    "Typing reports from this process's tabs: sent as a signal, or dropped (over the rate)",
+    ["outcome"],
+)

@@ -18,6 +18,7 @@ import functools
 import inspect
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -193,6 +194,40 @@ async def enter_room(app: rx.App, sid: str, room: str) -> None:
 async def leave_room(app: rx.App, sid: str, room: str) -> None:
     if app.event_namespace is not None:
         await app.event_namespace.leave_room(sid, room)
+
+
+def set_ping_interval(app: rx.App, seconds: float) -> None:
+    """Engine.IO pings every socket every `seconds` from now on (Reflex's default:
+    25 s, from REFLEX_SOCKET_INTERVAL). Browsers learn it when they connect
+    (`pingInterval` in the open packet); only the ping interval changes, not how
+    long the server waits for an answer before closing (REFLEX_SOCKET_TIMEOUT)."""
+    if app.sio is None:
+        raise RuntimeError("the app has no Socket.IO server yet")
+    app.sio.eio.ping_interval = seconds
+
+
+def unanswered_pings(app: rx.App, tokens: Iterable[str]) -> dict[str, float | None]:
+    """For each tab: how long its socket has left the server's latest ping
+    unanswered (0.0 if it answered), or None if it has no open socket on this process.
+
+    python-engineio sets a socket's `last_ping` when it sends a ping and clears
+    it when the pong arrives; a connection that died without closing (a dead
+    network) keeps it set until the server's ping timeout closes the socket.
+    Batched: Reflex rebuilds its token map on every read."""
+    namespace = app.event_namespace
+    if namespace is None or app.sio is None:
+        return dict.fromkeys(tokens)
+    token_to_sid, now = namespace.token_to_sid, time.time()
+    found: dict[str, float | None] = {}
+    for token in tokens:
+        sid = token_to_sid.get(token)
+        eio_sid = app.sio.manager.eio_sid_from_sid(sid, namespace.namespace) if sid else None
+        sock = app.sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        if sock is None or sock.closed or sock.closing:
+            found[token] = None
+        else:
+            found[token] = 0.0 if not sock.last_ping else max(0.0, now - sock.last_ping)
+    return found
 
 
 def room_size(app: rx.App, room: str) -> int:

@@ -15,6 +15,8 @@ reads the same store, so it shows exactly what the broadcast showed.
 Declaring one (see fictures.pages.story's `StoryRoom`):
 
     class StoryRoom(rooms.Room):
+        kind = "story"                               # rooms named "story:<id>"
+
         @classmethod
         def room_name(cls, router) -> str | None:   # this tab's room, from its URL
             return f"story:{...}"
@@ -45,6 +47,8 @@ logger = logging.getLogger(__name__)
 _store: defaultdict[str, dict[str, Any]] = defaultdict(dict)
 # The app whose sockets `publish` writes to (set by the TabHub while it runs).
 _apps: list[rx.App] = []
+# kind (a room name up to its ":", e.g. "story" for "story:7") -> its Room class.
+_kinds: dict[str, type[Room]] = {}
 
 
 def attach(app: rx.App | None) -> None:
@@ -60,6 +64,14 @@ class Room(rx.State):
     # Rooms of this kind are kept in every process's store even with no tab in
     # them (the community feed is rebuilt from events, not from Redis).
     keep_without_tabs: ClassVar[bool] = False
+    # The rooms this class shows: those named `kind` or `kind:<anything>`, so
+    # code that only has a room's name (a signal) finds the class (`room_class`).
+    kind: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("kind"):
+            _kinds[cls.kind] = cls  # type: ignore[index]
 
     @classmethod
     def room_name(cls, router: Any) -> str | None:
@@ -97,6 +109,11 @@ class of:
 
     def __get__(self, obj: object, owner: type | None = None) -> tuple[type[Room], ...]:
         return self.rooms
+
+
+def room_class(room: str) -> type[Room] | None:
+    """The Room class showing `room` ("story:7" -> the class whose kind is "story")."""
+    return _kinds.get(room.partition(":")[0])
 
 
 def current(room: str, name: str, default: Any = None) -> Any:

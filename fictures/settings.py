@@ -74,6 +74,24 @@ class Settings(BaseSettings):
     # the previous one began are "new since your last visit".
     visit_minutes: int = Field(60, ge=1)
 
+    # Engine.IO pings every tab's websocket this often (Reflex's default is 25 s).
+    # Presence counts a tab whose socket leaves a ping unanswered as gone, so a
+    # silently dropped connection leaves the count within about two intervals.
+    socket_ping_seconds: float = Field(5.0, gt=0, le=60)
+
+    # Presence (who is reading) and the typing indicator: the ephemeral lane
+    # (fictures.presence, fictures.typing_indicator).
+    # Each process refreshes its readers in Redis and sweeps expired ones this often...
+    presence_heartbeat_seconds: float = Field(2.5, gt=0)
+    # ... and a reader not refreshed for this long (its worker died) is dropped.
+    presence_ttl_seconds: float = Field(10.0, gt=0)
+    # Names sent with each presence update (the count is always exact).
+    presence_max_names: int = Field(50, ge=0, le=1000)
+    # A typer's browser reports typing at most this often...
+    typing_throttle_seconds: float = Field(2.0, gt=0)
+    # ... and "<name> is writing a post…" stays this long after the last report.
+    typing_hold_seconds: float = Field(5.0, gt=0)
+
     # Hostile clients
     # Origins (besides the app's own) whose pages may call the API and open a
     # websocket, comma-separated: "https://a.example,https://b.example".
@@ -198,6 +216,15 @@ class Settings(BaseSettings):
     @property
     def trusted_proxy_networks(self) -> list[IPv4Network | IPv6Network]:
         return [ip_network(item, strict=False) for item in _split(self.trusted_proxies)]
+
+    @model_validator(mode="after")
+    def _presence_timing(self) -> Settings:
+        if self.presence_ttl_seconds < 2 * self.presence_heartbeat_seconds:
+            raise ValueError(
+                "FICTURES_PRESENCE_TTL_SECONDS must be at least twice FICTURES_PRESENCE_HEARTBEAT_SECONDS "
+                "(a reader is refreshed at least once before it expires)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

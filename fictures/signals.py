@@ -57,9 +57,18 @@ class Signals:
         """Run `handler(data)` for every signal of `kind` (from any process, this one too)."""
         self._handlers[kind].append(handler)
 
+    def off(self, kind: str, handler: Handler) -> None:
+        """Stop running `handler` for `kind` (its owner is shutting down)."""
+        with contextlib.suppress(ValueError):
+            self._handlers[kind].remove(handler)
+
     def on_resync(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run `hook()` after each (re)subscribe: signals sent meanwhile were lost."""
         self._resync.append(hook)
+
+    def off_resync(self, hook: Callable[[], Awaitable[None]]) -> None:
+        with contextlib.suppress(ValueError):
+            self._resync.remove(hook)
 
     async def send(self, kind: str, **data: Any) -> bool:
         """Publish a signal; False (and a warning once per outage) if Redis is down:

@@ -22,7 +22,10 @@ BROWSER_CALLABLE = {
     "CommunityState": {
         "live_start", "live_poll", "live_toggle_pause", "load", "set_genre", "view_new", "mark_seen",
     },
-    "StoryState": {"live_start", "live_poll", "live_toggle_pause", "load", "set_post_type", "submit_post"},
+    "StoryState": {
+        "live_start", "live_poll", "live_toggle_pause", "load", "set_post_type", "submit_post",
+        "post_typing",
+    },
     "WritingState": {
         "live_start", "live_poll", "live_toggle_pause",
         "load", "new_story", "edit", "set_title", "set_genre", "set_summary", "set_content",

@@ -145,6 +145,47 @@ async def test_socket_gate_and_disconnect_hook_are_installed_on_the_namespace():
     assert calls == ["token-probe"]
 
 
+def test_ping_interval_is_engineio_s_and_announced_to_browsers():
+    from fictures.fictures import app
+
+    before = app.sio.eio.ping_interval
+    try:
+        reflex_compat.set_ping_interval(app, 3.5)
+        # What python-engineio sleeps between pings and tells a connecting client.
+        assert app.sio.eio.ping_interval == 3.5
+    finally:
+        reflex_compat.set_ping_interval(app, before)
+
+
+async def test_unanswered_pings_read_engineio_s_ping_state():
+    """python-engineio sets `last_ping` when it sends a ping and clears it on the
+    pong; the tab is found through Reflex's token map and Socket.IO's sid map.
+    (tests/e2e/test_presence.py shows it on a real socket that goes silent.)"""
+    import time
+
+    from engineio.async_socket import AsyncSocket
+
+    from fictures.fictures import app
+
+    namespace, eio = app.event_namespace, app.sio.eio
+    sock = AsyncSocket(eio, "eio-probe")
+    eio.sockets["eio-probe"] = sock
+    sid = await app.sio.manager.connect("eio-probe", namespace.namespace)
+    await namespace._token_manager.link_token_to_sid("token-probe", sid)
+    try:
+        sock.last_ping = None  # the pong arrived
+        assert reflex_compat.unanswered_pings(app, ["token-probe"]) == {"token-probe": 0.0}
+        sock.last_ping = time.time() - 3  # a ping sent three seconds ago, no pong
+        found = reflex_compat.unanswered_pings(app, ["token-probe", "no-such-token"])
+        assert 2.9 <= found["token-probe"] < 4 and found["no-such-token"] is None
+        sock.closed = True
+        assert reflex_compat.unanswered_pings(app, ["token-probe"]) == {"token-probe": None}
+    finally:
+        await namespace._token_manager.disconnect_token("token-probe", sid)
+        await app.sio.manager.disconnect(sid, namespace.namespace)
+        eio.sockets.pop("eio-probe", None)
+
+
 def test_forking_drops_inherited_db_connections():
     from reflex import model
 

@@ -20,7 +20,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fictures import auth, client_address, db, live_receipts, posts, ratelimit, reads, stories
+from fictures import (
+    auth,
+    client_address,
+    db,
+    live_receipts,
+    posts,
+    presence,
+    ratelimit,
+    reads,
+    stories,
+)
 from fictures.api.deps import bearer_token, optional_user, parse, path_id, require_user
 from fictures.errors import NotFound
 from fictures.models import (
@@ -243,6 +253,28 @@ async def read_story(request: Request) -> Response:
     return _json({"story_id": result.story_id, "reads": result.reads, "counted": result.counted})
 
 
+# ------------------------------------------------------------------ presence
+
+
+async def story_presence(request: Request) -> Response:
+    """Who is reading a published story now: `{"count": N, "users": [names]}`
+    (every logged-in reader's name, sorted; anonymous readers are only counted)."""
+    story_id = path_id(request, "story_id", "story")
+
+    def work(session: Session) -> None:
+        # Drafts have no presence, not even for their author: 404 like a missing story.
+        stories.get_readable_story(session=session, story_id=story_id, viewer=None)
+
+    await _in_db(work)
+    readers = await presence.read(presence.story_room(story_id))
+    if readers is None:
+        return JSONResponse(
+            {"detail": "presence is unavailable right now; try again shortly"},
+            status_code=503, headers={"Retry-After": "5"},
+        )
+    return _json(readers.public())
+
+
 # ------------------------------------------------------------------ posts
 
 
@@ -319,6 +351,7 @@ routes = [
     route("/api/stories/{story_id}/visibility", PUT=set_visibility),
     route("/api/stories/{story_id}/read", PUT=read_story),
     route("/api/stories/{story_id}/reads", GET=story_reads),
+    route("/api/stories/{story_id}/presence", GET=story_presence),
     route("/api/stories/{story_id}/posts", GET=list_posts, POST=create_post),
     route("/api/posts/{post_id}", PATCH=update_post, DELETE=delete_post),
 ]

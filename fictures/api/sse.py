@@ -17,6 +17,13 @@ Private events (`private:draft`, `private:notification`,
 `private:notifications-read`) go only to a stream authenticated with their
 owner's bearer token.
 
+Presence (who is reading, fictures.presence) is opt-in: `channels=presence`
+adds `event: presence` frames (`{"room", "storyId", "count", "users"}`) each time
+a room's count or names change, for every room or, with `story_id`, that story's
+only (whose current count comes first, right after `connected`). They come from
+the ephemeral lane: no `id:` (they are not replayed, and do not move the
+stream's resume point).
+
 Private events have a sequence of their own (public ids show no gap where a
 draft changed). A stream that carries them therefore names its place in both:
 every event's `id:` is `<public>.<private>`, the last id of each sequence the
@@ -37,6 +44,7 @@ import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import redis.exceptions
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -45,10 +53,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from fictures import client_address, db, metrics, ratelimit
+from fictures import client_address, db, metrics, presence, ratelimit
 from fictures.api.deps import bearer_token, optional_user
 from fictures.events import service
 from fictures.events.bus import StoredEvent
+from fictures.events.fanout import Subscription
 from fictures.events.schema import (
     EVENT_BY_CHANNEL,
     PRIVATE_CHANNELS,
@@ -65,6 +74,8 @@ _ID = re.compile(r"[0-9]{1,18}")
 # A resume point: a public id, or a public and a private id joined by a dot.
 _RESUME_ID = re.compile(r"([0-9]{1,18})(?:\.([0-9]{1,18}))?")
 _REPLAY_BATCH = 1000
+# The opt-in channel of presence changes (not an event: nothing to resume).
+PRESENCE_CHANNEL = presence.KIND
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
@@ -85,6 +96,15 @@ class StreamFilter:
     def private(self) -> bool:
         """Whether the stream carries private events, and so two-part ids."""
         return not self.channels.isdisjoint(PRIVATE_CHANNELS)
+
+    @property
+    def presence(self) -> bool:
+        return PRESENCE_CHANNEL in self.channels
+
+    @property
+    def presence_room(self) -> str | None:
+        """The room whose presence the stream follows (None: every room)."""
+        return None if self.story_id is None else presence.story_room(self.story_id)
 
 
 @dataclass(frozen=True)
@@ -184,9 +204,9 @@ async def _parse_filter(request: Request) -> StreamFilter | Response:
     requested = request.query_params.get("channels")
     if requested:
         names = {c.strip() for c in requested.split(",") if c.strip()}
-        unknown = sorted(n for n in names if n not in EVENT_BY_CHANNEL)
+        unknown = sorted(n for n in names if n not in EVENT_BY_CHANNEL and n != PRESENCE_CHANNEL)
         if unknown:
-            known = ", ".join((*PUBLIC_CHANNELS, *PRIVATE_CHANNELS))
+            known = ", ".join((*PUBLIC_CHANNELS, *PRIVATE_CHANNELS, PRESENCE_CHANNEL))
             return _error(422, f"unknown channel(s): {', '.join(unknown)}; known: {known}")
         if (private := sorted(names & set(PRIVATE_CHANNELS))) and user_id is None:
             return _error(401, f"{', '.join(private)} needs a bearer token")
@@ -264,6 +284,42 @@ def _position(flt: StreamFilter, at: Position) -> str | None:
     return str(at.label(flt)) if flt.private else None
 
 
+def _presence_frame(room: str, readers: presence.Readers) -> bytes:
+    data = {"room": room, "storyId": presence.story_id_of(room), **readers.public()}
+    return ServerSentEvent(data=json.dumps(data, separators=(",", ":")), event=PRESENCE_CHANNEL).encode()
+
+
+async def _live(
+    sub: Subscription, changes: asyncio.Queue[tuple[str, presence.Readers]] | None
+) -> AsyncIterator[CommunityEvent | tuple[str, presence.Readers]]:
+    """The stream's live part: events from the fan-out and, if it asked for them,
+    presence changes, as each arrives; ends when the subscription closes."""
+    if changes is None:
+        while (event := await sub.get()) is not None:
+            yield event
+        return
+    next_event = asyncio.ensure_future(sub.get())
+    next_change = asyncio.ensure_future(changes.get())
+    try:
+        while True:
+            done, _ = await asyncio.wait({next_event, next_change}, return_when=asyncio.FIRST_COMPLETED)
+            if next_change in done:
+                yield next_change.result()
+                next_change = asyncio.ensure_future(changes.get())
+            if next_event in done:
+                if (event := next_event.result()) is None:
+                    return
+                yield event
+                next_event = asyncio.ensure_future(sub.get())
+    finally:
+        next_event.cancel()
+        next_change.cancel()
+
+
+def _presence_changes(flt: StreamFilter) -> contextlib.AbstractAsyncContextManager[Any]:
+    return presence.listen(flt.presence_room) if flt.presence else contextlib.nullcontext(None)
+
+
 async def _stream(
     flt: StreamFilter, last_id: ResumePoint | None, ip: str
 ) -> AsyncIterator[ServerSentEvent | bytes]:
@@ -273,7 +329,10 @@ async def _stream(
         "SSE stream opened from %s (resume after %s)", ip, last_id and last_id.label(flt)
     )
     try:
-        async with fanout.subscribe(maxsize=settings.sse_queue_size) as sub:
+        async with (
+            fanout.subscribe(maxsize=settings.sse_queue_size) as sub,
+            _presence_changes(flt) as changes,
+        ):
             # Read in the same step as subscribing: every later event is in the
             # queue, every earlier one at or below these ids.
             at = Position(fanout.last_id, fanout.last_private_id)
@@ -281,18 +340,27 @@ async def _stream(
                 data=json.dumps({"lastEventId": at.label(flt), "channels": sorted(flt.channels)}),
                 event="connected",
             )
+            if flt.presence_room is not None and changes is not None:
+                if (now := await presence.read(flt.presence_room, all_names=False)) is not None:
+                    yield _presence_frame(flt.presence_room, now)
             if last_id is not None:
                 # Closed here, not whenever it is collected, if the client leaves mid-replay.
                 async with contextlib.aclosing(_resume(flt, last_id, at)) as replayed:
                     async for item in replayed:
                         yield item
-            while (event := await sub.get()) is not None:
-                if not at.passes(event):
-                    continue  # already replayed
-                if flt.accepts(event):
-                    if event.public:  # the metrics are public: no count of anyone's drafts
-                        metrics.EVENTS_DELIVERED.labels(event.channel, "sse").inc()
-                    yield _frame(event, position=_position(flt, at))
+            async with contextlib.aclosing(_live(sub, changes)) as live:
+                async for item in live:
+                    if isinstance(item, tuple):
+                        metrics.EVENTS_DELIVERED.labels(PRESENCE_CHANNEL, "sse").inc()
+                        yield _presence_frame(*item)
+                        continue
+                    event = item
+                    if not at.passes(event):
+                        continue  # already replayed
+                    if flt.accepts(event):
+                        if event.public:  # the metrics are public: no count of anyone's drafts
+                            metrics.EVENTS_DELIVERED.labels(event.channel, "sse").inc()
+                        yield _frame(event, position=_position(flt, at))
             if sub.overflowed:
                 logger.warning("SSE client %s fell behind at #%s; sent reset", ip, at.label(flt))
                 yield _reset("slow-consumer", at.label(flt))

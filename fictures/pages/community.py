@@ -26,6 +26,7 @@ from reflex.vars import LiteralArrayVar, Var, VarData
 from starlette.concurrency import run_in_threadpool
 
 from fictures import auth, db, feed, live_feed, live_receipts, rooms, visits
+from fictures.components import presence as presence_ui
 from fictures.components.cards import post_card, story_card
 from fictures.components.layout import loading, page
 from fictures.components.live import live_indicator
@@ -405,6 +406,10 @@ def community() -> rx.Component:
     return page(
         rx.hstack(
             rx.heading("Community", size="7"),
+            presence_ui.readers(
+                live_feed.CommunityRoom.readers, "readers online", singular="reader online",
+                id="community-readers",
+            ),
             rx.spacer(),
             _genre_filter(),
             width="100%",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any, ClassVar
+
 import reflex as rx
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -12,11 +15,14 @@ from fictures import (
     feed,
     live_receipts,
     posts,
+    presence,
     ratelimit,
     rooms,
     stories,
     toasts,
+    typing_indicator,
 )
+from fictures.components import presence as presence_ui
 from fictures.components.cards import genre_badge, post_card
 from fictures.components.forms import field_error
 from fictures.components.layout import loading, page
@@ -25,10 +31,36 @@ from fictures.errors import DomainError
 from fictures.events.schema import PostCreated, PostDeleted, PostUpdated, StoryDeleted, StoryUpdated
 from fictures.feed import PostCard
 from fictures.forms import field_errors
-from fictures.live import LiveState
+from fictures.live import LiveState, TabHub
 from fictures.live_receipts import ReadsRoom
-from fictures.models import PostCreate, PostType, User
+from fictures.models import MAX_ROW_ID, PostCreate, PostType, User
+from fictures.presence import Readers
+from fictures.settings import settings
 from fictures.state import BrowserState, SessionState
+
+_ID = re.compile(r"[0-9]{1,10}")
+
+
+def _story_id_in(router: Any) -> int:
+    """The story id in the page's URL (/community/story/<id>), 0 if there is none."""
+    raw = router.url.path.rstrip("/").rpartition("/")[2]
+    return int(raw) if _ID.fullmatch(raw) and 0 < int(raw) <= MAX_ROW_ID else 0
+
+
+class StoryRoom(rooms.Room):
+    """What every tab on one story page shows alike (room "story:<id>"): who is
+    reading it (fictures.presence) and who is writing a post (fictures.typing_indicator).
+    A tab is in the room only while the story it shows is published."""
+
+    kind: ClassVar[str] = presence.STORY
+
+    @classmethod
+    def room_name(cls, router: Any) -> str | None:
+        story_id = _story_id_in(router)
+        return presence.story_room(story_id) if story_id else None
+
+    readers = rooms.value("readers", Readers, Readers())
+    typers = rooms.value("typers", list[str], [])
 
 
 def _load_story(story_id: int, viewer: User | None) -> dict | None:
@@ -54,9 +86,10 @@ def _create_post(user: User, story_id: int, data: PostCreate) -> int:
 
 
 class StoryState(LiveState, rx.State):
-    # The story's read count arrives in ReadsRoom's frames (one per room, see
-    # fictures.live_receipts); `reads` is what this tab loaded.
-    live_rooms = rooms.of(ReadsRoom)
+    # Presence and typing (StoryRoom, first: see _story_room) and the read count
+    # (ReadsRoom, fictures.live_receipts) arrive in one frame per room; `reads`
+    # is what this tab loaded.
+    live_rooms = rooms.of(StoryRoom, ReadsRoom)
 
     current_id: int = 0
     found: bool = True
@@ -86,6 +119,7 @@ class StoryState(LiveState, rx.State):
             self.posts = await run_in_threadpool(feed.story_post_cards, self.current_id)
             await self._opened(viewer)
         self.loading = False
+        await self._live_follow_rooms()  # the story's room, now that we know it is published
 
     async def _opened(self, viewer: User | None) -> None:
         """Count this reader (once per account or browser; never the author, never
@@ -101,6 +135,43 @@ class StoryState(LiveState, rx.State):
 
     def live_reload(self):
         return StoryState.load
+
+    def _live_room_names(self) -> list[str]:
+        # Only a published story has a room: nobody is shown reading, or writing
+        # in, a draft (not even its author, nor someone guessing its URL). Until
+        # `load` has read the story this URL names, the tab is in no room.
+        if (
+            self.loading or not self.found or self.status != stories.PUBLISHED
+            or self.current_id != _story_id_in(self.router)
+        ):
+            return []
+        return super()._live_room_names()
+
+    def _story_room(self) -> str | None:
+        """This tab's story room, if it is in one."""
+        hub, token = TabHub._current, self.router.session.client_token
+        names = self._live_room_names()
+        if hub is None or not names or names[0] not in hub.page_rooms.get(token, ()):
+            return None
+        return names[0]
+
+    @rx.event
+    async def post_typing(self):
+        """Someone types in the post form: the browser sends this at most once every
+        `typing_throttle_seconds`, and the server drops whatever comes faster."""
+        room = self._story_room()
+        session = await self.get_state(SessionState)
+        if room is None or session.user_id <= 0:
+            return
+        typing = typing_indicator.tracker()
+        if not await typing.admit(room, session.user_id):
+            return
+        user = await session._current_user()  # the token may have been revoked meanwhile
+        if user is None or user.id != session.user_id:
+            return
+        await typing.typed(
+            room=room, user_id=user.id, username=user.username, token=self.router.session.client_token
+        )
 
     @rx.event
     def set_post_type(self, value: str):
@@ -130,6 +201,8 @@ class StoryState(LiveState, rx.State):
             self.post_errors = {"form": exc.detail}
         else:
             self.post_errors = {}
+            if (room := self._story_room()) is not None:
+                await typing_indicator.tracker().stopped(room=room, user_id=user.id, username=user.username)
             yield rx.set_value("post-title", "")
             yield rx.set_value("post-body", "")
             yield toasts.success("Posted")
@@ -167,9 +240,15 @@ class StoryState(LiveState, rx.State):
     def on_story_deleted(self, event: StoryDeleted):
         if event.story_id == self.current_id:
             self.found = False
-            return toasts.warning("This story was deleted by its author")
+            # `load` finds nothing, so the tab leaves the story's room.
+            return [toasts.warning("This story was deleted by its author"), StoryState.load]
         return None
 
+
+
+# Typing is reported at most once per throttle interval per tab (Reflex throttles in
+# the browser, one key for both fields); the server drops anything faster.
+_TYPING = StoryState.post_typing.throttle(int(settings.typing_throttle_seconds * 1000))
 
 
 def _post_form() -> rx.Component:
@@ -184,9 +263,14 @@ def _post_form() -> rx.Component:
                     on_change=StoryState.set_post_type,
                     id="post-type",
                 ),
-                rx.input(placeholder="Title", name="title", id="post-title", width="100%"),
+                rx.input(
+                    placeholder="Title", name="title", id="post-title", width="100%", on_change=_TYPING,
+                ),
                 field_error(StoryState.post_errors, "title", "post-error"),
-                rx.text_area(placeholder="Say something…", name="body", id="post-body", width="100%", rows="4"),
+                rx.text_area(
+                    placeholder="Say something…", name="body", id="post-body", width="100%", rows="4",
+                    on_change=_TYPING,
+                ),
                 field_error(StoryState.post_errors, "body", "post-error"),
                 field_error(StoryState.post_errors, "form", "post-error"),
                 rx.button("Post", type="submit", loading=StoryState.posting, id="post-submit"),
@@ -217,12 +301,23 @@ def _story() -> rx.Component:
                     variant="soft", color_scheme="gray", id="read-count",
                 ),
             ),
+            rx.spacer(),
+            # A draft has no room (its last values would be stale): nothing shown.
+            rx.cond(
+                StoryState.status == stories.PUBLISHED,
+                presence_ui.readers(StoryRoom.readers, "reading now", id="story-readers"),
+            ),
+            width="100%",
             align="center",
         ),
         rx.text(StoryState.summary, style={"font_style": "italic"}),
         rx.text(StoryState.content, white_space="pre-wrap", id="story-content"),
         rx.divider(),
         _post_form(),
+        rx.cond(
+            StoryState.status == stories.PUBLISHED,
+            presence_ui.typing_line(StoryRoom.typers, SessionState.username),
+        ),
         rx.heading("Posts", size="4"),
         rx.vstack(rx.foreach(StoryState.posts, post_card), width="100%", id="story-posts"),
         width="100%",

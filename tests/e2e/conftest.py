@@ -46,6 +46,8 @@ SSE_QUEUE_SIZE = 400
 # and per user small, so the limit tests reach them quickly (each test has its own users).
 LOGIN_LIMIT_PER_ACCOUNT = 5
 POST_LIMIT_PER_USER = 5
+# Modules that run their own app with two workers (a module fixture).
+TWO_WORKER_MODULES = ("test_several_workers.py", "test_presence.py")
 # Backend log lines that mean something went wrong.
 _ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback \(most recent call last\)")
 
@@ -58,8 +60,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     def order(item: pytest.Item) -> tuple[bool, bool]:
         path = Path(item.path)
-        # The several-workers app runs (and stops) before the session's app starts.
-        return path.is_relative_to(here), path.name != "test_several_workers.py"
+        # The several-workers apps run (and stop) before the session's app starts.
+        return path.is_relative_to(here), path.name not in TWO_WORKER_MODULES
 
     items.sort(key=order)
 

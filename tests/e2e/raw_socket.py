@@ -43,9 +43,14 @@ class RawTab:
         self.updates: list[dict[str, Any]] = []
         self.raw: list[str] = []
         self.closed = False
+        # While held, the server's pings go unanswered, as over a connection that
+        # died without closing (the socket stays open, nothing comes back).
+        self._pongs_held = False
+        self._pings_waiting = 0
         self._cond = threading.Condition()
         opening = self.ws.recv(timeout=10)
         assert opening.startswith("0{"), opening
+        self.opening = json.loads(opening[1:])  # Engine.IO's handshake (pingInterval, ...)
         vars_ = {f"{SessionState.get_full_name()}.auth_token_rx_state_": auth_token} if auth_token else {}
         hydrate = self._event(f"{ROOT}.hydrate_and_load", {"vars": vars_} if vars_ else {})
         self.ws.send("40/_event," + json.dumps({"event": hydrate}))
@@ -61,6 +66,10 @@ class RawTab:
             while True:
                 message = self.ws.recv()
                 if message == "2":
+                    with self._cond:
+                        if self._pongs_held:
+                            self._pings_waiting += 1
+                            continue
                     self.ws.send("3")
                     continue
                 with self._cond:
@@ -74,6 +83,19 @@ class RawTab:
             with self._cond:
                 self.closed = True
                 self._cond.notify_all()
+
+    def hold_pongs(self) -> None:
+        """The network goes silent: pings from now on are not answered."""
+        with self._cond:
+            self._pongs_held = True
+
+    def release_pongs(self) -> None:
+        """The network is back: the pings that arrived meanwhile are answered."""
+        with self._cond:
+            self._pongs_held = False
+            waiting, self._pings_waiting = self._pings_waiting, 0
+        for _ in range(waiting):
+            self.ws.send("3")
 
     def send(self, name: str, payload: Any = None) -> None:
         """Send an event frame; `payload` may be anything, `name` any string."""
