@@ -3,6 +3,7 @@
 import reflex as rx
 
 from fictures import api, browser_events, live, logs, pages, signals  # noqa: F401  (pages register themselves)
+from fictures.analytics import service as analytics
 from fictures.events import service
 
 logs.configure()
@@ -22,6 +23,8 @@ app.add_middleware(live.FollowNavigation())
 app.register_lifespan_task(service.lifespan)
 app.register_lifespan_task(signals.lifespan)
 app.register_lifespan_task(live.lifespan)
+# Reads the tab hub's tabs and rooms: after it.
+app.register_lifespan_task(analytics.lifespan)
 
 
 @rx.page(route="/", on_load=rx.redirect("/community"))

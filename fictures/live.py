@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 
 import reflex as rx
 
-from fictures import live_feed, metrics, reflex_compat, rooms
+from fictures import analytics, live_feed, metrics, reflex_compat, rooms
 from fictures.events import service
 from fictures.events.schema import (
     PUBLIC_CHANNELS,
@@ -352,15 +352,20 @@ class TabHub:
 
     # -- running hooks in tabs ------------------------------------------------------
 
-    def _in_tab(self, token: str, tab: _Tab, apply: Callable[[LiveState], Any]) -> None:
-        """Run `apply(state)` in the tab, after whatever the hub already sent it."""
+    def _in_tab(
+        self, token: str, tab: _Tab, apply: Callable[[LiveState], Any],
+        event: CommunityEvent | None = None,
+    ) -> None:
+        """Run `apply(state)` in the tab, after whatever the hub already sent it
+        (delivering `event`, if given: counted once it reached the tab)."""
         previous = self._pending.get(token)
-        task = asyncio.create_task(self._run_in_tab(token, tab, apply, previous))
+        task = asyncio.create_task(self._run_in_tab(token, tab, apply, previous, event))
         self._pending[token] = task
         task.add_done_callback(functools.partial(self._forget_pending, token))
 
     async def _run_in_tab(
-        self, token: str, tab: _Tab, apply: Callable[[LiveState], Any], previous: asyncio.Task | None
+        self, token: str, tab: _Tab, apply: Callable[[LiveState], Any], previous: asyncio.Task | None,
+        event: CommunityEvent | None = None,
     ) -> None:
         if previous is not None:
             await asyncio.wait([previous])  # its outcome is its own; only the order matters
@@ -368,6 +373,9 @@ class TabHub:
             await reflex_compat.run_in_tab(self.app, token, tab.state_cls, apply, tab.router_data)
         except Exception:
             logger.exception("A live hook of %s failed in tab %s", tab.state_cls.__name__, token[:8])
+        else:
+            if event is not None:
+                analytics.delivered(event, "tab_handler")
 
     def _forget_pending(self, token: str, task: asyncio.Task) -> None:
         if self._pending.get(token) is task:
@@ -391,15 +399,16 @@ class TabHub:
             return 0  # private events never reach tabs; the SSE API serves their owners
         changed = await live_feed.apply(event)
         broadcast = await live_feed.broadcast(changed) if changed else 0
+        # One call for the whole frame (and a record of the event, readers or not).
+        analytics.delivered(event, "tab_broadcast", broadcast)
         connected = reflex_compat.connected_tokens(self.app)
         handled = 0
         for token in list(self.handling[event.channel]):
             if token not in connected:
                 self.unregister(token)
                 continue
-            self._in_tab(token, self.tabs[token], lambda state: state._live_receive(event))
+            self._in_tab(token, self.tabs[token], lambda state: state._live_receive(event), event)
             handled += 1
-        metrics.EVENTS_DELIVERED.labels(event.channel, "tab").inc(broadcast + handled)
         logger.info(
             "Fanned out %s #%s to %d tabs (%d in one broadcast frame, %d by handler)",
             event.channel, event.id, broadcast + handled, broadcast, handled,

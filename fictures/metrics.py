@@ -7,11 +7,6 @@ LIVE_TABS = Gauge("fictures_live_tabs", "Browser tabs receiving live updates in 
 EVENTS_PUBLISHED = Counter(
     "fictures_events_published_total", "Events sent to Redis by the outbox relay", ["channel"]
 )
-EVENTS_DELIVERED = Counter(
-    "fictures_events_delivered_total",
-    "Events delivered to clients by this process, per channel and kind of client",
-    ["channel", "client"],
-)
 REPLAYS = Counter("fictures_replays_total", "Resumed streams served from history")
 RESETS = Counter("fictures_resets_total", "Reset events sent to clients", ["reason"])
 OUTBOX_BACKLOG = Gauge("fictures_outbox_backlog", "Outbox rows not yet sent to Redis")
@@ -21,3 +16,8 @@ ASYNCIO_TASKS = Gauge("fictures_asyncio_tasks", "Asyncio tasks alive in this pro
 RATE_LIMITED = Counter(
     "fictures_rate_limited_total", "Requests refused by a rate limit, per rule", ["rule"]
 )
+
+# Deliveries (fictures_events_delivered_total{channel,client}) and their latency
+# (fictures_delivery_latency_seconds{client}) are collected at scrape time from
+# the process's delivery tally: see fictures.analytics.tally.
+from fictures.analytics import tally as _delivery_tally  # noqa: E402,F401  (registers them)
