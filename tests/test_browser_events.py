@@ -8,6 +8,7 @@ from fictures import browser_events, reflex_compat
 from fictures.browser_events import Rejected, check_frame, may_send, validated_payload
 from fictures.fictures import app  # noqa: F401  (registers every page and state)
 from fictures.pages.account import AccountState
+from fictures.pages.admin import AdminState
 from fictures.pages.community import CommunityState
 from fictures.pages.story import StoryState
 from fictures.pages.writing import WritingState
@@ -20,6 +21,8 @@ BROWSER_CALLABLE = {
     "AccountState": {"reset_form", "register", "login"},
     "CommunityState": {"live_start", "live_poll", "live_toggle_pause", "load", "set_genre", "view_new"},
     "StoryState": {"live_start", "live_poll", "live_toggle_pause", "load", "set_post_type", "submit_post"},
+    # Each checks the admin role in the database first (fictures.pages.admin).
+    "AdminState": {"live_start", "live_poll", "live_toggle_pause", "load"},
     "WritingState": {
         "load", "new_story", "edit", "set_title", "set_genre", "set_summary", "set_content",
         "save", "toggle_visibility", "delete",
@@ -69,7 +72,7 @@ def test_everything_else_registered_is_blocked_reflex_machinery():
 
 
 def test_live_hooks_and_session_internals_are_plain_methods():
-    for state in (CommunityState, StoryState):
+    for state in (CommunityState, StoryState, AdminState):
         for hook in ("on_story_published", "on_story_updated", "on_story_deleted", "on_post_created",
                      "on_post_updated", "on_post_deleted", "live_reload"):
             assert reflex_compat.is_plain(state, hook), (state.__name__, hook)
@@ -130,6 +133,8 @@ TAG = "<reflex.Var>x</reflex.Var>"
         (StoryState, "submit_post", {"form": "title=x"}),
         (CommunityState, "set_genre", {"genre": {"$gt": ""}}),
         (CommunityState, "view_new", {"x": 1}),
+        (AdminState, "load", {"as_admin": True}),
+        (AdminState, "live_start", {"room": "admin"}),
         (AccountState, "login", {"form": {"username": 1, "password": "p"}}),
     ],
 )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import reflex as rx
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from fictures import db, feed, posts, ratelimit, stories, toasts
+from fictures import db, feed, posts, ratelimit, rooms, stories, toasts
 from fictures.components.cards import genre_badge, post_card
 from fictures.components.forms import field_error
 from fictures.components.layout import loading, page
@@ -42,7 +44,24 @@ def _create_post(user: User, story_id: int, data: PostCreate) -> int:
         return posts.create_post(session=s, author=user, story_id=story_id, data=data).id
 
 
+def _story_id(path: str) -> int:
+    raw = path.rstrip("/").rpartition("/")[2]
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else 0
+
+
+class StoryRoom(rooms.Room):
+    """The room of a story page's tabs ("story:<id>"): how many tabs read each
+    story (the admin page's "top stories by readers now" counts its tabs)."""
+
+    @classmethod
+    def room_name(cls, router: Any) -> str | None:
+        story_id = _story_id(router.url.path)
+        return f"story:{story_id}" if story_id > 0 else None
+
+
 class StoryState(LiveState, rx.State):
+    live_rooms = (StoryRoom,)
+
     current_id: int = 0
     found: bool = True
     loading: bool = True
