@@ -15,9 +15,11 @@ after checking the role in the database, on every load and event):
   values are computed from this process's store): a tab that is not listed
   reads the empty defaults.
 
-A tab leaves the list when it leaves the room (navigation, disconnect), when
-the page refuses it, or when the periodic check finds its user is no longer
-an admin.
+A listed tab is admitted only while its page is the admin page (the tab
+hub's page rooms, updated as it navigates or disconnects), so a tab that
+left, or reconnected and was not checked again, reads nothing. It leaves the
+list when the page refuses it, when the periodic check finds its user is no
+longer an admin, or when that check finds it gone from the page.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import dataclasses
 from typing import Any
 
 from fictures import rooms
+from fictures.live import TabHub
 
 ADMIN_ROOM = "admin"
 
@@ -63,14 +66,29 @@ class Watchers:
     def forget(self, token: str) -> Watcher | None:
         return self._tabs.pop(token, None)
 
-    def admits(self, token: str | None) -> bool:
+    def listed(self, token: str | None) -> bool:
+        """Checked as an admin by the page (so its page may name the admin room)."""
         return bool(token) and token in self._tabs
+
+    def admits(self, token: str | None) -> bool:
+        """Listed, and on the admin page right now: may read the room's values."""
+        return self.listed(token) and _on_admin_page(token)
+
+    def prune(self) -> None:
+        """Forget the tabs that are no longer on the admin page."""
+        for token in [t for t in self._tabs if not _on_admin_page(t)]:
+            del self._tabs[token]
 
     def items(self) -> list[tuple[str, Watcher]]:
         return list(self._tabs.items())
 
     def __len__(self) -> int:
         return len(self._tabs)
+
+
+def _on_admin_page(token: str | None) -> bool:
+    hub = TabHub._current
+    return hub is not None and ADMIN_ROOM in hub.page_rooms.get(token or "", ())
 
 
 watchers = Watchers()
@@ -96,5 +114,7 @@ class AdminRoom(rooms.Room):
     latency = rooms.value("latency", list[dict[str, Any]], [])
     top_stories = rooms.value("top_stories", list[dict[str, Any]], [])
     recent = rooms.value("recent", list[EventRow], [])
+    # The latest readers sample, in words ("7 tabs, 1 SSE stream").
+    readers_now = rooms.value("readers_now", str, "")
     # "HH:MM:SS" (UTC) of the last refresh.
     updated = rooms.value("updated", str, "")

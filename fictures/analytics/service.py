@@ -133,7 +133,9 @@ def chart_values(
         for slot, (tabs, sse) in m.readers.items()
         if slot >= since
     ]
+    tabs, sse = (readers[-1]["tabs"], readers[-1]["sse"]) if readers else (0, 0)
     return {
+        "readers_now": f"{tabs} tab{'s' * (tabs != 1)}, {sse} SSE stream{'s' * (sse != 1)}",
         "events_per_minute": events,
         "latency": latency,
         "readers": readers,
@@ -253,6 +255,7 @@ class AnalyticsService:
 
     async def _check_admins(self) -> None:
         """Tabs whose user lost the admin role leave the room (and the page)."""
+        watchers.prune()
         tabs = watchers.items()
         if not tabs:
             return
@@ -272,13 +275,6 @@ class AnalyticsService:
             await reflex_compat.run_in_tab(
                 self.app, token, watcher.state_cls, lambda state: state._admin_refused()
             )
-
-    async def rooms_changed(self, token: str, entered: frozenset[str], left: frozenset[str]) -> None:
-        """A tab left the admin page (navigation, disconnect): no longer a watcher."""
-        hub = self._hub()
-        back = hub is not None and ADMIN_ROOM in hub.page_rooms.get(token, ())
-        if ADMIN_ROOM in left and not back:  # (not if it has since come back: a reconnect)
-            watchers.forget(token)
 
     async def run(self) -> None:
         while True:
@@ -311,9 +307,6 @@ def records() -> DeliveryRecords:
 async def lifespan(app: rx.App) -> AsyncIterator[None]:
     """Runs the process's analytics task (registered after the tab hub)."""
     service = AnalyticsService(app, records(), interval=settings.analytics_seconds)
-    hub = service._hub()
-    if hub is not None:
-        hub.on_rooms_changed(service.rooms_changed)
     AnalyticsService._current = service
     task = asyncio.create_task(service.run(), name="fictures-analytics")
     try:

@@ -64,14 +64,24 @@ class AdminState(LiveState, rx.State):
         if watchers.forget(token) is not None and TabHub._current is not None:
             await TabHub._current.enter(token, self.router.session.session_id, [])
 
+    async def _send_away(self, *, toast: bool = False) -> Any:
+        """Refused: a visitor to the login page, a member to the community."""
+        await self._refuse()
+        session = await self.get_state(SessionState)
+        if session.user_id <= 0:
+            return rx.redirect("/login")
+        if not toast:
+            return rx.redirect("/community")
+        return [rx.redirect("/community"), toasts.warning("The admin page is for admins only")]
+
     def _admin_refused(self) -> Any:
         """Run in the tab by the analytics task when its user lost the role."""
         self.allowed = False
         return rx.redirect("/community")
 
     def _live_room_names(self) -> list[str]:
-        # Only a tab the server admitted names the admin room, so only it joins.
-        return [ADMIN_ROOM] if watchers.admits(self.router.session.client_token) else []
+        # Only a tab the server checked names the admin room, so only it joins.
+        return [ADMIN_ROOM] if watchers.listed(self.router.session.client_token) else []
 
     def live_reload(self) -> Any:
         return AdminState.load
@@ -88,16 +98,15 @@ class AdminState(LiveState, rx.State):
 
     @rx.event
     async def live_poll(self, _value: Any = None):
+        # (A refused tab never went live, so its indicator polls: it is sent away here too.)
         if await self._admin() is None:
-            await self._refuse()
-            return rx.redirect("/community")
+            return await self._send_away()
         return LiveState.live_poll(self, _value)
 
     @rx.event
     async def live_toggle_pause(self):
         if await self._admin() is None:
-            await self._refuse()
-            return rx.redirect("/community")
+            return await self._send_away()
         return await LiveState.live_toggle_pause(self)
 
     @rx.event
@@ -105,11 +114,7 @@ class AdminState(LiveState, rx.State):
         """Show the page to an admin (with the room's current values); send anyone else away."""
         user = await self._admin()
         if user is None:
-            await self._refuse()
-            session = await self.get_state(SessionState)
-            if not session.logged_in:
-                return rx.redirect("/login")
-            return [rx.redirect("/community"), toasts.warning("The admin page is for admins only")]
+            return await self._send_away(toast=True)
         self.allowed = True
         service = AnalyticsService.current()
         if service is not None and watchers.admits(self.router.session.client_token):
@@ -120,7 +125,10 @@ class AdminState(LiveState, rx.State):
 # -- the dashboard ------------------------------------------------------------------
 
 
-def _panel(title: str, chart: rx.Component, panel_id: str, note: str = "") -> rx.Component:
+def _panel(
+    title: str, chart: rx.Component, panel_id: str, note: str = "", *,
+    now: Any = None, now_id: str | None = None,
+) -> rx.Component:
     return rx.card(
         rx.vstack(
             rx.hstack(
@@ -130,6 +138,7 @@ def _panel(title: str, chart: rx.Component, panel_id: str, note: str = "") -> rx
                 width="100%",
                 align="center",
             ),
+            rx.text(now, size="2", weight="medium", id=now_id) if now is not None else rx.fragment(),
             chart,
             width="100%",
         ),
@@ -161,16 +170,17 @@ def _events_chart() -> rx.Component:
     )
 
 
-def _line(data_key: str, name: str, color: str, *, dot: bool) -> rx.Component:
+def _line(data_key: str, name: str, color: str, *, dot: bool, curve: str = "linear") -> rx.Component:
     return rx.recharts.line(
         data_key=data_key,
         name=name,
         stroke=color,
         stroke_width=2,
-        dot=dot,
+        # Filled dots: a minute with deliveries shows even without its neighbours.
+        dot={"r": 4, "fill": color, "stroke": color} if dot else False,
         connect_nulls=True,
         is_animation_active=False,
-        type_="monotone",
+        type_=curve,
         class_name=f"series-{data_key}",
     )
 
@@ -182,8 +192,9 @@ def _readers_chart() -> rx.Component:
         rx.recharts.y_axis(allow_decimals=False),
         rx.recharts.graphing_tooltip(),
         rx.recharts.legend(),
-        _line("tabs", "browser tabs", TABS_COLOR, dot=False),
-        _line("sse", "SSE streams", SSE_COLOR, dot=False),
+        # Counts held until the next sample: steps, not slopes.
+        _line("tabs", "browser tabs", TABS_COLOR, dot=False, curve="stepAfter"),
+        _line("sse", "SSE streams", SSE_COLOR, dot=False, curve="stepAfter"),
         data=AdminRoom.readers,
         height=240,
     )
@@ -262,7 +273,8 @@ def _dashboard() -> rx.Component:
         ),
         rx.grid(
             _panel("Events per minute", _events_chart(), "chart-events", "by channel, last 30 min"),
-            _panel("Readers connected", _readers_chart(), "chart-readers", "every cluster process, last 10 min"),
+            _panel("Readers connected", _readers_chart(), "chart-readers", "every process, last 10 min",
+                   now=AdminRoom.readers_now, now_id="readers-now"),
             _panel("Delivery latency", _latency_chart(), "chart-latency", "publish to delivery, per minute"),
             _panel("Top stories by readers now", _top_stories_chart(), "chart-top-stories", "open story pages"),
             columns=rx.breakpoints(initial="1", lg="2"),
