@@ -232,15 +232,17 @@ class AnalyticsService:
         """Send the admin room the values that changed (only if tabs here are in it),
         and the tab `welcome` (a socket id: one that just joined, whose hydrate had
         none of them) all of them."""
-        if not self.admins_here() or self.app is None:
+        here = self.admins_here()
+        if self.app is None or not (here or welcome):
             return
         now = time.time() if now is None else now
         async with self._publishing:
             values = await self.values(now)
             changed = {k: v for k, v in values.items() if rooms.current(ADMIN_ROOM, k) != v}
-            if changed:
+            if here and changed:
                 await rooms.publish(AdminRoom, ADMIN_ROOM, **changed)
             if welcome is not None:
+                # (Also to a paused tab, which is not in the room: its first view.)
                 # Every socket is also a room of its own, named by its id.
                 await reflex_compat.emit_to_room(self.app, welcome, rooms.frame(AdminRoom, **values))
 

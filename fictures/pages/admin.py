@@ -117,7 +117,7 @@ class AdminState(LiveState, rx.State):
             return await self._send_away(toast=True)
         self.allowed = True
         service = AnalyticsService.current()
-        if service is not None and watchers.admits(self.router.session.client_token):
+        if service is not None and watchers.listed(self.router.session.client_token):
             await service.publish(welcome=self.router.session.session_id)
         return None
 

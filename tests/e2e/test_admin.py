@@ -278,3 +278,22 @@ def test_an_admin_whose_role_is_revoked_is_sent_away_while_watching(app_server: 
     expect(page).to_have_url(re.compile(r"/community$"))
     unknown = admin_command(app_server, "grant", "nobody_" + uuid.uuid4().hex[:6])
     assert unknown.returncode == 1 and "no user named" in unknown.stderr
+
+
+def test_a_paused_admin_page_still_shows_the_data_when_it_loads(app_server: AppServer, new_page):
+    _, author = app_server.register()
+    app_server.create_story(author, f"Before the pause {uuid.uuid4().hex[:6]}")
+    _, token = new_admin(app_server)
+    page = new_page("/admin", token=token)
+    rows = page.locator("#recent-events .event-record")
+    expect(rows.first).to_be_visible()
+    page.locator("#live-pause").click()
+    expect(page.locator("#live-indicator")).to_have_attribute("data-status", "paused")
+    page.reload()
+    expect(page.locator("#live-indicator")).to_have_attribute("data-status", "paused")
+    expect(rows.first).to_be_visible()  # sent to the tab on load, though it is not in the room
+    shown = page.locator("#admin-updated").inner_text()
+    # Resumed: in the room again, refreshed every tick.
+    page.locator("#live-pause").click()
+    expect(page.locator("#live-indicator")).to_have_attribute("data-status", "live")
+    expect(page.locator("#admin-updated")).not_to_have_text(shown, timeout=10_000)
