@@ -237,7 +237,11 @@ class AnalyticsService:
             return
         now = time.time() if now is None else now
         async with self._publishing:
-            values = await self.values(now)
+            try:
+                values = await self.values(now)
+            except _REDIS_DOWN as exc:
+                logger.warning("The admin room cannot read Redis (%s); not refreshed", exc)
+                return
             changed = {k: v for k, v in values.items() if rooms.current(ADMIN_ROOM, k) != v}
             if here and changed:
                 await rooms.publish(AdminRoom, ADMIN_ROOM, **changed)
@@ -272,11 +276,17 @@ class AnalyticsService:
         if watcher is None or self.app is None:
             return
         logger.info("Tab %s is no longer an admin's; removed from the admin room", token[:8])
-        await reflex_compat.leave_room(self.app, watcher.sid, ADMIN_ROOM)
-        with contextlib.suppress(Exception):
+        hub = self._hub()
+        if hub is not None:
+            await hub.enter(token, watcher.sid, [])  # out of the page's rooms, as if it left
+        else:
+            await reflex_compat.leave_room(self.app, watcher.sid, ADMIN_ROOM)
+        try:
             await reflex_compat.run_in_tab(
                 self.app, token, watcher.state_cls, lambda state: state._admin_refused()
             )
+        except Exception as exc:  # noqa: BLE001 (the tab may be gone: it is out of the room anyway)
+            logger.warning("Could not send tab %s away from /admin: %s", token[:8], exc)
 
     async def run(self) -> None:
         while True:
