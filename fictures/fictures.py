@@ -15,6 +15,7 @@ from fictures import (  # noqa: F401  (pages register themselves)
     signals,
     typing_indicator,
 )
+from fictures.analytics import service as analytics
 from fictures.events import service
 from fictures.settings import settings
 
@@ -46,6 +47,8 @@ app.register_lifespan_task(live_receipts.lifespan)
 app.register_lifespan_task(push.lifespan)
 app.register_lifespan_task(presence.lifespan)
 app.register_lifespan_task(typing_indicator.lifespan)
+# Reads the tab hub's tabs and rooms: after it.
+app.register_lifespan_task(analytics.lifespan)
 
 
 @rx.page(route="/", on_load=rx.redirect("/community"))

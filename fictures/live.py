@@ -48,7 +48,7 @@ from typing import Any
 
 import reflex as rx
 
-from fictures import live_feed, metrics, online, reflex_compat, rooms
+from fictures import analytics, live_feed, metrics, online, reflex_compat, rooms
 from fictures.events import service
 from fictures.events.schema import (
     PUBLIC_CHANNELS,
@@ -451,9 +451,13 @@ class TabHub:
 
     # -- running hooks in tabs ------------------------------------------------------
 
-    def _in_tab(self, token: str, tab: _Tab, apply: Callable[[LiveState], Any]) -> None:
-        """Run `apply(state)` in the tab, after whatever the hub already sent it."""
-        self.run_in_tab(token, tab.state_cls, apply, tab.router_data)
+    def _in_tab(
+        self, token: str, tab: _Tab, apply: Callable[[LiveState], Any],
+        event: CommunityEvent | None = None,
+    ) -> None:
+        """Run `apply(state)` in the tab, after whatever the hub already sent it
+        (delivering `event`, if given: counted once it reached the tab)."""
+        self.run_in_tab(token, tab.state_cls, apply, tab.router_data, event=event)
 
     def run_in_tab(
         self,
@@ -461,12 +465,16 @@ class TabHub:
         state_cls: type[rx.State],
         apply: Callable[[Any], Any],
         router_data: dict[str, Any] | None = None,
+        *,
+        event: CommunityEvent | None = None,
     ) -> None:
         """Run `apply(state)` on the tab's `state_cls` under the tab's state lock,
         after whatever the hub already sent that tab (a plain function: no browser
         can call it). Its changes reach the browser as one delta."""
         previous = self._pending.get(token)
-        task = asyncio.create_task(self._run_in_tab(token, state_cls, apply, router_data, previous))
+        task = asyncio.create_task(
+            self._run_in_tab(token, state_cls, apply, router_data, previous=previous, event=event)
+        )
         self._pending[token] = task
         task.add_done_callback(functools.partial(self._forget_pending, token))
 
@@ -476,7 +484,9 @@ class TabHub:
         state_cls: type[rx.State],
         apply: Callable[[Any], Any],
         router_data: dict[str, Any] | None,
+        *,
         previous: asyncio.Task | None,
+        event: CommunityEvent | None,
     ) -> None:
         if previous is not None:
             await asyncio.wait([previous])  # its outcome is its own; only the order matters
@@ -484,6 +494,9 @@ class TabHub:
             await reflex_compat.run_in_tab(self.app, token, state_cls, apply, router_data)
         except Exception:
             logger.exception("A live hook of %s failed in tab %s", state_cls.__name__, token[:8])
+        else:
+            if event is not None:
+                analytics.delivered(event, "tab_handler")
 
     def run_hook(self, token: str, apply: Callable[[LiveState], Any]) -> bool:
         """Run `apply(state)` in one tab of this process (its page's LiveState),
@@ -519,15 +532,16 @@ class TabHub:
             return await handler(self, event) if handler is not None else 0
         changed = await live_feed.apply(event)
         broadcast = await live_feed.broadcast(changed) if changed else 0
+        # One call for the whole frame (and a record of the event, readers or not).
+        analytics.delivered(event, "tab_broadcast", broadcast)
         connected = reflex_compat.connected_tokens(self.app)
         handled = 0
         for token in list(self.handling[event.channel]):
             if token not in connected:
                 self.unregister(token)
                 continue
-            self._in_tab(token, self.tabs[token], lambda state: state._live_receive(event))
+            self._in_tab(token, self.tabs[token], lambda state: state._live_receive(event), event)
             handled += 1
-        metrics.EVENTS_DELIVERED.labels(event.channel, "tab").inc(broadcast + handled)
         logger.info(
             "Fanned out %s #%s to %d tabs (%d in one broadcast frame, %d by handler)",
             event.channel, event.id, broadcast + handled, broadcast, handled,

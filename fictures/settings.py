@@ -150,6 +150,13 @@ class Settings(BaseSettings):
     push_ttl_seconds: int = Field(86_400, ge=0)
     push_subscribe_limit_per_user: str = "20/hour"
 
+    # Delivery analytics (fictures.analytics): how often each process sends its
+    # share of the delivery records to Redis (and refreshes /admin while an admin
+    # watches), how long records are kept, and at most how many.
+    analytics_seconds: float = Field(2.0, gt=0, le=60)
+    analytics_ttl_seconds: int = Field(86_400, ge=60)
+    analytics_max_events: int = Field(10_000, ge=10)
+
     # SSE
     sse_ping_seconds: float = Field(30.0, gt=0)
     sse_max_per_ip: int = Field(20, ge=1)

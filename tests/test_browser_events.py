@@ -9,6 +9,7 @@ from fictures.bell import NotificationState
 from fictures.browser_events import Rejected, check_frame, may_send, validated_payload
 from fictures.fictures import app  # noqa: F401  (registers every page and state)
 from fictures.pages.account import AccountState
+from fictures.pages.admin import AdminState
 from fictures.pages.community import CommunityState
 from fictures.pages.story import StoryState
 from fictures.pages.writing import WritingState
@@ -26,6 +27,8 @@ BROWSER_CALLABLE = {
         "live_start", "live_poll", "live_toggle_pause", "load", "set_post_type", "submit_post",
         "post_typing",
     },
+    # Each checks the admin role in the database first (fictures.pages.admin).
+    "AdminState": {"live_start", "live_poll", "live_toggle_pause", "load"},
     "WritingState": {
         "live_start", "live_poll", "live_toggle_pause",
         "load", "new_story", "edit", "set_title", "set_genre", "set_summary", "set_content",
@@ -80,7 +83,7 @@ def test_everything_else_registered_is_blocked_reflex_machinery():
 
 
 def test_live_hooks_and_session_internals_are_plain_methods():
-    for state in (CommunityState, StoryState, WritingState):
+    for state in (CommunityState, StoryState, WritingState, AdminState):
         for hook in ("on_story_published", "on_story_updated", "on_story_deleted", "on_post_created",
                      "on_post_updated", "on_post_deleted", "live_reload"):
             assert reflex_compat.is_plain(state, hook), (state.__name__, hook)
@@ -150,6 +153,8 @@ TAG = "<reflex.Var>x</reflex.Var>"
         (CommunityState, "mark_seen", {"story_id": 2**31}),
         (CommunityState, "mark_seen", {"story_id": [7]}),
         (CommunityState, "mark_seen", {}),
+        (AdminState, "load", {"as_admin": True}),
+        (AdminState, "live_start", {"room": "admin"}),
         (AccountState, "login", {"form": {"username": 1, "password": "p"}}),
         (NotificationState, "mark_read", {"notification_id": "3"}),
         (NotificationState, "mark_read", {"notification_id": 0}),

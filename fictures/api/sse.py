@@ -53,7 +53,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from fictures import client_address, db, metrics, presence, ratelimit
+from fictures import analytics, client_address, db, metrics, presence, ratelimit
 from fictures.api.deps import bearer_token, optional_user
 from fictures.events import service
 from fictures.events.bus import StoredEvent
@@ -351,16 +351,17 @@ async def _stream(
             async with contextlib.aclosing(_live(sub, changes)) as live:
                 async for item in live:
                     if isinstance(item, tuple):
-                        metrics.EVENTS_DELIVERED.labels(PRESENCE_CHANNEL, "sse").inc()
+                        metrics.PRESENCE_FRAMES.inc()
                         yield _presence_frame(*item)
                         continue
                     event = item
                     if not at.passes(event):
                         continue  # already replayed
                     if flt.accepts(event):
-                        if event.public:  # the metrics are public: no count of anyone's drafts
-                            metrics.EVENTS_DELIVERED.labels(event.channel, "sse").inc()
                         yield _frame(event, position=_position(flt, at))
+                        # Sent (the generator resumes once the frame is written). Public
+                        # events only: the metrics are public, drafts nobody's business.
+                        analytics.delivered(event, "sse")
             if sub.overflowed:
                 logger.warning("SSE client %s fell behind at #%s; sent reset", ip, at.label(flt))
                 yield _reset("slow-consumer", at.label(flt))

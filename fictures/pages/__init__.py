@@ -1,5 +1,5 @@
 """One module per page; each registers itself with @rx.page and keeps its state beside it."""
 
-from fictures.pages import account, community, story, writing
+from fictures.pages import account, admin, community, story, writing
 
-__all__ = ["account", "community", "story", "writing"]
+__all__ = ["account", "admin", "community", "story", "writing"]

@@ -101,6 +101,8 @@ class AppServer:
     process: subprocess.Popen
     redis: RedisControl
     stream_key: str = ""
+    # The app's environment (to run its commands, e.g. `python -m fictures.admin`).
+    env: dict[str, str] = field(default_factory=dict)
     _log_offset: int = field(default=0)
 
     def mark_log(self) -> None:
@@ -180,6 +182,8 @@ def running_app(workers: int = 1) -> Iterator[AppServer]:
         "FICTURES_SSE_QUEUE_SIZE": str(SSE_QUEUE_SIZE),
         "FICTURES_SSE_PING_SECONDS": "1",
         "FICTURES_SSE_SEND_TIMEOUT": "30",
+        # The admin page refreshes (and processes send their delivery records) every second.
+        "FICTURES_ANALYTICS_SECONDS": "1",
         "FICTURES_LOGIN_LIMIT_PER_ACCOUNT": f"{LOGIN_LIMIT_PER_ACCOUNT}/minute",
         "FICTURES_POST_LIMIT_PER_USER": f"{POST_LIMIT_PER_USER}/minute",
         "FICTURES_LOGIN_LIMIT_PER_ADDRESS": "100000/minute",
@@ -203,7 +207,7 @@ def running_app(workers: int = 1) -> Iterator[AppServer]:
         )
     server = AppServer(
         url=f"http://localhost:{port}", log_path=log_path, process=process, redis=redis,
-        stream_key=stream_key,
+        stream_key=stream_key, env=env,
     )
     try:
         _wait_for(f"{server.url}/ping", process, log_path, START_TIMEOUT)

@@ -106,3 +106,32 @@ def test_notifications_reach_every_tab_of_the_user_on_every_worker(app_server: A
     print(f"notification delivered per worker pid: {delivered}")
     # Each worker delivered to its own tabs of this user only: together, all six.
     assert sum(int(n) for _, n in delivered) == len(tabs)
+
+
+def test_the_admin_page_sums_the_deliveries_of_every_worker(app_server: AppServer, new_page):
+    """Each worker adds its share of an event's record; the admin page shows the sum."""
+    from tests.e2e.test_admin import new_admin
+
+    _, admin_token = new_admin(app_server)
+    _, author = app_server.register()
+    app_server.mark_log()
+    tabs = [new_page("/community") for _ in range(6)]
+    for tab in tabs:
+        expect(tab.locator("#live-indicator")).to_have_attribute("data-status", "live")
+    title = f"Counted Everywhere {uuid.uuid4().hex[:6]}"
+    app_server.create_story(author, title)
+    for tab in tabs:
+        expect(tab.locator(".story-card", has_text=title)).to_have_count(1)
+    fanned = re.findall(
+        r"\[(\d+)\] INFO fictures.live: Fanned out story:published #(\d+) to (\d+) tabs", app_server.log_since_mark()
+    )
+    per_worker = {pid: int(n) for pid, _, n in fanned}
+    (event_id,) = {event_id for _, event_id, _ in fanned}
+    print(f"tabs reached per worker pid: {per_worker}")
+    assert sum(per_worker.values()) == 6
+
+    admin = new_page("/admin", token=admin_token)
+    row = admin.locator("#recent-events .event-record").filter(has_text=re.compile(rf"^{event_id}story:published"))
+    expect(row.locator("td").nth(3)).to_have_text("6")  # the broadcast reached 6 tabs, on both workers
+    # Readers connected now: the six tabs and the admin's, whichever worker holds them.
+    expect(admin.locator("#readers-now")).to_have_text(re.compile(r"^([7-9]|\d\d+) tabs, "), timeout=15_000)
