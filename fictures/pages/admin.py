@@ -17,7 +17,7 @@ from typing import Any
 
 import reflex as rx
 
-from fictures import toasts
+from fictures import rooms, toasts
 from fictures.analytics.room import ADMIN_ROOM, AdminRoom, EventRow, watchers
 from fictures.analytics.service import AnalyticsService, channel_key
 from fictures.components.layout import loading, page
@@ -47,7 +47,7 @@ class AdminState(LiveState, rx.State):
     """The admin page's tab state: only whether the page may show. The data is
     the admin room's (AdminRoom), never this state's."""
 
-    live_rooms = (AdminRoom,)
+    live_rooms = rooms.of(AdminRoom)
 
     allowed: bool = False
 
