@@ -287,7 +287,7 @@ class TabHub:
         # not): user id -> tokens, and back. A private event for a user costs a
         # loop over that user's tabs only.
         self.users: dict[int, set[str]] = {}
-        self.user_of: dict[str, int] = {}
+        self.user_id_of: dict[str, int] = {}
         self.fanout = service.fanout()
 
     @classmethod
@@ -353,7 +353,7 @@ class TabHub:
         """The tab `token` is logged in as `user_id` (0: logged out). Called on
         every login check, on every page, so this index follows logins, logouts
         and tabs that moved to this process after a reconnect."""
-        previous = self.user_of.get(token)
+        previous = self.user_id_of.get(token)
         if previous == (user_id or None):
             return
         if previous is not None:
@@ -361,9 +361,9 @@ class TabHub:
             tokens.discard(token)
             if not tokens:
                 self.users.pop(previous, None)
-            del self.user_of[token]
+            del self.user_id_of[token]
         if user_id > 0:
-            self.user_of[token] = user_id
+            self.user_id_of[token] = user_id
             self.users.setdefault(user_id, set()).add(token)
             online.tracker().enter(token, user_id)
         else:
