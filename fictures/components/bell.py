@@ -161,11 +161,11 @@ class NotificationAnnouncer(rx.Fragment):
             _js_expr=f"""() => {{
   const card = {arrived!s};
   if (!{hydrated!s}) return;
-  if (fxSeen.current === null || !card.id || card.id === fxSeen.current) {{
-    fxSeen.current = card.id;
+  if (fxBellSeen.current === null || !card.id || card.id === fxBellSeen.current) {{
+    fxBellSeen.current = card.id;
     return;
   }}
-  fxSeen.current = card.id;
+  fxBellSeen.current = card.id;
   fxBellToast?.info("New post on " + card.story_title + ": " + card.title, {{
     description: "by " + card.actor,
     action: {{label: "Open", onClick: () => window.location.assign("/community/story/" + card.story_id)}},
@@ -177,7 +177,7 @@ class NotificationAnnouncer(rx.Fragment):
         return [
             Var(f"const fxBellToast = {reflex_compat.toast_ref};"),
             Var(
-                "const fxSeen = useRef(null);",
+                "const fxBellSeen = useRef(null);",
                 _var_data=VarData(imports={"react": [rx.ImportVar(tag="useRef")]}),
             ),
             Var(
