@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import operator
 from functools import reduce
+from typing import Any
 
 import reflex as rx
-from reflex.vars import LiteralArrayVar, Var, VarData
+from reflex.vars import LiteralArrayVar, ObjectVar, Var, VarData
 from starlette.concurrency import run_in_threadpool
 
 from fictures import auth, db, feed, live_feed, live_receipts, rooms, visits
@@ -357,24 +358,38 @@ def _genre_filter() -> rx.Component:
     )
 
 
+def _arrivals(slots: list[Var], is_new: Any, card_type: type) -> Var:
+    """The slots that are new for this tab, newest first, as one array computed in
+    the browser: cards are in the DOM in the order they are shown (screen readers
+    and keyboard focus follow it), not placed by CSS `order`."""
+    probe = Var(_js_expr="c", _var_type=card_type).to(ObjectVar, card_type)
+    condition = is_new(probe)
+    slots_var = LiteralArrayVar.create(slots)
+    return Var(
+        _js_expr=(
+            f"{slots_var!s}.filter((c) => {condition!s})"
+            ".sort((a, b) => b.event_id - a.event_id)"
+        ),
+        _var_type=list[card_type],
+        _var_data=VarData.merge(slots_var._get_all_var_data(), condition._get_all_var_data()),
+    )
+
+
 def _stories() -> rx.Component:
-    # A flex column ordered by CSS `order`: arrivals (newest first) above the list.
+    # Arrivals (newest first) above the list read at load.
     return rx.flex(
-        rx.box(id="new-stories", scroll_margin_top="4em", order=-(10**9)),
-        *[
-            rx.cond(
-                _is_new_story(c),
-                rx.box(story_card(c, is_new=_unseen(c), arrived=True), order=-c.event_id, width="100%"),
-            )
-            for c in story_slots()
-        ],
+        rx.box(id="new-stories", scroll_margin_top="4em"),
+        rx.foreach(
+            _arrivals(story_slots(), _is_new_story, StoryCard),
+            lambda c: story_card(c, is_new=_unseen(c), arrived=True),
+        ),
         rx.foreach(
             CommunityState.stories,
             lambda c: story_card(c, is_new=CommunityState.visit_new_ids.contains(c.id)),
         ),
         rx.cond(
             CommunityState.stories.length() == 0,
-            rx.text("No published stories yet.", color_scheme="gray", order=1),
+            rx.text("No published stories yet.", color_scheme="gray"),
         ),
         direction="column",
         gap="3",
@@ -385,10 +400,7 @@ def _stories() -> rx.Component:
 
 def _posts() -> rx.Component:
     return rx.flex(
-        *[
-            rx.cond(_is_new_post(c), rx.box(post_card(c), order=-c.event_id, width="100%"))
-            for c in post_slots()
-        ],
+        rx.foreach(_arrivals(post_slots(), _is_new_post, PostCard), post_card),
         rx.foreach(CommunityState.posts, post_card),
         direction="column",
         gap="3",

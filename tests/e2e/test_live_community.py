@@ -51,6 +51,9 @@ def test_published_story_arrives_live_with_toast_banner_badge_and_view_now(app_s
         (card.bounding_box()["y"], card.inner_text()) for card in reader.locator(".story-card").all()
     )
     assert second in tops[0][1] and first in tops[1][1], [t for _, t in tops[:3]]
+    # ...in the DOM in that order too (screen readers and keyboard focus follow the DOM).
+    in_dom = reader.locator(".story-card").all_inner_texts()
+    assert second in in_dom[0] and first in in_dom[1], in_dom[:3]
     expect(reader.locator(".story-card[data-new='1']")).to_have_count(2)
 
     reader.mouse.wheel(0, 5000)
