@@ -8,6 +8,7 @@ thousand tabs receiving the same event cost one query.
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from sqlmodel import Session, select
@@ -23,6 +24,8 @@ class StoryCard:
     genre: str = ""
     summary: str = ""
     author: str = ""
+    # When it was published (ISO 8601, UTC): the browser shows "3 min ago".
+    published_at: str = ""
     # Set on cards that arrived live: the event that brought them.
     event_id: int = 0
 
@@ -36,7 +39,17 @@ class PostCard:
     body: str = ""
     type: str = ""
     author: str = ""
+    created_at: str = ""
     event_id: int = 0
+
+
+def iso(moment: datetime | None) -> str:
+    """A timestamp for the browser, which shows it relative and in the reader's zone."""
+    if moment is None:
+        return ""
+    if moment.tzinfo is None:  # SQLite hands back naive UTC
+        moment = moment.replace(tzinfo=UTC)
+    return moment.isoformat(timespec="seconds")
 
 
 def _excerpt(text: str, limit: int = 200) -> str:
@@ -57,6 +70,7 @@ def _story_card(story: Story, author: str) -> StoryCard:
         genre=story.genre or "",
         summary=_excerpt(story.summary),
         author=author,
+        published_at=iso(story.published_at),
     )
 
 
@@ -69,6 +83,7 @@ def _post_card(post: Post, author: str, story_title: str = "") -> PostCard:
         body=_excerpt(post.body),
         type=post.type,
         author=author,
+        created_at=iso(post.created_at),
     )
 
 

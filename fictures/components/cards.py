@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import reflex as rx
 
+from fictures.components.when import when
+
 
 def genre_badge(genre) -> rx.Component:
     return rx.cond(genre != "", rx.badge(genre, variant="soft", color_scheme="iris"))
@@ -26,7 +28,7 @@ def story_card(card, *, is_new: bool | rx.Var[bool] = False, arrived: bool = Fal
                 width="100%",
                 align="center",
             ),
-            rx.text("by ", card.author, size="2", color_scheme="gray"),
+            rx.text("by ", card.author, " · ", when(card.published_at), size="2", color_scheme="gray"),
             rx.text(card.summary, size="2", class_name="story-summary"),
             spacing="2",
             width="100%",
@@ -49,7 +51,7 @@ def post_card(card) -> rx.Component:
             ),
             rx.text(card.body, size="2", white_space="pre-wrap"),
             rx.hstack(
-                rx.text("by ", card.author, size="1", color_scheme="gray"),
+                rx.text("by ", card.author, " · ", when(card.created_at), size="1", color_scheme="gray"),
                 rx.cond(
                     card.story_title != "",
                     rx.link(

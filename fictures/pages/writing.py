@@ -8,10 +8,11 @@ import reflex as rx
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from fictures import db, live_receipts, reads, stories, toasts
+from fictures import db, feed, live_receipts, reads, stories, toasts
 from fictures.components.forms import field_error
 from fictures.components.layout import loading, page
 from fictures.components.live import live_indicator
+from fictures.components.when import when
 from fictures.errors import DomainError
 from fictures.forms import field_errors
 from fictures.live import LiveState
@@ -46,7 +47,7 @@ def _mine(user: User) -> list[MyStory]:
                 summary=st.summary,
                 content=st.content,
                 status=st.status,
-                updated_at=st.updated_at.strftime("%Y-%m-%d %H:%M"),
+                updated_at=feed.iso(st.updated_at),
                 reads=counts.get(st.id, 0),
             )
             for st in stories.list_by_author(session=s, author=user)
@@ -262,7 +263,7 @@ def _row(story: MyStory) -> rx.Component:
                 rx.text(story.title, weight="bold", class_name="my-story-title"),
                 rx.hstack(
                     rx.badge(story.status, color_scheme=rx.cond(published, "green", "amber")),
-                    rx.text(story.updated_at, size="1", color_scheme="gray"),
+                    rx.text("edited ", when(story.updated_at), size="1", color_scheme="gray"),
                     rx.cond(
                         published,
                         rx.text(
