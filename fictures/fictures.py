@@ -20,6 +20,9 @@ from fictures.events import service
 from fictures.settings import settings
 
 logs.configure()
+if settings.prebuilt_frontend:
+    # Before the app's ASGI app is built: pages come from the release step's build.
+    reflex_compat.serve_built_frontend()
 
 app = rx.App(
     api_transformer=api.build(),

@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import reflex as rx
@@ -327,6 +328,30 @@ def raise_granian_limits(limit: int) -> None:
 
     __init__.__fictures_limit__ = limit
     AbstractServer.__init__ = __init__
+
+
+def serve_built_frontend() -> Path:
+    """Have this backend serve the frontend a release step already built
+    (`reflex export --frontend-only --no-zip`: `.web/build/client`); returns
+    that directory.
+
+    `reflex run --env prod --single-port` mounts the frontend only after building
+    it itself, at every start (a minute on 2 cores, and the rebuild first deletes
+    the files another instance of the same checkout is serving);
+    `reflex run --env prod --backend-only` starts in seconds but serves no pages.
+    Reflex's app mounts the built files when this (internal) switch is on as its
+    ASGI app is built, in each worker after the app module was imported: call it
+    while that module is imported.
+    """
+    from reflex.utils.prerequisites import get_web_dir
+    from reflex_base.constants import Dirs
+    from reflex_base.environment import environment
+
+    static = get_web_dir() / Dirs.STATIC
+    if not (static / "index.html").exists():
+        raise RuntimeError(f"no built frontend in {static}: run the release step (scripts/dev.py migrate)")
+    environment.REFLEX_MOUNT_FRONTEND_COMPILED_APP.set(True)
+    return static
 
 
 def granian_limits(server: Any) -> tuple[int, int]:

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.skipif(not Path(NGINX).exists(), reason=f"{NGINX} is no
 
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TIMEOUT = 5.0
+TAB_TOKEN = "0b1e5c8e-tab-token-never-logged"
 
 
 @dataclass
@@ -139,7 +140,7 @@ async def stand_ins() -> AsyncIterator[tuple[StandIn, StandIn]]:
 
 
 async def _websocket(url: str) -> dict:
-    async with connect(url.replace("http://", "ws://") + "/_event/?EIO=4&transport=websocket",
+    async with connect(url.replace("http://", "ws://") + f"/_event/?token={TAB_TOKEN}&EIO=4&transport=websocket",
                        open_timeout=TIMEOUT) as ws:
         return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
 
@@ -198,6 +199,8 @@ async def test_every_location_forwards_host_client_address_and_request_id(stand_
         # The id the instance got is the one nginx logged: one id across both logs.
         logged = await _logged_request_ids(proxy, len(seen))
         assert {a["headers"]["x-request-id"] for a in seen.values()} == set(logged)
+        # A tab's websocket URL carries its client token: the log has the path only.
+        assert "/_event/" in proxy.access_log() and TAB_TOKEN not in proxy.access_log()
         # Both upstream lines are in use.
         async with httpx.AsyncClient(timeout=TIMEOUT) as client:
             served = {(await client.get(f"{proxy.url}/community")).json()["upstream"] for _ in range(4)}
