@@ -7,6 +7,7 @@ from fictures import (  # noqa: F401  (pages register themselves)
     browser_events,
     live,
     live_receipts,
+    liveness,
     logs,
     pages,
     presence,
@@ -41,6 +42,8 @@ reflex_compat.set_ping_interval(app, settings.socket_ping_seconds)
 # Order matters: the two lanes (durable events: Redis subscription and outbox
 # relay; ephemeral signals) start before the tab hub that consumes them, and stop
 # after it; presence and typing follow the hub's tabs, so they start after it.
+# Before any other task of ours: tabs whose process died keep their token and state.
+app.register_lifespan_task(liveness.lifespan)
 app.register_lifespan_task(service.lifespan)
 app.register_lifespan_task(signals.lifespan)
 app.register_lifespan_task(live.lifespan)

@@ -19,7 +19,7 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +195,61 @@ async def enter_room(app: rx.App, sid: str, room: str) -> None:
 async def leave_room(app: rx.App, sid: str, room: str) -> None:
     if app.event_namespace is not None:
         await app.event_namespace.leave_room(sid, room)
+
+
+def token_manager_instance_id(app: rx.App) -> str | None:
+    """This process's id in Reflex's socket records in Redis (the `instance_id`
+    of each tab's record), or None when tab state is not shared through Redis."""
+    from reflex.utils.token_manager import RedisTokenManager
+
+    namespace = app.event_namespace
+    manager = namespace._token_manager if namespace is not None else None
+    return manager.instance_id if isinstance(manager, RedisTokenManager) else None
+
+
+# Delete a key only if it still holds what was read (another process may have
+# linked the token meanwhile).
+_DELETE_IF_UNCHANGED = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+def keep_tokens_of_dead_processes(app: rx.App, alive: Callable[[str], Awaitable[bool]]) -> None:
+    """A tab reconnecting with a token whose socket record in Redis belongs to
+    another process that `alive(instance_id)` says is gone keeps its token (and
+    so its state): the stale record is deleted before Reflex links the tab.
+
+    Reflex's RedisTokenManager.link_token_to_sid hands a NEW token (an empty
+    state) to any tab whose token already has a record, taking it for a
+    duplicated browser tab; records are kept for `redis_token_expiration` (1 h)
+    and only a clean disconnect deletes one (fictures.liveness explains why).
+    """
+    import pickle
+
+    from reflex.utils.token_manager import RedisTokenManager
+
+    namespace = app.event_namespace
+    if namespace is None:
+        raise RuntimeError("the app has no event namespace yet")
+    manager = namespace._token_manager
+    if not isinstance(manager, RedisTokenManager):
+        return
+    original = getattr(manager.link_token_to_sid, "__wrapped__", manager.link_token_to_sid)
+
+    @functools.wraps(original)
+    async def link_token_to_sid(token: str, sid: str) -> str | None:
+        key = manager._get_redis_key(token)
+        try:
+            raw = await manager.redis.get(key)
+            # Reflex's own record (it unpickles these itself), read back from its Redis.
+            owner = pickle.loads(raw).instance_id if raw else None
+            if owner and owner != manager.instance_id and not await alive(owner):
+                if await manager.redis.eval(_DELETE_IF_UNCHANGED, 1, key, raw):
+                    logger.info("Tab %s reconnected after its process (%s) died: it keeps its token and state",
+                                token[:8], owner[:8])
+        except Exception as exc:  # noqa: BLE001 (Redis trouble: Reflex decides as before)
+            logger.warning("Could not check the previous process of a reconnecting tab: %s", exc)
+        return await original(token, sid)
+
+    manager.link_token_to_sid = link_token_to_sid
 
 
 def set_ping_interval(app: rx.App, seconds: float) -> None:

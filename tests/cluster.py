@@ -19,16 +19,22 @@ are safe to call twice and from finalizers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import ipaddress
 import os
+import random
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,3 +149,432 @@ class Nginx:
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
         shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- hosts
+
+
+@dataclass
+class Host:
+    """Where one instance runs: the address others reach it at, the address it
+    reaches this machine's services at, and how to run a command there."""
+
+    name: str
+    address: str
+    gateway: str
+    netns: str | None = None
+
+    def wrap(self, cmd: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, *cmd] if self.netns else list(cmd)
+
+
+def _ip(*args: str) -> None:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, check=False, timeout=10)
+    if result.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+
+
+def namespaces_possible() -> bool:
+    """Root with a working `ip netns` (CI runs as root)."""
+    return os.geteuid() == 0 and shutil.which("ip") is not None and Path("/proc/self/ns/net").exists()
+
+
+def _used_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True,
+                         check=False, timeout=10).stdout
+    out += subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True,
+                          check=False, timeout=10).stdout
+    nets = []
+    for token in re.findall(r"\b(\d+\.\d+\.\d+\.\d+(?:/\d+)?)\b", out):
+        with contextlib.suppress(ValueError):
+            nets.append(ipaddress.ip_network(token, strict=False))
+    return nets
+
+
+@dataclass
+class Network:
+    """One host per instance: a network namespace each (root), else loopback."""
+
+    hosts: dict[str, Host]
+    tag: str = ""
+    namespaces: list[str] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, names: Sequence[str], *, namespaces: bool | None = None) -> Network:
+        if namespaces is None:
+            namespaces = namespaces_possible()
+        if not namespaces:
+            return cls({n: Host(n, "127.0.0.1", "127.0.0.1") for n in names})
+        tag = uuid.uuid4().hex[:6]
+        network = cls({}, tag=tag)
+        used = _used_networks()
+        for _ in range(50):  # a /24 of 10.200-249.x nothing on this machine uses
+            subnet = ipaddress.ip_network(f"10.{random.randint(200, 249)}.{random.randint(0, 255)}.0/24")
+            if not any(subnet.overlaps(n) for n in used if n.prefixlen > 0):
+                break
+        else:
+            raise RuntimeError("no free 10.x.y.0/24 for the test namespaces")
+        try:
+            for i, name in enumerate(names):
+                gateway, address = subnet[4 * i + 1], subnet[4 * i + 2]  # a /30 per host
+                ns, outside, inside = f"fx{tag}{name}", f"fxh{tag}{name}", f"fxn{tag}{name}"
+                _ip("netns", "add", ns)
+                network.namespaces.append(ns)
+                _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+                _ip("link", "set", inside, "netns", ns)
+                _ip("addr", "add", f"{gateway}/30", "dev", outside)
+                _ip("link", "set", outside, "up")
+                _ip("-n", ns, "addr", "add", f"{address}/30", "dev", inside)
+                _ip("-n", ns, "link", "set", inside, "up")
+                _ip("-n", ns, "link", "set", "lo", "up")
+                network.hosts[name] = Host(name, str(address), str(gateway), ns)
+        except BaseException:
+            network.close()
+            raise
+        return network
+
+    @property
+    def gateways(self) -> list[str]:
+        return sorted({h.gateway for h in self.hosts.values()})
+
+    def close(self) -> None:
+        """Delete the namespaces (their veth pairs go with them). Processes
+        running in them must have been stopped first."""
+        for ns in self.namespaces:
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                _ip("netns", "del", ns)
+        for name in self.hosts:
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                _ip("link", "del", f"fxh{self.tag}{name}")  # normally gone already
+        self.namespaces.clear()
+
+
+# ---------------------------------------------------------------- forwarding
+
+
+class TcpForwarder:
+    """Accepts on some addresses and pipes each connection to one target, in a
+    thread of its own (an event loop the tests' own loops never block)."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="tcp-forwarder", daemon=True)
+        self.servers: list[asyncio.Server] = []
+        self.tasks: set[asyncio.Task] = set()
+        self.thread.start()
+
+    def listen(self, host: str) -> int:
+        """Forward connections to `host`:<a free port> (returned)."""
+
+        async def start() -> asyncio.Server:
+            return await asyncio.start_server(self._handle, host, 0)
+
+        server = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+        self.servers.append(server)
+        return server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            self.tasks.discard(task)
+            return
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            self.tasks.discard(task)
+
+    def close(self) -> None:
+        async def stop() -> None:
+            for server in self.servers:
+                server.close()
+            for task in list(self.tasks):
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+        if self.loop.is_running():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+# ---------------------------------------------------------------- instances
+
+# Backend log lines that mean something went wrong (as tests/e2e/conftest.py).
+ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback \(most recent call last\)")
+# Granian's main process reports a worker that exited before it asked it to: with
+# systemd's control-group stop both get the signal at once. Expected (only) while
+# this harness stops the instance.
+STOP_NOISE = re.compile(r"Unexpected exit from worker")
+UNIT = ROOT / "deploy" / "fictures@.service"
+
+
+def kill_mode() -> str:
+    """How systemd signals an instance on stop (deploy/fictures@.service)."""
+    found = re.search(r"^KillMode=(\S+)", UNIT.read_text(), re.MULTILINE)
+    return found.group(1) if found else "control-group"
+
+
+@dataclass
+class Instance:
+    """One app instance, run as deploy/fictures@.service runs it (`scripts/dev.py serve`)."""
+
+    name: str
+    host: Host
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+    starts: int = 0
+    _launched: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host.address}:{self.port}"
+
+    @property
+    def upstream(self) -> str:
+        return f"{self.host.address}:{self.port}"
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout: float = 180) -> float:
+        """Start it and wait until /api/health/ready says 200; returns the seconds taken."""
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start it (`wait_ready` waits for it)."""
+        self._launched = time.monotonic()
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            log.write(f"==== start {self.starts} of instance {self.name} ====\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                self.host.wrap([sys.executable, str(ROOT / "scripts" / "dev.py"), "serve"]),
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def wait_ready(self, timeout: float = 180) -> float:
+        """Wait until /api/health/ready says 200; returns the seconds since `launch`."""
+        import httpx
+
+        assert self.process is not None, "launch() first"
+        started = self._launched
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"instance {self.name} exited ({self.process.returncode}):\n"
+                                   f"{self.log_text()[-4000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/api/health/ready", timeout=2).status_code == 200:
+                    return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"instance {self.name} not ready after {timeout}s:\n{self.log_text()[-4000:]}")
+            time.sleep(0.2)
+
+    def processes(self) -> list:
+        import psutil
+
+        if self.process is None:
+            return []
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> tuple[float, int]:
+        """Stop it as systemd does: SIGTERM as the unit's KillMode says (to every
+        process at once for control-group, to the main one for mixed or process),
+        SIGKILL to every process; wait until they are all gone, and SIGKILL what
+        is left after `timeout`. Returns (seconds until gone, processes killed then)."""
+        import psutil
+
+        started = time.monotonic()
+        procs = self.processes()
+        with self.log_path.open("ab") as log:
+            log.write(f"==== stop: {signal.Signals(sig).name} ({kill_mode()}) ====\n".encode())
+        targets = procs if sig == signal.SIGKILL or kill_mode() == "control-group" else procs[:1]
+        for p in targets:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.send_signal(sig)
+        _, alive = psutil.wait_procs(procs, timeout=timeout)
+        for p in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(alive, timeout=10)
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=10)
+        return time.monotonic() - started, len(alive)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def errors(self, since: int = 0) -> list[str]:
+        """Error lines logged after offset `since` of the log (not counting
+        STOP_NOISE between a stop and the next start)."""
+        found, stopping = [], False
+        for line in self.log_text()[since:].splitlines():
+            if line.startswith("==== "):
+                stopping = line.startswith("==== stop")
+            elif ERROR_LINE.search(line) and not (stopping and STOP_NOISE.search(line)):
+                found.append(line)
+        return found
+
+
+# ---------------------------------------------------------------- the whole thing
+
+
+def _clean_environment() -> dict[str, str]:
+    """This process's environment without any app setting (the tests' own)."""
+    drop = ("DATABASE_URL", "REDIS_URL", "TEST_DATABASE_URL", "GRANIAN_WORKERS")
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("FICTURES_", "REFLEX_", "__REFLEX_")) and k not in drop}
+
+
+def _postgres(url: str, statement: str) -> None:
+    import sqlalchemy as sa
+
+    base = sa.make_url(url)
+    if base.drivername in ("postgresql", "postgres"):
+        base = base.set(drivername="postgresql+psycopg2")
+    engine = sa.create_engine(base, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+
+
+@dataclass
+class Cluster:
+    network: Network
+    redis: object  # fictures.embedded_redis.EmbeddedRedis
+    nginx: Nginx
+    instances: dict[str, Instance]
+    env: dict[str, str]
+    workdir: Path
+    release_seconds: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return self.nginx.url
+
+    def restart_redis(self, down_seconds: float = 0.0) -> None:
+        """Stop the Redis server and start it again on the same port (data lost)."""
+        from fictures.embedded_redis import EmbeddedRedis
+
+        bind = self.redis.bind  # type: ignore[attr-defined]
+        port = self.redis.port  # type: ignore[attr-defined]
+        self.redis.stop()  # type: ignore[attr-defined]
+        time.sleep(down_seconds)
+        self.redis = EmbeddedRedis(port=port, bind=bind).start()
+
+
+def _release(env: dict[str, str]) -> float:
+    """The release step (`scripts/dev.py migrate`): migrate, build the frontend."""
+    started = time.monotonic()
+    release = subprocess.run([sys.executable, str(ROOT / "scripts" / "dev.py"), "migrate"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
+    if release.returncode != 0:
+        raise RuntimeError(f"release step failed:\n{release.stdout[-3000:]}\n{release.stderr[-3000:]}")
+    return time.monotonic() - started
+
+
+@contextlib.contextmanager
+def cluster(
+    names: Sequence[str] = ("a", "b"),
+    *,
+    postgres_url: str,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    namespaces: bool | None = None,
+) -> Iterator[Cluster]:
+    """nginx (deploy/nginx.conf) in front of one instance per name, each with
+    `workers` workers, in production mode, on a PostgreSQL schema of their own
+    and a dedicated Redis, after the release step (`scripts/dev.py migrate`).
+    Instances are not started: `cluster.instances[name].start()`. Everything
+    is stopped and removed on the way out, instances first."""
+    import sqlalchemy as sa
+
+    from fictures.embedded_redis import EmbeddedRedis
+
+    with contextlib.ExitStack() as stack:
+        workdir = Path(tempfile.mkdtemp(prefix="fictures-cluster-"))
+        stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        network = Network.create(names, namespaces=namespaces)
+        stack.callback(network.close)
+        tag = network.tag or uuid.uuid4().hex[:6]
+        namespaced = bool(network.namespaces)
+        # Redis: on loopback, and on each namespace's host-side address.
+        redis = EmbeddedRedis(port=free_port(), bind=("127.0.0.1", *(network.gateways if namespaced else ())))
+        proxy = Nginx(port=free_port(), upstreams=[])
+        holder = Cluster(network, redis.start(), proxy, {}, {}, workdir)
+        stack.callback(lambda: holder.redis.stop())  # noqa: PLW0108 (the one running then)
+        # PostgreSQL: a schema of the cluster's own; reached from a namespace through a forwarder.
+        schema = f"fictures_cluster_{tag}"
+        _postgres(postgres_url, f'CREATE SCHEMA "{schema}"')
+        stack.callback(_postgres, postgres_url, f'DROP SCHEMA "{schema}" CASCADE')
+        pg = sa.make_url(postgres_url).update_query_dict({"options": f"-csearch_path={schema}"})
+        forwarder = None
+        if namespaced:
+            forwarder = TcpForwarder((pg.host or "127.0.0.1", pg.port or 5432))
+            stack.callback(forwarder.close)
+
+        base = {
+            **_clean_environment(),
+            "FICTURES_ENV": "production",
+            "FICTURES_WORKERS": str(workers),
+            "FICTURES_PUBLIC_URL": proxy.url,
+            "FICTURES_TRUSTED_PROXIES": ",".join(network.gateways),
+            "FICTURES_STREAM_KEY": f"fictures-cluster-{tag}:events",
+            "FICTURES_REDIS_BACKOFF_MAX": "0.5",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        holder.env = {**base, "DATABASE_URL": pg.render_as_string(hide_password=False),
+                      "REDIS_URL": f"redis://127.0.0.1:{redis.port}/0"}
+        for i, name in enumerate(names):
+            host = network.hosts[name]
+            port = 3701 + i if namespaced else free_port()  # a namespace has every port free
+            db = pg if forwarder is None else pg.set(host=host.gateway, port=forwarder.listen(host.gateway))
+            holder.instances[name] = Instance(
+                name, host, port,
+                {**base, "DATABASE_URL": db.render_as_string(hide_password=False),
+                 "REDIS_URL": f"redis://{host.gateway}:{redis.port}/0",
+                 "FICTURES_PORT": str(port), "FICTURES_INSTANCE": name},
+                workdir / f"instance-{name}.log",
+            )
+        holder.release_seconds = _release(holder.env)
+        proxy.upstreams = [instance.upstream for instance in holder.instances.values()]
+        stack.callback(proxy.close)
+        proxy.start()
+
+        def stop_instances() -> None:
+            for instance in holder.instances.values():
+                if instance.running():
+                    instance.stop(signal.SIGKILL, timeout=10)
+
+        stack.callback(stop_instances)
+        yield holder
