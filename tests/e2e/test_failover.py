@@ -220,7 +220,7 @@ def _check_feed(readers: list[Page], before: list[int], arrivals: list[int]) -> 
 def _tab_state_holds(fleet: Cluster, page: Page, text: str) -> bool:
     """Whether the tab's server-side state (in Redis, shared by every instance) holds `text`."""
     token = page.evaluate("window.sessionStorage.getItem('token')")
-    client = redis.Redis.from_url(f"redis://127.0.0.1:{fleet.redis.port}/0")  # type: ignore[attr-defined]
+    client = redis.Redis.from_url(fleet.redis.url)
     try:
         return any(text.encode() in (client.get(key) or b"")
                    for key in client.scan_iter(match=f"*{token}*", count=1000)
