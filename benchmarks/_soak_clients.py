@@ -97,7 +97,11 @@ class Reader:
     def arrived(self, data: bytes, live: bool) -> None:
         """Markers in a frame; `live` frames count toward duplicates."""
         t = now_ms()
-        for k_raw, ms_raw in self.marker_re.findall(data):
+        found = self.marker_re.findall(data)
+        # A tab's broadcast frame carries one arrival; a frame with several is a
+        # resync of the room's slots (after a reconnect), not a second delivery.
+        live = live and (self.kind != "tabs" or len(found) == 1)
+        for k_raw, ms_raw in found:
             k, published = int(k_raw), int(ms_raw)
             if published < self.created_ms:
                 continue  # published before this reader existed: history, not delivery

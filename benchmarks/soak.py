@@ -366,7 +366,8 @@ def render(soak: Soak, report: dict, *, wall: float, load: tuple[float, float], 
               "stories and the last 20 arrivals, so a tab away for longer than that at this rate misses "
               "some by design; \"while live\" counts only events published while the tab was live and "
               "still live 5 s later. Duplicated: an event a reader got twice (tabs: in two broadcast "
-              "frames).", "",
+              "frames of one arrival each; a reconnect's catch-up and the room's resync are not "
+              "deliveries).", "",
               "Delivery latency, publish request sent -> first arrival (ms), by 30 s window of publication:", "",
               "| window | " + " | ".join(f"{k} deliveries | {k} p50 | {k} p99 | {k} max" for k in report["kinds"]) + " |",
               "|---|" + "---|---|---|---|" * len(report["kinds"])]
