@@ -299,7 +299,7 @@ def plot(soak: Soak, report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     t0 = soak.t0_ms
-    fig, (rss_ax, conn_ax, lat_ax) = plt.subplots(3, 1, figsize=(11, 11), sharex=True)
+    fig, (rss_ax, conn_ax, lat_ax) = plt.subplots(3, 1, figsize=(12, 10), sharex=True)
     labels = sorted({label for _, s in soak.samples for label in s})
     for label in labels:
         points = [((t - t0) / 60000, s[label]) for t, s in soak.samples if label in s]
@@ -315,15 +315,16 @@ def plot(soak: Soak, report: dict, path: Path) -> None:
     for ax in (rss_ax, conn_ax, lat_ax):
         for name, at in soak.faults:
             ax.axvline((at - t0) / 60000, color="red", linestyle=":", linewidth=1)
-            ax.text((at - t0) / 60000, ax.get_ylim()[1] * 0.95 if ax is not lat_ax else 1, name,
-                    rotation=90, fontsize=7, color="red", va="top")
+            ax.text((at - t0) / 60000, 0.98, f" {name}", transform=ax.get_xaxis_transform(),
+                    rotation=90, fontsize=7, color="red", va="top", ha="right")
+        ax.grid(alpha=0.3)
     rss_ax.set_ylabel("RSS (MiB)")
     conn_ax.set_ylabel("established TCP")
     lat_ax.set_ylabel("delivery latency (ms)")
     lat_ax.set_yscale("log")
     lat_ax.set_xlabel("minutes since publishing began (latency: per 30 s window of publication)")
-    rss_ax.legend(fontsize=7, ncol=4)
-    lat_ax.legend(fontsize=7)
+    rss_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    lat_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.suptitle(f"soak: {soak.args.tabs} tabs + {soak.args.streams} SSE streams, "
                  f"{soak.args.rate} stories/s, {soak.args.minutes} min", fontsize=10)
     fig.tight_layout()
