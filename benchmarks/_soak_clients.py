@@ -80,6 +80,7 @@ class Reader:
         self.seen_live = Bits()
         self.duplicates = 0
         self.timeline: list[tuple[float, str]] = []
+        self.delivered = 0
         self.created_ms = now_ms()
         self.connects = 0
         self.errors: Counter[str] = Counter()
@@ -106,6 +107,7 @@ class Reader:
             if published < self.created_ms:
                 continue  # published before this reader existed: history, not delivery
             if not self.seen.test_and_set(k):
+                self.delivered += 1
                 window = int((published - self.shared.t0_ms) // WINDOW_MS)
                 self.shared.latency[(self.kind, window)][max(0, round(t - published))] += 1
             if live and self.seen_live.test_and_set(k):
@@ -340,7 +342,7 @@ class Fleet:
             }
         return out
 
-    async def handle(self, cmd: dict) -> Any:
+    async def handle(self, cmd: dict) -> Any:  # noqa: PLR0911 (one branch per command)
         op = cmd["cmd"]
         if op == "configure":
             Tab.connect_packet, Tab.subprotocol, Tab.origin = cmd["connect_packet"], cmd["subprotocol"], cmd["origin"]
@@ -350,6 +352,11 @@ class Fleet:
             return await self.open(cmd["kind"], cmd["n"], cmd.get("concurrency", 50), cmd.get("timeout", 60))
         if op == "status":
             return self.status()
+        if op == "start":  # publishing begins: latency windows count from here
+            self.shared.t0_ms = cmd["t0_ms"]
+            return {"ok": True}
+        if op == "delivered":
+            return {kind: sum(r.delivered for r in readers) for kind, readers in self.readers.items()}
         if op == "report":
             return self.report(cmd["published"], cmd["failed"], cmd["end_ms"], cmd["faults"])
         if op == "quit":

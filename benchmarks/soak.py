@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import sys
 import time
@@ -191,6 +192,7 @@ class Soak:
         self.samples: list[tuple[float, dict[str, tuple[float, int]]]] = []
         self.clients: Clients | None = None
         self.t0_ms = time.time() * 1000
+        self.published_seconds = self.drain_seconds = 0.0
 
     async def register(self) -> None:
         name, pw = f"soak_{self.run_id}", "password123"
@@ -250,6 +252,22 @@ class Soak:
         self.c.restart_redis()
         return f"down for {time.monotonic() - started:.2f} s (stopped with SIGTERM, its append-only file kept)"
 
+    async def drain(self) -> None:
+        """Wait until no reader got anything new for --settle seconds (at most --settle-max)."""
+        assert self.clients is not None
+        started = time.monotonic()
+        last, still_since = None, time.monotonic()
+        while time.monotonic() - started < self.args.settle_max:
+            now = await self.clients.call("delivered")
+            if now != last:
+                last, still_since = now, time.monotonic()
+            elif time.monotonic() - still_since >= self.args.settle:
+                break
+            await asyncio.sleep(1)
+        self.drain_seconds = time.monotonic() - started
+        log(f"published {len(self.published):,} in {self.published_seconds:.0f} s; deliveries settled "
+            f"after {self.drain_seconds:.0f} s more: {last}")
+
     async def progress(self) -> None:
         while True:
             await asyncio.sleep(15)
@@ -269,6 +287,7 @@ class Soak:
         background = [asyncio.create_task(self.sampler(self.clients.proc.pid)),
                       asyncio.create_task(self.progress())]
         self.t0_ms = time.time() * 1000
+        await self.clients.call("start", t0_ms=self.t0_ms)
         faults = [asyncio.create_task(self.fault(self.args.restart_at * 60, "instance A restarted",
                                                  self.restart_instance)),
                   asyncio.create_task(self.fault(self.args.redis_restart_at * 60, "Redis restarted",
@@ -276,8 +295,8 @@ class Soak:
         try:
             await self.publisher(seconds)
             await asyncio.gather(*faults)
-            log(f"published {len(self.published):,}; letting deliveries settle for {self.args.settle:.0f} s")
-            await asyncio.sleep(self.args.settle)
+            self.published_seconds = (time.time() * 1000 - self.t0_ms) / 1000
+            await self.drain()
         finally:
             for task in background + faults:
                 task.cancel()
@@ -351,8 +370,9 @@ def render(soak: Soak, report: dict, *, wall: float, load: tuple[float, float], 
         f"- topology: nginx -> instances {hosts}, {args.workers} workers each, production mode; "
         "PostgreSQL; a dedicated Valkey with an append-only file",
         f"- load: {args.tabs:,} tabs + {args.streams:,} SSE streams through nginx; {args.rate} stories/s "
-        f"for {args.minutes} min: {len(soak.published):,} published, {len(soak.failed):,} publish requests "
-        f"failed {soak.publish_errors or ''}",
+        f"for {args.minutes} min: {len(soak.published):,} published (the last request answered after "
+        f"{soak.published_seconds:.0f} s), {len(soak.failed):,} publish requests failed "
+        f"{soak.publish_errors or ''}; deliveries settled {soak.drain_seconds:.0f} s after that",
         f"- faults: {'; '.join(soak.fault_notes) or 'none'}",
         "",
         "| readers | count | connects | lost | lost while live | duplicated | SSE resets | errors |",
@@ -412,7 +432,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--database-url", default=os.environ.get(
         "FICTURES_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"))
-    p.add_argument("--settle", type=float, default=15.0, help="seconds to wait for deliveries after the last publish")
+    p.add_argument("--settle", type=float, default=15.0,
+                   help="after the last publish, wait until no reader got anything new for this long...")
+    p.add_argument("--settle-max", type=float, default=300.0, help="... but no longer than this")
+    p.add_argument("--keep-logs", type=Path, default=HERE / "profiles",
+                   help="copy the instances' and nginx's logs to <this>/<label>/ (benchmarks/profiles is not committed)")
     p.add_argument("--sample-seconds", type=float, default=2.0)
     p.add_argument("--label", default="soak")
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
@@ -431,7 +455,6 @@ async def amain(args: argparse.Namespace) -> None:
         "FICTURES_SSE_MAX_PER_IP": "100000",
         "FICTURES_SSE_QUEUE_SIZE": "100000",
         "FICTURES_REGISTER_LIMIT_PER_ADDRESS": "1000/minute",
-        "FICTURES_LOG_LEVEL": "WARNING",
     }
     with cluster(postgres_url=args.database_url, workers=args.workers, env=env, persistent_redis=True) as c:
         log(f"release step {c.release_seconds:.0f} s; nginx at {c.url}; hosts "
@@ -442,7 +465,13 @@ async def amain(args: argparse.Namespace) -> None:
             log(f"instance {instance.name} ready in {instance.wait_ready():.1f} s")
         soak = Soak(args, c)
         report = await soak.run()
-        errors = {name: i.errors()[:5] for name, i in c.instances.items() if i.errors()}
+        errors = {name: _error_summary(i.errors()) for name, i in c.instances.items() if i.errors()}
+        keep = args.keep_logs / args.label
+        keep.mkdir(parents=True, exist_ok=True)
+        for instance in c.instances.values():
+            shutil.copy(instance.log_path, keep / instance.log_path.name)
+        (keep / "nginx-error.log").write_text(c.nginx.error_log())
+        log(f"instance and nginx logs copied to {keep}")
         png_name = f"{args.label}.png"
         plot(soak, report, HERE / png_name)
         block = render(soak, report, wall=time.monotonic() - started, load=(load0, os.getloadavg()[0]),
@@ -453,6 +482,18 @@ async def amain(args: argparse.Namespace) -> None:
     if not args.no_write:
         write_results(args.label, block)
         log(f"wrote benchmarks/RESULTS.md (section '{args.label}') and benchmarks/{png_name}")
+
+
+def _error_summary(lines: list[str]) -> dict[str, int]:
+    """Error lines by message (a traceback's own lines not counted)."""
+    counts: dict[str, int] = {}
+    for line in lines:
+        if "Traceback" in line:
+            continue
+        message = re.sub(r"^[\d-]+ [\d:,]+ \[\d+\] ", "", line)
+        message = re.sub(r"\b[0-9a-f]{8}\b", "…", message)[:160]
+        counts[message] = counts.get(message, 0) + 1
+    return counts
 
 
 def main(argv: list[str] | None = None) -> None:
