@@ -19,8 +19,8 @@ an outage, not amnesia). Through nginx:
 
 It reports, per reader kind: events lost (published while the reader existed
 and never received; for tabs also "while live": published while the tab was
-live and still live 5 s later) and duplicated (an event delivered twice: for
-tabs, twice in a broadcast frame; a reconnect's catch-up does not count), the
+live and still live 5 s later) and duplicated (a stream: an event id twice; a
+tab: an arrival broadcast again, shown once by the page), the
 p50/p99 delivery latency (publish request sent -> first arrival) per 30 s
 window of publication, how long each kind took to be live again after each
 fault and to get the first event published after it, and RSS and established
@@ -386,9 +386,12 @@ def render(soak: Soak, report: dict, *, wall: float, load: tuple[float, float], 
               "first live, up to 5 s before the end) that it never received; a tab shows the newest 50 "
               "stories and the last 20 arrivals, so a tab away for longer than that at this rate misses "
               "some by design; \"while live\" counts only events published while the tab was live and "
-              "still live 5 s later. Duplicated: an event a reader got twice (tabs: in two broadcast "
-              "frames of one arrival each; a reconnect's catch-up and the room's resync are not "
-              "deliveries).", "",
+              "still live 5 s later. Duplicated: for streams, an event id received twice (the stream's "
+              "exactly-once promise); for tabs, an arrival broadcast to a tab that already had it "
+              "broadcast (after a reconnect to a worker still behind the one it left): the page shows "
+              "it once (its slot is set to the same card; a toast only for a newer id), so this counts "
+              "wasted frames, not cards shown twice (tests/e2e/test_failover.py counts the cards); a "
+              "reconnect's catch-up and the room's resync are not counted.", "",
               "Delivery latency, publish request sent -> first arrival (ms), by 30 s window of publication:", "",
               "| window | " + " | ".join(f"{k} deliveries | {k} p50 | {k} p99 | {k} max" for k in report["kinds"]) + " |",
               "|---|" + "---|---|---|---|" * len(report["kinds"])]
