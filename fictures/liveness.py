@@ -14,9 +14,12 @@ its own, `<stream_key>:process:<its Reflex instance id>`: Redis drops a
 subscription the moment its connection closes, which the kernel does for a
 process that died, so `PUBSUB NUMSUB` tells at once whether the owner of a
 record is still there. A record whose owner has no subscriber is deleted (if
-unchanged) before Reflex links the tab, which then keeps its token and state;
-a record of a live process is left alone, so a duplicated tab still gets a
-token of its own (fictures.reflex_compat.keep_tokens_of_dead_processes).
+unchanged) before Reflex links the tab, which then keeps its token and state.
+A process that is stopping (SIGTERM) closes its tabs' sockets a moment before
+it exits: a tab reconnecting meanwhile waits up to 2 s for its old process to
+be gone or to have deleted the record itself. A record whose process is still
+alive after that is left alone, so a duplicated browser tab still gets a token
+of its own (fictures.reflex_compat.keep_tokens_of_dead_processes).
 
 A live process whose subscription is down for a moment (a Redis blip) looks
 dead meanwhile: a duplicated tab opened in that second would share its

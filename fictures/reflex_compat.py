@@ -14,6 +14,7 @@ Nothing outside this module imports from `reflex_base`, `reflex_components_*`,
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import json
@@ -212,15 +213,22 @@ def token_manager_instance_id(app: rx.App) -> str | None:
 _DELETE_IF_UNCHANGED = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
-def keep_tokens_of_dead_processes(app: rx.App, alive: Callable[[str], Awaitable[bool]]) -> None:
+def keep_tokens_of_dead_processes(
+    app: rx.App, alive: Callable[[str], Awaitable[bool]], *, grace: float = 2.0
+) -> None:
     """A tab reconnecting with a token whose socket record in Redis belongs to
-    another process that `alive(instance_id)` says is gone keeps its token (and
-    so its state): the stale record is deleted before Reflex links the tab.
+    another process keeps its token (and so its state) once that process is
+    gone (`alive(instance_id)` is false: the stale record is deleted) or has
+    deleted the record itself, whichever comes first within `grace` seconds.
 
     Reflex's RedisTokenManager.link_token_to_sid hands a NEW token (an empty
-    state) to any tab whose token already has a record, taking it for a
+    state) to any tab whose token still has a record, taking it for a
     duplicated browser tab; records are kept for `redis_token_expiration` (1 h)
-    and only a clean disconnect deletes one (fictures.liveness explains why).
+    and only a clean disconnect deletes one (fictures.liveness explains why). A
+    process that is stopping closes its sockets before it exits (or before its
+    disconnect handlers delete the records): its tabs reconnect elsewhere at
+    once, and wait here for it. A record whose process is still alive after
+    `grace` is a duplicated tab's, which then gets its new token, as before.
     """
     import pickle
 
@@ -237,14 +245,21 @@ def keep_tokens_of_dead_processes(app: rx.App, alive: Callable[[str], Awaitable[
     @functools.wraps(original)
     async def link_token_to_sid(token: str, sid: str) -> str | None:
         key = manager._get_redis_key(token)
+        deadline = time.monotonic() + grace
         try:
-            raw = await manager.redis.get(key)
             # Reflex's own record (it unpickles these itself), read back from its Redis.
-            owner = pickle.loads(raw).instance_id if raw else None
-            if owner and owner != manager.instance_id and not await alive(owner):
-                if await manager.redis.eval(_DELETE_IF_UNCHANGED, 1, key, raw):
-                    logger.info("Tab %s reconnected after its process (%s) died: it keeps its token and state",
-                                token[:8], owner[:8])
+            while raw := await manager.redis.get(key):
+                owner = pickle.loads(raw).instance_id
+                if owner == manager.instance_id:
+                    break
+                if not await alive(owner):
+                    if await manager.redis.eval(_DELETE_IF_UNCHANGED, 1, key, raw):
+                        logger.info("Tab %s reconnected after its process (%s) stopped: it keeps its "
+                                    "token and state", token[:8], owner[:8])
+                    break
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(0.1)
         except Exception as exc:  # noqa: BLE001 (Redis trouble: Reflex decides as before)
             logger.warning("Could not check the previous process of a reconnecting tab: %s", exc)
         return await original(token, sid)
