@@ -593,6 +593,11 @@ class TabHub:
             logger.error("Live tab feed overflowed; tabs will catch up on reconnect")
 
     async def stop(self) -> None:
+        # The process is stopping: its own Redis subscription ending next is no
+        # news for its tabs, which are leaving. Telling each would take each tab's
+        # state lock in Redis, and a lock the exiting process still holds keeps
+        # the tab from hydrating on another instance until it expires (10 s).
+        self.fanout.off_health_change(self._broadcast_status)
         for task in [*self._pending.values(), *self._listener_tasks]:
             task.cancel()
         await self.drain()

@@ -27,3 +27,18 @@ async def test_a_redis_restart_is_one_warning_not_an_error_per_tab(monkeypatch, 
     records = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "fictures.live"]
     assert [level for level, _ in records] == ["WARNING", "INFO"], records
     assert "unreachable" in records[0][1] and "reachable again" in records[1][1]
+
+
+async def test_a_stopping_hub_tells_its_tabs_nothing_about_its_own_subscription_ending(monkeypatch):
+    """Shutting down, the event service's subscription ends after the hub stopped:
+    no status change may reach the tabs then (it would take each tab's state lock
+    in Redis, and a lock an exiting process holds delays the tab's hydrate elsewhere)."""
+    hub = live.TabHub(types.SimpleNamespace())  # type: ignore[arg-type]
+    told: list[bool] = []
+    monkeypatch.setattr(hub, "_broadcast_status", told.append)
+    hub.fanout.on_health_change(hub._broadcast_status)
+    hub.fanout._set_health(not hub.fanout.healthy)
+    assert len(told) == 1
+    await hub.stop()
+    hub.fanout._set_health(not hub.fanout.healthy)
+    assert len(told) == 1

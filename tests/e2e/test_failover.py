@@ -51,8 +51,9 @@ pytestmark = [
 RECONNECT_SECONDS = 15
 READERS = 3
 # Records, with the browser's clock (the same clock as time.time() here), every
-# change of the page's live indicator and every websocket Reflex opens: a fault
-# must close the tab's websocket, and the tab must open a new one and show Live.
+# change of the page's live indicator and every websocket Reflex opens (created,
+# opened, hydrated: the server sent the page's state, closed): a fault must close
+# the tab's websocket, and the tab must be hydrated on a new one and show Live.
 PAGE_RECORDER = """
 (() => {
   window.__fxStatus = [];
@@ -68,9 +69,12 @@ PAGE_RECORDER = """
     constructor(url, protocols) {
       super(url, protocols);
       if (!String(url).includes('/_event/')) return;
-      const socket = {created: Date.now(), opened: null, closed: null};
+      const socket = {created: Date.now(), opened: null, hydrated: null, closed: null};
       window.__fxSockets.push(socket);
       this.addEventListener('open', () => { socket.opened = Date.now(); });
+      this.addEventListener('message', (m) => {
+        if (!socket.hydrated && String(m.data).includes('"is_hydrated_rx_state_":true')) socket.hydrated = Date.now();
+      });
       this.addEventListener('close', () => { socket.closed = Date.now(); });
     }
   };
@@ -101,10 +105,11 @@ def _no_backend_errors(fleet: Cluster) -> Iterator[None]:
     marks = {name: len(i.log_text()) for name, i in fleet.instances.items()}
     yield
     for name, instance in fleet.instances.items():
-        print(f"---- instance {name} log during this test ----\n{instance.log_text()[marks[name]:][-5000:]}")
-    refused = [line for line in fleet.nginx.access_log().splitlines() if "/_event/" in line and '" 101 ' not in line]
-    print(f"---- nginx: {len(refused)} websocket attempts not upgraded; the last ones ----\n"
-          + "\n".join(refused[-15:]) + f"\n---- nginx error log ----\n{fleet.nginx.error_log()[-3000:]}")
+        print(f"---- instance {name} log during this test ----\n{instance.log_text()[marks[name]:][-12000:]}")
+    sockets = [line for line in fleet.nginx.access_log().splitlines() if "/_event/" in line]
+    refused = sum('" 101 ' not in line for line in sockets)
+    print(f"---- nginx: websockets that ended ({refused} not upgraded) ----\n" + "\n".join(sockets[-30:])
+          + f"\n---- nginx error log ----\n{fleet.nginx.error_log()[-3000:]}")
     errors = [f"{name}: {line}" for name, instance in fleet.instances.items()
               for line in instance.errors(since=marks[name])]
     assert not errors, "an instance logged errors:\n" + "\n".join(errors)
@@ -163,10 +168,10 @@ def _live_again(pages: dict[str, Page], since: float) -> dict[str, float]:
             status = [(t / 1000, s) for t, s in state["status"]]
             lost = any(s["created"] < since and s["closed"] and s["closed"] >= since for s in sockets)
             newest = sockets[-1]
-            if (lost and newest["created"] >= since and newest["opened"] and not newest["closed"]
+            if (lost and newest["created"] >= since and newest["hydrated"] and not newest["closed"]
                     and status[-1][1] == "live"):
                 went_live = [t for t, s in status if t >= since and s == "live"]
-                back[name] = max([newest["opened"], *went_live]) - since
+                back[name] = max([newest["hydrated"], *went_live]) - since
         late = {n: round(t, 2) for n, t in back.items() if t > RECONNECT_SECONDS}
         if late or (len(back) < len(pages) and time.time() > deadline):
             raise AssertionError(
@@ -187,9 +192,9 @@ def _timeline(state: dict, since: float) -> str:
         return "-" if ms is None else f"{ms / 1000 - since:+.2f}"
 
     status = " ".join(f"{rel(t)} {s}" for t, s in state["status"] if t / 1000 >= since - 1)
-    sockets = " ".join(f"[{rel(s['created'])} {rel(s['opened'])} {rel(s['closed'])}]"
+    sockets = " ".join(f"[{rel(s['created'])} {rel(s['opened'])} {rel(s['hydrated'])} {rel(s['closed'])}]"
                        for s in state["sockets"] if not s["closed"] or s["closed"] / 1000 >= since - 1)
-    return f"status: {status or 'unchanged'}; sockets (created opened closed): {sockets}"
+    return f"status: {status or 'unchanged'}; sockets (created opened hydrated closed): {sockets}"
 
 
 def _assert_feed(readers: list[Page], before: list[int], arrivals: list[int]) -> None:
