@@ -11,11 +11,12 @@ Three Chromium readers on /community and an author on /writing, all through
 nginx, opened while only instance A runs (so every tab starts on A). Then A is
 stopped with SIGTERM (everything moves to B) and restarted, B is stopped with
 SIGTERM (everything moves back to A) and restarted, and A is killed with
-SIGKILL. After each fault every tab must have lost its connection and be Live
-again within RECONNECT_SECONDS, and every story published meanwhile, through
-either instance, must be on each reader's page exactly once (counted by story
-id) with its NEW badge and in the banner's count; the author's unsaved title is
-still in the editor after each reconnect.
+SIGKILL. After each fault every tab must have moved to the other instance,
+without a Live indicator for at most RECONNECT_SECONDS (from losing its
+connection until hydrated on the new one and Live), and every story published
+meanwhile, through either instance, must be on each reader's page exactly once
+(counted by story id) with its NEW badge and in the banner's count; the
+author's unsaved title is still in the editor after each reconnect.
 
 It runs in the PostgreSQL pass of `scripts/dev.py test` (`-m postgres`, against
 127.0.0.1:5432, as CI does): production mode refuses SQLite. Alone:
@@ -49,6 +50,8 @@ pytestmark = [
 ]
 
 RECONNECT_SECONDS = 15
+# An instance told to stop exits within this (tests/cluster.py kills it after 30 s).
+STOP_SECONDS = 30
 READERS = 3
 # Records, with the browser's clock (the same clock as time.time() here), every
 # change of the page's live indicator and every websocket Reflex opens (created,
@@ -150,40 +153,47 @@ def _open(browser: Browser, fleet: Cluster, path: str, contexts: list[BrowserCon
 
 
 def _live_again(pages: dict[str, Page], since: float) -> dict[str, float]:
-    """Seconds from `since` until each page, whose websocket closed after `since`,
-    had a new one open and showed Live; fails after RECONNECT_SECONDS.
+    """For each page, whose websocket closed after the fault at `since` (its
+    instance stopped or died): how long it went without Live, from the moment it
+    lost it (its socket closed, or its indicator left "live", whichever first)
+    until it was hydrated on a new connection and showed Live. Fails if that is
+    over RECONNECT_SECONDS for any page, or a page never moved.
 
     A tab that reconnects at its first attempt never shows anything but Live (the
     indicator turns "Offline" only when an attempt fails), so the sockets tell
-    when it was back; a status change after the fault counts when it came later."""
-    deadline = since + RECONNECT_SECONDS
-    back: dict[str, float] = {}
+    when it was back. An instance that drains slowly keeps serving its tabs until
+    it exits (they stay Live meanwhile): hence the wait for the move itself is
+    bounded by the stop's own bound, not by RECONNECT_SECONDS."""
+    deadline = since + STOP_SECONDS + RECONNECT_SECONDS
+    dark: dict[str, float] = {}
     seen: dict[str, dict] = {}
     while True:
         for name, page in pages.items():
-            if name in back:
+            if name in dark:
                 continue
             seen[name] = state = page.evaluate("({status: window.__fxStatus, sockets: window.__fxSockets})")
             sockets = [{k: (v / 1000 if v else v) for k, v in s.items()} for s in state["sockets"]]
             status = [(t / 1000, s) for t, s in state["status"]]
-            lost = any(s["created"] < since and s["closed"] and s["closed"] >= since for s in sockets)
+            closed = [s["closed"] for s in sockets if s["created"] < since and s["closed"] and s["closed"] >= since]
             newest = sockets[-1]
-            if (lost and newest["created"] >= since and newest["hydrated"] and not newest["closed"]
+            if (closed and newest["created"] >= since and newest["hydrated"] and not newest["closed"]
                     and status[-1][1] == "live"):
-                went_live = [t for t, s in status if t >= since and s == "live"]
-                back[name] = max([newest["hydrated"], *went_live]) - since
-        late = {n: round(t, 2) for n, t in back.items() if t > RECONNECT_SECONDS}
-        if late or (len(back) < len(pages) and time.time() > deadline):
+                left = [t for t, s in status if t >= since and s != "live"]
+                lost_at = min([closed[0], *left])
+                back_at = max([newest["hydrated"], *(t for t, s in status if t >= since and s == "live")])
+                dark[name] = back_at - lost_at
+        late = {n: round(t, 2) for n, t in dark.items() if t > RECONNECT_SECONDS}
+        if late or (len(dark) < len(pages) and time.time() > deadline):
             raise AssertionError(
-                f"not Live again on a new connection within {RECONNECT_SECONDS}s: back after {late} s; "
-                f"status changes and sockets (seconds since the fault): "
-                f"{ {n: _timeline(seen[n], since) for n in pages if n not in back or n in late} }")
-        if len(back) == len(pages):
+                f"not Live again on a new connection within {RECONNECT_SECONDS}s of losing it: without "
+                f"Live for {late} s; status changes and sockets (seconds since the fault): "
+                f"{ {n: _timeline(seen[n], since) for n in pages if n not in dark or n in late} }")
+        if len(dark) == len(pages):
             break
         time.sleep(0.1)
     for name in pages:
         print(f"  {name}: {_timeline(seen[name], since)}")
-    return back
+    return dark
 
 
 def _timeline(state: dict, since: float) -> str:
@@ -275,7 +285,7 @@ def test_readers_and_an_author_ride_out_instances_stopping_and_dying(fleet: Clus
             back = _live_again(tabs, fault)
             arrivals.append(_publish(survivor, token, f"After The Move {uuid.uuid4().hex[:6]}"))
             print(f"{signal.Signals(sig).name} {victim.name}: stopped in {stop_seconds:.1f}s "
-                  f"({killed} killed after the timeout); Live again after "
+                  f"({killed} killed after the timeout); without Live for "
                   f"{ {n: round(s, 2) for n, s in back.items()} } s")
             victim.launch()  # it starts while the pages are checked
             _assert_feed(readers, before, arrivals)
