@@ -7,8 +7,10 @@
     python3 scripts/dev.py dev            # hot reload: edit a page, the browser updates
     python3 scripts/dev.py lint           # ruff only
     python3 scripts/dev.py lock           # regenerate the locks from pyproject.toml
-    python3 scripts/dev.py migrate        # release step: install, migrate (deploy/README.md)
-    python3 scripts/dev.py serve          # one instance: no install, no migration, no demo data
+    python3 scripts/dev.py migrate        # release step: install, migrate, build the frontend
+                                          # for FICTURES_PUBLIC_URL (deploy/README.md)
+    python3 scripts/dev.py serve          # one instance: no install, no migration, no demo data;
+                                          # serves the release step's frontend when it is current
 
 Each command first makes sure `.venv` exists and holds the lock it needs (pip runs
 only when the file changed): requirements-dev.txt (the app, its tests and tools)
