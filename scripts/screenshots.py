@@ -31,6 +31,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
 PASSWORD = "demo-password"  # the demo accounts' (fictures/demo.py)
+AUTHOR, WRITER = "basil", "ada"  # who publishes while the reader watches; who writes
 STORIES = [
     ("The Cartographer of Small Hours", "fantasy",
      "A mapmaker charts the minutes nobody uses, until someone moves in."),
@@ -41,8 +42,8 @@ STORIES = [
 ]
 
 
-def _token(client: httpx.Client, username: str) -> str:
-    response = client.post("/api/auth/token", json={"username": username, "password": PASSWORD})
+def _token(client: httpx.Client, username: str, password: str) -> str:
+    response = client.post("/api/auth/token", json={"username": username, "password": password})
     response.raise_for_status()
     return response.json()["token"]
 
@@ -51,11 +52,11 @@ def _wait_live(page: Page) -> None:
     page.get_by_text("Live", exact=True).first.wait_for(timeout=60_000)
 
 
-def community(browser, base: str, client: httpx.Client) -> Path:
+def community(browser, base: str, client: httpx.Client, out: Path, *, author: str, password: str) -> Path:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(f"{base}/community")
     _wait_live(page)
-    headers = {"Authorization": f"Bearer {_token(client, 'basil')}"}
+    headers = {"Authorization": f"Bearer {_token(client, author, password)}"}
     for title, genre, summary in STORIES:
         body = {"title": title, "genre": genre, "summary": summary,
                 "content": f"{summary}\n\n(The rest is still being written.)", "status": "published"}
@@ -63,17 +64,17 @@ def community(browser, base: str, client: httpx.Client) -> Path:
         time.sleep(0.4)
     page.get_by_text(f"{len(STORIES)} new stories").first.wait_for(timeout=15_000)
     page.wait_for_timeout(600)  # the toast's entrance animation
-    path = OUT / "community.png"
+    path = out / "community.png"
     page.screenshot(path=str(path))
     page.close()
     return path
 
 
-def writing(browser, base: str) -> Path:
+def writing(browser, base: str, out: Path, *, writer: str, password: str) -> Path:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(f"{base}/login")
-    page.locator("#username").fill("ada")
-    page.locator("#password").fill(PASSWORD)
+    page.locator("#username").fill(writer)
+    page.locator("#password").fill(password)
     page.locator("#submit").click()
     page.wait_for_url("**/writing", timeout=30_000)  # where a login lands
     _wait_live(page)
@@ -82,7 +83,7 @@ def writing(browser, base: str) -> Path:
         "Every spring the last train stops at an orchard that is not on any timetable.")
     page.locator("#story-content-input").fill(
         "The conductor never announced it. You simply felt the brakes, and smelled apples.")
-    path = OUT / "writing.png"
+    path = out / "writing.png"
     page.screenshot(path=str(path))
     page.close()
     return path
@@ -91,15 +92,23 @@ def writing(browser, base: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url", nargs="?", default="http://localhost:3000")
+    parser.add_argument("--out", type=Path, default=OUT, help="where the PNGs go")
+    parser.add_argument("--author", default=AUTHOR, help="publishes while the reader watches")
+    parser.add_argument("--writer", default=WRITER, help="signs in and writes on /writing")
+    parser.add_argument("--password", default=PASSWORD, help="both accounts' password")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     base = args.url.rstrip("/")
-    OUT.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright, httpx.Client(base_url=base, timeout=30) as client:
         launch = {"executable_path": str(CHROMIUM)} if CHROMIUM.exists() else {}
         browser = playwright.chromium.launch(args=FLAGS, **launch)
         try:
-            for path in (community(browser, base, client), writing(browser, base)):
+            for path in (
+                community(browser, base, client, args.out, author=args.author, password=args.password),
+                writing(browser, base, args.out, writer=args.writer, password=args.password),
+            ):
                 log.info("wrote %s", path)
         finally:
             browser.close()
