@@ -44,6 +44,15 @@ def list_for_story(*, session: Session, story_id: int) -> list[Post]:
     return list(session.exec(query))
 
 
+def page_for_story(*, session: Session, story_id: int, limit: int, before: int | None = None) -> list[Post]:
+    """A page of a story's posts, newest first (by id: the order they were
+    written in); `before`: only those older than that post."""
+    query = select(Post).where(Post.story_id == story_id)
+    if before is not None:
+        query = query.where(col(Post.id) < before)
+    return list(session.exec(query.order_by(col(Post.id).desc()).limit(limit)))
+
+
 def list_recent(*, session: Session, limit: int = 20) -> list[Post]:
     query = (
         select(Post)
