@@ -127,7 +127,7 @@ async def subscribe(request: Request, token: Bearer) -> Subscribed:
 @router.delete(
     "/api/push/subscriptions", status_code=204, response_class=Response, tags=["push"],
     summary="Forget one of your browsers' push subscriptions",
-    responses=refusals(401, 400, 413, 422), openapi_extra=body(PushEndpoint),
+    responses=refusals(401, 400, 404, 413, 422), openapi_extra=body(PushEndpoint),
 )
 async def unsubscribe(request: Request, token: Bearer) -> Response:
     raw = await request.body()

@@ -220,8 +220,8 @@ class PostListQuery(BaseModel):
     responses=refusals(*_BODY, 409, 429), openapi_extra=body(Credentials),
 )
 async def register(request: Request) -> Account:
-    """Usernames are 3–32 letters, digits or `_`, unique whatever their case;
-    a password is 8–256 characters, taken exactly as typed."""
+    """Usernames are 3 to 32 letters, digits or `_`, unique whatever their case;
+    a password is 8 to 256 characters, taken exactly as typed."""
     data = parse(Credentials, await request.body())
     await ratelimit.check_registration(client_address.from_connection(request))
 
