@@ -14,7 +14,7 @@ a process of its own, on this session's database and Redis. Marked `postgres`:
 Generated ids would almost never name a row, so about half the cases get real
 ones instead (see `Contract.prepare`): the success answers are checked too.
 Deterministic (a fixed seed); `FICTURES_CONTRACT_EXAMPLES` sets how many
-fuzzed cases per operation (default 15), on top of schemathesis's coverage
+fuzzed cases per operation (default 10), on top of schemathesis's coverage
 cases (boundary and invalid values of every parameter and field).
 """
 
@@ -45,7 +45,7 @@ from tests.factories import PASSWORD, _issue_token, unique
 pytestmark = pytest.mark.postgres
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = int(os.environ.get("FICTURES_CONTRACT_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("FICTURES_CONTRACT_EXAMPLES", "10"))
 # The two the contract is about, and two that keep the schema complete: every
 # status and content type answered is one the schema documents for the operation.
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
