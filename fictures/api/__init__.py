@@ -84,7 +84,8 @@ def _other_routes() -> list[BaseRoute]:
         "/api/community/events", sse.community_events, methods=["GET"], tags=["live"],
         response_class=EventSourceResponse,
         summary="Every community event, live, in order, resumable (Server-Sent Events)",
-        description=(sse.__doc__ or "").split("\n\n", 1)[1],
+        # The module's docstring, without its title line: the protocol, resuming, filters.
+        description=(sse.__doc__ or "").partition("\n\n")[2] or sse.__doc__,
         responses={
             200: {
                 "description": "The stream: `event: connected` first, then the events.",
