@@ -85,6 +85,72 @@ def test_granian_servers_get_the_raised_limits():
     assert reflex_compat.granian_limits(Granian("x:y", interface="asgi")) == (4321, 4321)
 
 
+def test_granian_servers_kill_a_worker_that_does_not_stop_in_time():
+    from granian import Granian
+
+    reflex_compat.bound_granian_worker_stop(7)
+    reflex_compat.raise_granian_limits(4321)  # one wrapper for both
+    server = Granian("fictures.fictures:app", interface="asgi", workers=2)
+    assert reflex_compat.granian_kill_timeout(server) == 7
+    assert reflex_compat.granian_limits(server) == (4321, 4321)
+    # A server given its own timeout keeps it.
+    assert reflex_compat.granian_kill_timeout(Granian("x:y", interface="asgi", workers_kill_timeout=3)) == 3
+
+
+def test_granian_workers_take_their_stop_signal_from_set_loop_signals():
+    """The hook on_worker_stop_signal replaces: Granian's ASGI workers import it by
+    name when they start, and it returns the flag their server stops on."""
+    import inspect
+
+    from granian.server.mp import MPServer
+
+    for spawn in (MPServer._spawn_asgi_lifespan_worker, MPServer._spawn_asgi_worker):
+        assert "from granian._signals import set_loop_signals" in inspect.getsource(spawn)
+
+
+def test_granian_stop_flag_blocks_when_set_a_third_time():
+    """The trap on_worker_stop_signal avoids: the flag holds one message, the
+    server reads one, and a further set() blocks the caller (the worker's event
+    loop, when its handler runs for each signal). If this starts passing quickly,
+    Granian fixed it; setting the flag once is still right."""
+    done = _run(
+        """
+        from granian._granian import WorkerSignal
+        flag = WorkerSignal()
+        flag.set()
+        flag.set()
+        print("returned")
+        """,
+        timeout=5,
+    )
+    assert done is None, "WorkerSignal.set() no longer blocks on a full channel: Granian changed"
+
+
+def test_a_worker_stop_signal_runs_the_callbacks_and_sets_granians_flag_once():
+    """SIGTERM, then SIGINT, then SIGTERM again (systemd, dev.py, Granian's main
+    process): every callback sees each, and the handler never blocks."""
+    done = _run(
+        """
+        import asyncio, os, signal
+        from fictures import reflex_compat
+        seen = []
+        reflex_compat.on_worker_stop_signal(seen.append)
+        reflex_compat.on_worker_stop_signal(seen.append)  # registered once
+        from granian._signals import set_loop_signals
+        loop = asyncio.new_event_loop()
+        flag = set_loop_signals(loop)
+        assert type(flag).__name__ == "WorkerSignal", flag
+        for delay, sig in ((0.05, signal.SIGTERM), (0.1, signal.SIGINT), (0.15, signal.SIGTERM)):
+            loop.call_later(delay, os.kill, os.getpid(), sig)
+        loop.run_until_complete(asyncio.sleep(0.5))
+        print(seen == [signal.SIGTERM, signal.SIGINT, signal.SIGTERM], seen)
+        """,
+        timeout=60,
+    )
+    assert done is not None, "the stop-signal handler blocked"
+    assert done.stdout.startswith("True"), (done.stdout, done.stderr)
+
+
 def test_delta_frame_uses_reflex_var_names():
     from fictures.live_feed import CommunityRoom
 

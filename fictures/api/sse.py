@@ -401,8 +401,9 @@ def _presence_changes(flt: StreamFilter) -> contextlib.AbstractAsyncContextManag
 
 
 async def _stream(
-    flt: StreamFilter, last_id: ResumePoint | None, ip: str, stopping: _Stopping
+    flt: StreamFilter, last_id: ResumePoint | None, ip: str, stopping: _Stopping | None = None
 ) -> AsyncIterator[ServerSentEvent | bytes]:
+    stopping = stopping or _Stopping()
     fanout = service.fanout()
     metrics.SSE_CLIENTS.inc()
     _open.add(stopping)

@@ -118,6 +118,7 @@ class Stream(threading.Thread):
         self.error: BaseException | None = None
         self.ended_at: float | None = None
         self.connected = threading.Event()
+        self._leave = threading.Event()
 
     def run(self) -> None:
         try:
@@ -127,6 +128,8 @@ class Stream(threading.Thread):
                     self.lines.append(line)
                     if line == "event: connected":
                         self.connected.set()
+                    if self._leave.is_set():
+                        break
         except BaseException as exc:  # noqa: BLE001 (recorded: the test asserts on it)
             self.error = exc
         finally:
@@ -137,6 +140,12 @@ class Stream(threading.Thread):
         self.start()
         assert self.connected.wait(timeout) and self.error is None, f"stream did not open: {self.error!r}"
         return self
+
+    def close(self, timeout: float = 10) -> None:
+        """The client leaves (at the next line it reads: a ping at the latest)."""
+        self._leave.set()
+        self.join(timeout)
+        assert not self.is_alive(), "the stream did not end"
 
     def count(self, line: str) -> int:
         return self.lines.count(line)
