@@ -9,11 +9,13 @@ process alone (KillMode=mixed or process, `kill PID`).
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -82,6 +84,41 @@ def _poll_ready(server: AppServer, stop: threading.Event, seen: list[str]) -> No
         time.sleep(0.05)
 
 
+def _sigterm(server: AppServer, kill_mode: str) -> tuple[int, float, list[str]]:
+    """SIGTERM as a service manager sends it; (exit code, seconds to exit, what
+    /api/health/ready answered meanwhile)."""
+    polled: list[str] = []
+    stop_polling = threading.Event()
+    poller = threading.Thread(target=_poll_ready, args=(server, stop_polling, polled), daemon=True)
+    signalled = time.monotonic()
+    if kill_mode == "control-group":
+        for proc in process_tree(server.process.pid):
+            os.kill(proc.pid, signal.SIGTERM)
+    else:
+        server.process.send_signal(signal.SIGTERM)
+    poller.start()
+    code = server.process.wait(timeout=30)
+    took = time.monotonic() - signalled
+    stop_polling.set()
+    poller.join()
+    return code, took, polled
+
+
+def _assert_one_line_per_phase(log: str, workers: set[int]) -> None:
+    # (dev.py passes a SIGTERM it alone got on as SIGINT.)
+    for pattern in (
+        r"INFO fictures\.shutdown: Stopping \((?:SIGTERM|SIGINT)\): accepting no new connections",
+        r"INFO fictures\.shutdown: Closed \d+ event streams \(told to retry in 1000 ms\) in [\d.]+s\n",
+        r"INFO fictures\.events\.service: Outbox flushed: \d+ rows sent to Redis before exit",
+        r"INFO fictures\.shutdown: Exiting, [\d.]+s after the stop signal",
+    ):
+        pids = {int(pid) for pid in re.findall(rf"\[(\d+)\] {pattern}", log)}
+        assert pids == workers, f"{pattern!r} logged by {pids}, workers {workers}"
+    assert sum(int(n) for n in re.findall(r"Closed (\d+) event streams", log)) == STREAMS
+    assert sum(int(n) for n in re.findall(r"(\d+) tabs' websockets close", log)) == TABS
+    assert sum(int(n) for n in re.findall(r"Outbox flushed: (\d+) rows", log)) >= 1
+
+
 @pytest.mark.parametrize("kill_mode", ["control-group", "main-process"])
 def test_sigterm_closes_streams_with_a_retry_hint_flushes_the_outbox_and_exits_fast(
     app_server: AppServer, kill_mode: str
@@ -100,29 +137,21 @@ def test_sigterm_closes_streams_with_a_retry_hint_flushes_the_outbox_and_exits_f
 
     workers = worker_pids(server)
     assert len(workers) == 2, workers
-    polled: list[str] = []
-    stop_polling = threading.Event()
-    poller = threading.Thread(target=_poll_ready, args=(server, stop_polling, polled), daemon=True)
+    port = server.url.rsplit(":", 1)[1]
+    metrics_dirs = glob.glob(os.path.join(tempfile.gettempdir(), f"fictures-metrics-{port}-*"))
+    assert len(metrics_dirs) == 1, metrics_dirs  # the instance's own (dev.py serve)
     assert httpx.get(f"{server.url}/api/health/ready", timeout=5).status_code == 200
 
     server.mark_log()
     signalled = time.monotonic()
-    if kill_mode == "control-group":
-        for proc in process_tree(server.process.pid):
-            os.kill(proc.pid, signal.SIGTERM)
-    else:
-        server.process.send_signal(signal.SIGTERM)
-    poller.start()
-    code = server.process.wait(timeout=30)
-    took = time.monotonic() - signalled
-    stop_polling.set()
-    poller.join()
+    code, took, polled = _sigterm(server, kill_mode)
     log = server.log_since_mark()
     print(f"exit code {code} after {took:.2f}s; readiness while stopping: {polled}\n{log}")
 
     assert code == 0
     assert took <= EXIT_WITHIN, f"the instance took {took:.1f}s to exit"
     assert not [p for p in process_tree(server.process.pid) if p.is_running()]
+    assert not os.path.exists(metrics_dirs[0])
 
     for stream in streams:
         stream.join(timeout=5)
@@ -134,25 +163,9 @@ def test_sigterm_closes_streams_with_a_retry_hint_flushes_the_outbox_and_exits_f
         # Closed with the process: Reflex's client reconnects on a closed transport.
         assert tab.closed
 
-    # The event written during the outage reached Redis before the instance exited.
+    # The event another process wrote reached Redis before the instance exited.
     assert sum(title in data for data in _event_titles(server)) == 1
     assert unsent_outbox_rows(server) == 0
     # Readiness never said yes once the signal was sent.
     assert "200" not in polled
-
-    # One line per phase from each worker.
-    # (dev.py passes a SIGTERM it alone got on as SIGINT.)
-    for pattern in (
-        r"INFO fictures\.shutdown: Stopping \((?:SIGTERM|SIGINT)\): accepting no new connections",
-        r"INFO fictures\.shutdown: Closed \d+ event streams \(told to retry in 1000 ms\) in [\d.]+s\n",
-        r"INFO fictures\.events\.service: Outbox flushed: \d+ rows sent to Redis before exit",
-        r"INFO fictures\.shutdown: Exiting, [\d.]+s after the stop signal",
-    ):
-        pids = {int(pid) for pid in re.findall(rf"\[(\d+)\] {pattern}", log)}
-        assert pids == workers, f"{pattern!r} logged by {pids}, workers {workers}"
-    closed = re.findall(r"Closed (\d+) event streams", log)
-    assert sum(int(n) for n in closed) == STREAMS
-    tabs_closed = re.findall(r"(\d+) tabs' websockets close", log)
-    assert sum(int(n) for n in tabs_closed) == TABS
-    flushed = re.findall(r"Outbox flushed: (\d+) rows", log)
-    assert sum(int(n) for n in flushed) >= 1
+    _assert_one_line_per_phase(log, workers)
