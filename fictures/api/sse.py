@@ -84,6 +84,8 @@ _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, 
 # has to say so before sse-starlette cancels it.
 RETRY_MS = 1000
 STOP_GRACE_SECONDS = 2.0
+
+
 class _OpenStreams:
     """The open streams of this process (their stop signals)."""
 

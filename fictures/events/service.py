@@ -69,9 +69,11 @@ async def lifespan() -> AsyncIterator[None]:
     finally:
         relay_task.cancel()
         await asyncio.gather(relay_task, return_exceptions=True)
-        # A row committed while the relay waited (its sweep, or a Redis backoff)
-        # goes out now, not whenever another process's relay sweeps.
-        await flush_outbox()
-        fanout_task.cancel()
-        await asyncio.gather(fanout_task, return_exceptions=True)
-        logger.info("Event service stopped")
+        try:
+            # A row committed while the relay waited (its sweep, or a Redis backoff)
+            # goes out now, not whenever another process's relay sweeps.
+            await flush_outbox()
+        finally:
+            fanout_task.cancel()
+            await asyncio.gather(fanout_task, return_exceptions=True)
+            logger.info("Event service stopped")
