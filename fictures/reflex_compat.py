@@ -21,6 +21,7 @@ import inspect
 import json
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -321,12 +322,55 @@ def raise_granian_limits(limit: int) -> None:
 
 
 def bound_granian_worker_stop(seconds: int) -> None:
-    """Make every Granian server constructed from now on kill a worker that has
-    not exited `seconds` after the server asked it to stop (its
-    `workers_kill_timeout`; Reflex sets none, and the server then waits for a
-    stuck worker forever)."""
+    """Make Granian's main process stop its workers promptly and quietly.
+
+    - Every server constructed from now on kills a worker that has not exited
+      `seconds` after the server asked it to stop (its `workers_kill_timeout`;
+      Reflex sets none, and the server then waits for a stuck worker forever).
+    - Its main loop waits in slices of 0.1 s: a signal the kernel hands to
+      another thread of the process (a worker watcher) only leaves the Python
+      handler pending, and an untimed `Event.wait()` in the main thread never
+      returns to run it.
+    - A worker that exits while the server is stopping, or within a second of
+      its exit, before the main process got round to stopping it (it received
+      the same SIGTERM from systemd), is not reported as an unexpected exit
+      (an ERROR line, exit code 1) nor respawned.
+    """
     _granian["kill_timeout"] = seconds
     _wrap_granian_server()
+    _wrap_granian_watcher()
+
+
+class _SlicedEvent(threading.Event):
+    """A threading.Event whose untimed wait wakes every 0.1 s (see above)."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is not None:
+            return super().wait(timeout)
+        while not super().wait(0.1):
+            pass
+        return True
+
+
+def _wrap_granian_watcher() -> None:
+    from granian.server.common import AbstractWorker
+
+    if getattr(AbstractWorker._watcher, "__fictures__", False):
+        return
+    original = AbstractWorker._watcher
+
+    @functools.wraps(original)
+    def _watcher(self: Any) -> None:
+        self.inner.join()
+        deadline = time.monotonic() + 1.0
+        while not (self.interrupt_by_parent or self.parent.interrupt_signal) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.interrupt_by_parent or self.parent.interrupt_signal:
+            return  # stopped with the server
+        original(self)  # (its join returns at once) an unexpected exit: reported, respawned
+
+    _watcher.__fictures__ = True
+    AbstractWorker._watcher = _watcher
 
 
 def _wrap_granian_server() -> None:
@@ -355,6 +399,8 @@ def _wrap_granian_server() -> None:
             self, *args, backlog=backlog, backpressure=backpressure,
             workers_kill_timeout=workers_kill_timeout, **kwargs,
         )
+        if "kill_timeout" in _granian and type(self.main_loop_interrupt) is threading.Event:
+            self.main_loop_interrupt = _SlicedEvent()
 
     __init__.__fictures__ = True
     AbstractServer.__init__ = __init__

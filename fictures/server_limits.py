@@ -38,7 +38,9 @@ def raise_connection_limits(limit: int) -> None:
 def bound_worker_stop(seconds: int) -> None:
     """A worker still running `seconds` after it was told to stop is killed by
     Granian's main process (fictures.shutdown makes a worker stop in a second or
-    two; this bounds a stuck one)."""
+    two; this bounds a stuck one), and the main process acts on its own SIGTERM
+    at once, without reporting workers that stopped on the same signal as
+    crashed (see reflex_compat.bound_granian_worker_stop)."""
     bound_granian_worker_stop(seconds)
 
 

@@ -93,8 +93,59 @@ def test_granian_servers_kill_a_worker_that_does_not_stop_in_time():
     server = Granian("fictures.fictures:app", interface="asgi", workers=2)
     assert reflex_compat.granian_kill_timeout(server) == 7
     assert reflex_compat.granian_limits(server) == (4321, 4321)
+    assert isinstance(server.main_loop_interrupt, reflex_compat._SlicedEvent)
     # A server given its own timeout keeps it.
     assert reflex_compat.granian_kill_timeout(Granian("x:y", interface="asgi", workers_kill_timeout=3)) == 3
+
+
+def test_granian_main_loop_runs_a_signal_handler_another_thread_received():
+    """The kernel may hand a process's SIGTERM to any thread that does not block
+    it; the Python handler then waits for the main thread to run bytecode. An
+    untimed Event.wait() in the main thread (Granian's main loop) never does;
+    the sliced wait does within 0.1 s."""
+    code = """
+        import signal, threading, time
+        from fictures import reflex_compat
+        event = {event}
+        signal.signal(signal.SIGTERM, lambda *_: event.set())
+        other = threading.Thread(target=time.sleep, args=(30,), daemon=True)
+        other.start()
+        threading.Timer(0.2, signal.pthread_kill, (other.ident, signal.SIGTERM)).start()
+        started = time.monotonic()
+        event.wait()
+        print(round(time.monotonic() - started, 1))
+    """
+    plain = _run(code.format(event="threading.Event()"), timeout=5)
+    assert plain is None, "an untimed Event.wait() ran the handler: the sliced wait may be unneeded"
+    sliced = _run(code.format(event="reflex_compat._SlicedEvent()"), timeout=30)
+    assert sliced is not None and float(sliced.stdout) < 1, (sliced and sliced.stderr)
+
+
+def test_granian_main_does_not_report_a_worker_that_stopped_with_it():
+    import threading
+    from types import SimpleNamespace
+
+    from granian.server.common import AbstractWorker
+
+    reflex_compat.bound_granian_worker_stop(8)
+
+    def watch(stopping_after: float | None) -> SimpleNamespace:
+        parent = SimpleNamespace(
+            interrupt_signal=False, interrupt_children=[], main_loop_interrupt=threading.Event(),
+            reload_on_changes=False, reload_ignore_worker_failure=False,
+        )
+        worker = AbstractWorker.__new__(AbstractWorker)
+        worker.parent, worker.idx, worker.interrupt_by_parent = parent, 1, False
+        worker.inner = SimpleNamespace(join=lambda: None)  # the worker process has exited
+        if stopping_after is not None:  # the main process acts on its own SIGTERM late
+            threading.Timer(stopping_after, setattr, (parent, "interrupt_signal", True)).start()
+        worker._watcher()
+        return parent
+
+    stopped = watch(stopping_after=0.3)
+    assert stopped.interrupt_children == [] and not stopped.main_loop_interrupt.is_set()
+    crashed = watch(stopping_after=None)  # no stop: Granian reports it and respawns it
+    assert crashed.interrupt_children == [1] and crashed.main_loop_interrupt.is_set()
 
 
 def test_granian_workers_take_their_stop_signal_from_set_loop_signals():
