@@ -7,6 +7,7 @@ from fictures import (  # noqa: F401  (pages register themselves)
     browser_events,
     live,
     live_receipts,
+    liveness,
     logs,
     pages,
     presence,
@@ -21,6 +22,9 @@ from fictures.events import service
 from fictures.settings import settings
 
 logs.configure()
+if settings.prebuilt_frontend:
+    # Before the app's ASGI app is built: pages come from the release step's build.
+    reflex_compat.serve_built_frontend()
 
 app = rx.App(
     api_transformer=api.build(),
@@ -38,11 +42,13 @@ app.add_middleware(live.FollowNavigation())
 reflex_compat.set_ping_interval(app, settings.socket_ping_seconds)
 # SIGTERM: close streams and tabs, flush the outbox, exit (fictures/shutdown.py).
 shutdown.install()
-# Order matters: shutdown's lifespan stops last (the process's final words). The
-# two lanes (durable events: Redis subscription and outbox relay; ephemeral
-# signals) start before the tab hub that consumes them, and stop after it;
-# presence and typing follow the hub's tabs, so they start after it.
+# Order matters: shutdown's lifespan stops last (the process's final words). Then
+# liveness, before any other task of ours: tabs whose process died keep their
+# token and state. The two lanes (durable events: Redis subscription and outbox
+# relay; ephemeral signals) start before the tab hub that consumes them, and stop
+# after it; presence and typing follow the hub's tabs, so they start after it.
 app.register_lifespan_task(shutdown.lifespan)
+app.register_lifespan_task(liveness.lifespan)
 app.register_lifespan_task(service.lifespan)
 app.register_lifespan_task(signals.lifespan)
 app.register_lifespan_task(live.lifespan)

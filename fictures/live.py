@@ -46,6 +46,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import redis.exceptions
 import reflex as rx
 
 from fictures import analytics, live_feed, metrics, online, reflex_compat, rooms
@@ -289,6 +290,9 @@ class TabHub:
         self.users: dict[int, set[str]] = {}
         self.user_id_of: dict[str, int] = {}
         self.fanout = service.fanout()
+        # Tab state kept in Redis (several workers, production) is out of reach
+        # while Redis is: said once per outage, not once per tab.
+        self._tab_state_unreachable = False
 
     @classmethod
     def current(cls) -> TabHub:
@@ -492,9 +496,18 @@ class TabHub:
             await asyncio.wait([previous])  # its outcome is its own; only the order matters
         try:
             await reflex_compat.run_in_tab(self.app, token, state_cls, apply, router_data)
+        except redis.exceptions.ConnectionError as exc:
+            # A Redis restart (BusyLoadingError included): no tab's state can change
+            # now; each catches up when Redis is back (status) or it reconnects.
+            if not self._tab_state_unreachable:
+                self._tab_state_unreachable = True
+                logger.warning("Tab state in Redis is unreachable (%s); live hooks skipped until it is back", exc)
         except Exception:
             logger.exception("A live hook of %s failed in tab %s", state_cls.__name__, token[:8])
         else:
+            if self._tab_state_unreachable:
+                self._tab_state_unreachable = False
+                logger.info("Tab state in Redis is reachable again")
             if event is not None:
                 analytics.delivered(event, "tab_handler")
 
@@ -580,6 +593,11 @@ class TabHub:
             logger.error("Live tab feed overflowed; tabs will catch up on reconnect")
 
     async def stop(self) -> None:
+        # The process is stopping: its own Redis subscription ending next is no
+        # news for its tabs, which are leaving. Telling each would take each tab's
+        # state lock in Redis, and a lock the exiting process still holds keeps
+        # the tab from hydrating on another instance until it expires (10 s).
+        self.fanout.off_health_change(self._broadcast_status)
         for task in [*self._pending.values(), *self._listener_tasks]:
             task.cancel()
         await self.drain()

@@ -23,7 +23,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import reflex as rx
@@ -198,6 +199,75 @@ async def enter_room(app: rx.App, sid: str, room: str) -> None:
 async def leave_room(app: rx.App, sid: str, room: str) -> None:
     if app.event_namespace is not None:
         await app.event_namespace.leave_room(sid, room)
+
+
+def token_manager_instance_id(app: rx.App) -> str | None:
+    """This process's id in Reflex's socket records in Redis (the `instance_id`
+    of each tab's record), or None when tab state is not shared through Redis."""
+    from reflex.utils.token_manager import RedisTokenManager
+
+    namespace = app.event_namespace
+    manager = namespace._token_manager if namespace is not None else None
+    return manager.instance_id if isinstance(manager, RedisTokenManager) else None
+
+
+# Delete a key only if it still holds what was read (another process may have
+# linked the token meanwhile).
+_DELETE_IF_UNCHANGED = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+def keep_tokens_of_dead_processes(
+    app: rx.App, alive: Callable[[str], Awaitable[bool]], *, grace: float = 2.0
+) -> None:
+    """A tab reconnecting with a token whose socket record in Redis belongs to
+    another process keeps its token (and so its state) once that process is
+    gone (`alive(instance_id)` is false: the stale record is deleted) or has
+    deleted the record itself, whichever comes first within `grace` seconds.
+
+    Reflex's RedisTokenManager.link_token_to_sid hands a NEW token (an empty
+    state) to any tab whose token still has a record, taking it for a
+    duplicated browser tab; records are kept for `redis_token_expiration` (1 h)
+    and only a clean disconnect deletes one (fictures.liveness explains why). A
+    process that is stopping closes its sockets before it exits (or before its
+    disconnect handlers delete the records): its tabs reconnect elsewhere at
+    once, and wait here for it. A record whose process is still alive after
+    `grace` is a duplicated tab's, which then gets its new token, as before.
+    """
+    import pickle
+
+    from reflex.utils.token_manager import RedisTokenManager
+
+    namespace = app.event_namespace
+    if namespace is None:
+        raise RuntimeError("the app has no event namespace yet")
+    manager = namespace._token_manager
+    if not isinstance(manager, RedisTokenManager):
+        return
+    original = getattr(manager.link_token_to_sid, "__wrapped__", manager.link_token_to_sid)
+
+    @functools.wraps(original)
+    async def link_token_to_sid(token: str, sid: str) -> str | None:
+        key = manager._get_redis_key(token)
+        deadline = time.monotonic() + grace
+        try:
+            # Reflex's own record (it unpickles these itself), read back from its Redis.
+            while raw := await manager.redis.get(key):
+                owner = pickle.loads(raw).instance_id
+                if owner == manager.instance_id:
+                    break
+                if not await alive(owner):
+                    if await manager.redis.eval(_DELETE_IF_UNCHANGED, 1, key, raw):
+                        logger.info("Tab %s reconnected after its process (%s) stopped: it keeps its "
+                                    "token and state", token[:8], owner[:8])
+                    break
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(0.1)
+        except Exception as exc:  # noqa: BLE001 (Redis trouble: Reflex decides as before)
+            logger.warning("Could not check the previous process of a reconnecting tab: %s", exc)
+        return await original(token, sid)
+
+    manager.link_token_to_sid = link_token_to_sid
 
 
 def set_ping_interval(app: rx.App, seconds: float) -> None:
@@ -404,6 +474,30 @@ def _wrap_granian_server() -> None:
 
     __init__.__fictures__ = True
     AbstractServer.__init__ = __init__
+
+
+def serve_built_frontend() -> Path:
+    """Have this backend serve the frontend a release step already built
+    (`reflex export --frontend-only --no-zip`: `.web/build/client`); returns
+    that directory.
+
+    `reflex run --env prod --single-port` mounts the frontend only after building
+    it itself, at every start (a minute on 2 cores, and the rebuild first deletes
+    the files another instance of the same checkout is serving);
+    `reflex run --env prod --backend-only` starts in seconds but serves no pages.
+    Reflex's app mounts the built files when this (internal) switch is on as its
+    ASGI app is built, in each worker after the app module was imported: call it
+    while that module is imported.
+    """
+    from reflex.utils.prerequisites import get_web_dir
+    from reflex_base.constants import Dirs
+    from reflex_base.environment import environment
+
+    static = get_web_dir() / Dirs.STATIC
+    if not (static / "index.html").exists():
+        raise RuntimeError(f"no built frontend in {static}: run the release step (scripts/dev.py migrate)")
+    environment.REFLEX_MOUNT_FRONTEND_COMPILED_APP.set(True)
+    return static
 
 
 def granian_limits(server: Any) -> tuple[int, int]:

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     # process and keep it; empty: redis with several workers or in production,
     # otherwise in this process's memory.
     tab_state: Literal["", "memory", "redis"] = ""
+    # Serve the frontend the release step built (`scripts/dev.py migrate`)
+    # instead of building it at start; `scripts/dev.py serve` sets it when that
+    # build is current for FICTURES_PUBLIC_URL.
+    prebuilt_frontend: bool = False
     # Concurrent connections (websocket tabs + SSE streams + requests) per worker.
     max_connections: int = Field(20_000, ge=128)
     # On SIGTERM a worker closes its streams and tabs, flushes its outbox and

@@ -7,8 +7,10 @@
     python3 scripts/dev.py dev            # hot reload: edit a page, the browser updates
     python3 scripts/dev.py lint           # ruff only
     python3 scripts/dev.py lock           # regenerate the locks from pyproject.toml
-    python3 scripts/dev.py migrate        # release step: install, migrate (deploy/README.md)
-    python3 scripts/dev.py serve          # one instance: no install, no migration, no demo data
+    python3 scripts/dev.py migrate        # release step: install, migrate, build the frontend
+                                          # for FICTURES_PUBLIC_URL (deploy/README.md)
+    python3 scripts/dev.py serve          # one instance: no install, no migration, no demo data;
+                                          # serves the release step's frontend when it is current
 
 Each command first makes sure `.venv` exists and holds the lock it needs (pip runs
 only when the file changed): requirements-dev.txt (the app, its tests and tools)
@@ -328,11 +330,49 @@ def cmd_lock(args: list[str]) -> int:
 
 def cmd_migrate(args: list[str]) -> int:
     """The release step, once per release: install what the release needs (the
-    production lock: no test tools), migrate."""
+    production lock: no test tools), migrate, and with FICTURES_PUBLIC_URL build
+    the frontend every instance then serves as it is."""
     env = setup(PRODUCTION_LOCK)
     step([str(VENV_BIN / "reflex"), "db", "migrate", *args], env, "Database migration")
     say("Database migrated")
+    public = env.get("FICTURES_PUBLIC_URL", "")
+    if public:
+        # Pages connect back to the address baked into the build: with a public
+        # URL one build serves every instance, whatever its port or host.
+        RELEASE_STAMP.unlink(missing_ok=True)
+        step([str(VENV_BIN / "reflex"), "export", "--frontend-only", "--no-zip"], env,
+             "Building the frontend")
+        RELEASE_STAMP.write_text(_release_stamp(public))
+        say(f"Frontend built for {public}")
     return 0
+
+
+# What the release step's frontend was built from: `serve` uses that build only
+# while it still matches (the same public URL, sources and locked versions).
+RELEASE_STAMP = ROOT / ".web" / "build" / "fictures-release.txt"
+
+
+def _release_stamp(public_url: str) -> str:
+    digest = hashlib.sha256()
+    sources = [ROOT / "rxconfig.py", PRODUCTION_LOCK]
+    for folder in ("fictures", "assets"):
+        sources += sorted(p for p in (ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for path in sources:
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{public_url.rstrip('/')} {digest.hexdigest()}\n"
+
+
+def _prebuilt_frontend(env: dict[str, str]) -> bool:
+    """Whether the release step's frontend build is current for this instance."""
+    public = env.get("FICTURES_PUBLIC_URL", "")
+    if not public:
+        return False
+    if RELEASE_STAMP.exists() and RELEASE_STAMP.read_text() == _release_stamp(public):
+        return True
+    say(f"No current frontend build for {public} from the release step: building one now "
+        "(slow, and it replaces the files other instances of this checkout serve; run "
+        "python3 scripts/dev.py migrate first)")
+    return False
 
 
 def cmd_serve(args: list[str]) -> int:
@@ -346,7 +386,7 @@ def cmd_serve(args: list[str]) -> int:
         fail("the virtualenv is missing or older than requirements.txt: run the release step "
              "(python3 scripts/dev.py migrate) first")
     env = child_env()
-    return serve(env, _free_port_or_fail(env), args)
+    return serve(env, _free_port_or_fail(env), args, prebuilt=_prebuilt_frontend(env))
 
 
 def _free_port_or_fail(env: dict[str, str]) -> int:
@@ -356,23 +396,21 @@ def _free_port_or_fail(env: dict[str, str]) -> int:
     return port
 
 
-def serve(env: dict[str, str], port: int, args: list[str]) -> int:
+def serve(env: dict[str, str], port: int, args: list[str], *, prebuilt: bool = False) -> int:
+    """Production mode on `port`: the backend serves the pages too. It builds the
+    frontend first, unless `prebuilt` (the release step built it): then it starts
+    in seconds and leaves the built files alone."""
     say(
         f"Starting Fictures in production mode on port {port} "
-        f"({env['GRANIAN_WORKERS']} worker(s)); Ctrl+C stops it"
+        f"({env['GRANIAN_WORKERS']} worker(s){', the release build' if prebuilt else ''}); "
+        "Ctrl+C stops it"
     )
-    cmd = [
-        str(VENV_BIN / "reflex"),
-        "run",
-        "--env",
-        "prod",
-        "--single-port",
-        "--frontend-port",
-        str(port),
-        "--backend-port",
-        str(port),
-        *args,
-    ]
+    if prebuilt:
+        env = {**env, "FICTURES_PREBUILT_FRONTEND": "1"}
+        where = ["--backend-only", "--backend-port", str(port)]
+    else:
+        where = ["--single-port", "--frontend-port", str(port), "--backend-port", str(port)]
+    cmd = [str(VENV_BIN / "reflex"), "run", "--env", "prod", *where, *args]
     started = time.monotonic()
     # Prometheus' multiprocess mode: a fresh directory per server run (a stale one
     # would add a previous run's counts), read by every worker's /api/metrics.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import reflex as rx
 
@@ -312,6 +313,51 @@ def test_forking_drops_inherited_db_connections():
         s.connection()
     assert model._ENGINE, "Reflex no longer caches engines in reflex.model._ENGINE"
     reflex_compat.forget_inherited_db_connections()
+
+
+def test_a_backend_only_app_serves_the_built_frontend(tmp_path):
+    """`reflex run --backend-only` switches the frontend mount off; with
+    serve_built_frontend() called while the app module loads, the app's ASGI app
+    serves the release step's build; without it, no page."""
+    client = tmp_path / "build" / "client"
+    client.mkdir(parents=True)
+    (client / "index.html").write_text("<p>built by the release step</p>")
+    code = f"""
+        import asyncio, os, sys
+        os.environ["REFLEX_WEB_WORKDIR"] = {str(tmp_path)!r}
+        # What `reflex run --env prod --backend-only` leaves its workers (Reflex's
+        # internal variables carry a double underscore).
+        os.environ["__REFLEX_SKIP_COMPILE"] = "true"
+        os.environ["__REFLEX_MOUNT_FRONTEND_COMPILED_APP"] = "false"
+        from fictures import reflex_compat
+        if sys.argv[1:] == ["mount"]:
+            reflex_compat.serve_built_frontend()
+        import httpx, reflex as rx
+        asgi = rx.App()()
+        async def get():
+            transport = httpx.ASGITransport(app=asgi)
+            async with httpx.AsyncClient(transport=transport, base_url="http://x") as c:
+                r = await c.get("/")
+                print(r.status_code, r.text)
+        asyncio.run(get())
+    """
+
+    def page(*argv: str) -> str:
+        result = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *argv], capture_output=True,
+                                text=True, timeout=120, check=False, cwd=Path(__file__).resolve().parents[1])
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout.strip().splitlines()[-1]
+
+    assert page("mount") == "200 <p>built by the release step</p>"
+    assert page().startswith("404")
+    (client / "index.html").unlink()
+    result = _run(f"""
+        import os
+        os.environ["REFLEX_WEB_WORKDIR"] = {str(tmp_path)!r}
+        from fictures import reflex_compat
+        reflex_compat.serve_built_frontend()
+    """, timeout=60)
+    assert result is not None and "no built frontend" in result.stderr
 
 
 def test_no_other_module_touches_the_internals():

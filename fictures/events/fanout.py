@@ -92,6 +92,10 @@ class Fanout:
     def on_health_change(self, listener: Callable[[bool], None]) -> None:
         self._health_listeners.append(listener)
 
+    def off_health_change(self, listener: Callable[[bool], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._health_listeners.remove(listener)
+
     def last_seen(self, private: bool) -> int:
         """The newest id delivered in the public or the private sequence."""
         return self.last_private_id if private else self.last_id

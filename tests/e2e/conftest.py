@@ -46,9 +46,10 @@ SSE_QUEUE_SIZE = 400
 # and per user small, so the limit tests reach them quickly (each test has its own users).
 LOGIN_LIMIT_PER_ACCOUNT = 5
 POST_LIMIT_PER_USER = 5
-# Modules that run their own app with two workers (a module or test fixture).
+# Modules that run their own apps (a module or test fixture), before the session's app starts.
 TWO_WORKER_MODULES = (
     "test_several_workers.py", "test_presence.py", "test_shutdown.py", "test_metrics_workers.py",
+    "test_failover.py",
 )
 # Backend log lines that mean something went wrong.
 _ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback \(most recent call last\)")
