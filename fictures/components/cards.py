@@ -19,11 +19,11 @@ def story_card(card, *, is_new: bool | rx.Var[bool] = False, arrived: bool = Fal
         rx.vstack(
             rx.hstack(
                 rx.link(
-                    rx.heading(card.title, size="4", class_name="story-title"),
+                    rx.heading(card.title, size="4", class_name="story-title", as_="h3"),
                     href="/community/story/" + card.id.to_string(),
                 ),
                 rx.spacer(),
-                rx.cond(new, rx.badge("NEW", color_scheme="green", variant="solid", class_name="new-badge")),
+                rx.cond(new, rx.badge("NEW", color_scheme="green", variant="solid", high_contrast=True, class_name="new-badge")),
                 genre_badge(card.genre),
                 width="100%",
                 align="center",

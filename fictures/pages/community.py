@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from fictures import auth, db, feed, live_feed, live_receipts, rooms, visits
 from fictures.components import presence as presence_ui
 from fictures.components.cards import post_card, story_card
+from fictures.components.forms import label
 from fictures.components.layout import loading, page
 from fictures.components.live import live_indicator
 from fictures.errors import NotFound
@@ -226,7 +227,8 @@ def _visit_banner() -> rx.Component:
                 " since your last visit",
                 id="visit-new-count",
             ),
-            color="iris",
+            color_scheme="iris",
+            high_contrast=True,
             id="visit-new-banner",
             width="100%",
         ),
@@ -234,32 +236,46 @@ def _visit_banner() -> rx.Component:
 
 
 def _banner() -> rx.Component:
+    """The sticky "N new stories published" banner. Its wrapper is always in the
+    page, a polite live region (role="status"): screen readers announce the
+    banner as it appears and as its count changes. The wrapper takes no room
+    while empty (its negative margin cancels the page's gap)."""
     count = _banner_count()
-    return rx.cond(
-        count > 0,
-        rx.callout.root(
-            rx.hstack(
-                rx.callout.icon(rx.icon("sparkles")),
-                rx.callout.text(
-                    count.to_string(),
-                    rx.cond(count == 1, " new story", " new stories"),
-                    " published",
-                    id="new-stories-count",
+    return rx.box(
+        rx.cond(
+            count > 0,
+            rx.callout.root(
+                rx.hstack(
+                    rx.callout.icon(rx.icon("sparkles")),
+                    rx.callout.text(
+                        count.to_string(),
+                        rx.cond(count == 1, " new story", " new stories"),
+                        " published",
+                        id="new-stories-count",
+                    ),
+                    rx.spacer(),
+                    rx.button("View now", on_click=CommunityState.view_new, size="1", id="view-now",
+                              color_scheme="green", high_contrast=True),
+                    align="center",
+                    width="100%",
                 ),
-                rx.spacer(),
-                rx.button("View now", on_click=CommunityState.view_new, size="1", id="view-now"),
-                align="center",
+                color_scheme="green",
+                high_contrast=True,
+                id="new-stories-banner",
                 width="100%",
+                class_name="story-enter",
+                background_color=rx.color("green", 2),
+                margin_bottom="var(--space-5)",
             ),
-            color="green",
-            id="new-stories-banner",
-            width="100%",
-            class_name="story-enter",
-            position="sticky",
-            top="0.5em",
-            z_index="10",
-            background_color=rx.color("green", 2),
         ),
+        role="status",
+        aria_live="polite",
+        id="new-stories-status",
+        width="100%",
+        position="sticky",
+        top="0.5em",
+        z_index="10",
+        margin_bottom="calc(-1 * var(--space-5))",
     )
 
 
@@ -349,12 +365,17 @@ class SeenTracker(rx.Fragment):
 
 
 def _genre_filter() -> rx.Component:
-    return rx.select(
-        [ALL, *GENRES],
-        value=CommunityState.genre,
-        on_change=CommunityState.set_genre,
-        size="2",
-        id="genre-filter",
+    return rx.hstack(
+        label("Genre", "genre-filter"),
+        rx.select(
+            [ALL, *GENRES],
+            value=CommunityState.genre,
+            on_change=CommunityState.set_genre,
+            size="2",
+            id="genre-filter",
+        ),
+        align="center",
+        spacing="2",
     )
 
 
@@ -416,16 +437,22 @@ def _posts() -> rx.Component:
 )
 def community() -> rx.Component:
     return page(
-        rx.hstack(
-            rx.heading("Community", size="7"),
-            presence_ui.readers(
-                live_feed.CommunityRoom.readers, "readers online", singular="reader online",
-                id="community-readers",
+        rx.flex(
+            rx.hstack(
+                rx.heading("Community", size="7", as_="h1"),
+                presence_ui.readers(
+                    live_feed.CommunityRoom.readers, "readers online", singular="reader online",
+                    id="community-readers",
+                ),
+                align="center",
+                wrap="wrap",
             ),
             rx.spacer(),
             _genre_filter(),
             width="100%",
             align="center",
+            wrap="wrap",
+            gap="3",
         ),
         _visit_banner(),
         _banner(),
@@ -433,12 +460,12 @@ def community() -> rx.Component:
         SeenTracker.create(),
         rx.grid(
             rx.vstack(
-                rx.heading("Stories", size="4"),
+                rx.heading("Stories", size="4", as_="h2"),
                 rx.cond(CommunityState.loading, loading(), _stories()),
                 width="100%",
             ),
             rx.vstack(
-                rx.heading("Recent posts", size="4"),
+                rx.heading("Recent posts", size="4", as_="h2"),
                 rx.cond(CommunityState.loading, loading(), _posts()),
                 width="100%",
             ),

@@ -24,7 +24,7 @@ from fictures import (
 )
 from fictures.components import presence as presence_ui
 from fictures.components.cards import genre_badge, post_card
-from fictures.components.forms import field_error
+from fictures.components.forms import field_error, label
 from fictures.components.layout import loading, page
 from fictures.components.live import live_indicator
 from fictures.errors import DomainError
@@ -256,17 +256,20 @@ def _post_form() -> rx.Component:
         SessionState.logged_in,
         rx.form(
             rx.vstack(
-                rx.heading("Write a post", size="3"),
+                rx.heading("Write a post", size="3", as_="h2"),
+                label("Kind of post", "post-type"),
                 rx.select(
                     [t.value for t in PostType],
                     value=StoryState.post_type,
                     on_change=StoryState.set_post_type,
                     id="post-type",
                 ),
+                label("Title", "post-title"),
                 rx.input(
                     placeholder="Title", name="title", id="post-title", width="100%", on_change=_TYPING,
                 ),
                 field_error(StoryState.post_errors, "title", "post-error"),
+                label("Post", "post-body"),
                 rx.text_area(
                     placeholder="Say something…", name="body", id="post-body", width="100%", rows="4",
                     on_change=_TYPING,
@@ -286,10 +289,12 @@ def _post_form() -> rx.Component:
 def _story() -> rx.Component:
     return rx.vstack(
         rx.hstack(
-            rx.heading(StoryState.title, size="8", id="story-title"),
+            rx.heading(StoryState.title, size=rx.breakpoints(initial="7", sm="8"), id="story-title", as_="h1",
+                       min_width="0"),
             genre_badge(StoryState.genre),
             rx.cond(StoryState.status == "draft", rx.badge("Draft (only you see it)", color_scheme="amber")),
             align="center",
+            wrap="wrap",
         ),
         rx.hstack(
             rx.text("by ", StoryState.author, color_scheme="gray"),
@@ -309,6 +314,7 @@ def _story() -> rx.Component:
             ),
             width="100%",
             align="center",
+            wrap="wrap",
         ),
         rx.text(StoryState.summary, style={"font_style": "italic"}),
         rx.text(StoryState.content, white_space="pre-wrap", id="story-content"),
@@ -318,7 +324,7 @@ def _story() -> rx.Component:
             StoryState.status == stories.PUBLISHED,
             presence_ui.typing_line(StoryRoom.typers, SessionState.username),
         ),
-        rx.heading("Posts", size="4"),
+        rx.heading("Posts", size="4", as_="h2"),
         rx.vstack(rx.foreach(StoryState.posts, post_card), width="100%", id="story-posts"),
         width="100%",
         spacing="4",
@@ -339,7 +345,7 @@ def story_page() -> rx.Component:
                 StoryState.found,
                 _story(),
                 rx.vstack(
-                    rx.heading("Story not found", size="6"),
+                    rx.heading("Story not found", size="6", as_="h1"),
                     rx.link("Back to the community", href="/community"),
                     id="story-not-found",
                 ),
