@@ -7,7 +7,9 @@ Drafts only ever produce private events (for their author).
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from fictures.errors import Forbidden, NotFound
@@ -77,11 +79,26 @@ def get_readable_story(*, session: Session, story_id: int, viewer: User | None) 
 
 
 def list_published(
-    *, session: Session, genre: str | None = None, limit: int = 50
+    *,
+    session: Session,
+    genre: str | None = None,
+    limit: int = 50,
+    before: tuple[datetime, int] | None = None,
 ) -> list[Story]:
+    """Published stories, newest first; `before` = (published_at, id) of the last
+    story already shown: the page after it (a keyset cursor: stories published
+    meanwhile shift nothing)."""
     query = select(Story).where(Story.status == PUBLISHED)
     if genre:
         query = query.where(Story.genre == genre)
+    if before is not None:
+        at, story_id = before
+        query = query.where(
+            sa.or_(
+                col(Story.published_at) < at,
+                sa.and_(col(Story.published_at) == at, col(Story.id) < story_id),
+            )
+        )
     query = query.order_by(col(Story.published_at).desc(), col(Story.id).desc()).limit(limit)
     return list(session.exec(query))
 

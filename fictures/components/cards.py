@@ -69,3 +69,12 @@ def post_card(card) -> rx.Component:
         class_name="post-card story-enter",
         width="100%",
     )
+
+
+def load_more(more, on_click, busy, text: str, *, id: str) -> rx.Component:
+    """The button under a list that appends its next page; gone at the list's end."""
+    return rx.cond(
+        more,
+        rx.button(text, on_click=on_click, loading=busy, variant="soft", size="2", id=id,
+                  class_name="load-more", width="100%"),
+    )

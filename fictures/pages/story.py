@@ -23,7 +23,7 @@ from fictures import (
     typing_indicator,
 )
 from fictures.components import presence as presence_ui
-from fictures.components.cards import genre_badge, post_card
+from fictures.components.cards import genre_badge, load_more, post_card
 from fictures.components.forms import field_error, label
 from fictures.components.layout import loading, page
 from fictures.components.live import live_indicator
@@ -105,10 +105,20 @@ class StoryState(LiveState, rx.State):
     post_errors: dict[str, str] = {}
     post_type: str = PostType.discussion.value
     posting: bool = False
+    # "Load more" under the posts: whether there are older ones, and one on its way.
+    more_posts: bool = False
+    loading_more: bool = False
+    # Where the list continues (feed.cursor_after; "": at its end) and how many
+    # it reads (a reload of the same story reads as many again). Backend only.
+    _posts_after: str = ""
+    _posts_limit: int = feed.POSTS_PAGE
 
     @rx.event
     async def load(self):
-        self.current_id = live_receipts.story_id_from_path(self.router.url.path)
+        story_id = live_receipts.story_id_from_path(self.router.url.path)
+        if story_id != self.current_id:
+            self._posts_limit = feed.POSTS_PAGE
+        self.current_id = story_id
         session = await self.get_state(SessionState)
         viewer = await session._current_user()
         data = await run_in_threadpool(_load_story, self.current_id, viewer) if self.current_id > 0 else None
@@ -116,7 +126,9 @@ class StoryState(LiveState, rx.State):
         if data:
             for key, value in data.items():
                 setattr(self, key, value)
-            self.posts = await run_in_threadpool(feed.story_post_cards, self.current_id)
+            page = await run_in_threadpool(feed.story_post_cards, self.current_id, self._posts_limit)
+            self.posts = page.cards
+            self._posts_after, self.more_posts = page.next, page.next != ""
             await self._opened(viewer)
         self.loading = False
         await self._live_follow_rooms()  # the story's room, now that we know it is published
@@ -172,6 +184,24 @@ class StoryState(LiveState, rx.State):
         await typing.typed(
             room=room, user_id=user.id, username=user.username, token=self.router.session.client_token
         )
+
+    @rx.event
+    async def load_more_posts(self):
+        """The next page of older posts on this story, after the last one shown."""
+        if not self._posts_after or self.loading_more or not self.found:
+            return
+        self.loading_more = True
+        yield
+        try:
+            page = await run_in_threadpool(
+                feed.story_post_cards, self.current_id, feed.POSTS_PAGE, self._posts_after
+            )
+            shown = {p.id for p in self.posts}
+            self.posts = [*self.posts, *(p for p in page.cards if p.id not in shown)]
+            self._posts_after, self.more_posts = page.next, page.next != ""
+            self._posts_limit += feed.POSTS_PAGE
+        finally:
+            self.loading_more = False
 
     @rx.event
     def set_post_type(self, value: str):
@@ -326,6 +356,8 @@ def _story() -> rx.Component:
         ),
         rx.heading("Posts", size="4", as_="h2"),
         rx.vstack(rx.foreach(StoryState.posts, post_card), width="100%", id="story-posts"),
+        load_more(StoryState.more_posts, StoryState.load_more_posts, StoryState.loading_more,
+                  "Load more posts", id="more-story-posts"),
         width="100%",
         spacing="4",
     )
