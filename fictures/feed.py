@@ -87,29 +87,67 @@ def _post_card(post: Post, author: str, story_title: str = "") -> PostCard:
     )
 
 
-def published_cards(genre: str | None = None, limit: int = 50) -> list[StoryCard]:
+# Cards a list shows at first, and each "Load more" adds.
+STORIES_PAGE = 50
+POSTS_PAGE = 20
+
+
+def cursor_after(moment: datetime | None, row_id: int) -> str:
+    """Where the next page starts: after the row shown last (opaque to the browser,
+    which never sees it: pages keep it in a backend var)."""
+    return f"{(moment or datetime.min.replace(tzinfo=UTC)).isoformat()}|{row_id}"
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, int] | None:
+    if not cursor:
+        return None
+    moment, _, row_id = cursor.rpartition("|")
+    return datetime.fromisoformat(moment), int(row_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    """One page of a list: its cards, and the cursor of the next page ("" if none)."""
+
+    cards: list
+    next: str = ""
+
+
+def published_cards(genre: str | None = None, limit: int = STORIES_PAGE, after: str = "") -> Page:
+    """Published stories, newest first: `limit` of them after the cursor `after`."""
     with db.session() as s:
-        rows = stories.list_published(session=s, genre=genre, limit=limit)
+        rows = stories.list_published(session=s, genre=genre, limit=limit + 1, before=_parse_cursor(after))
+        more = len(rows) > limit
+        rows = rows[:limit]
         names = _names(s, {r.author_id for r in rows})
-        return [_story_card(r, names.get(r.author_id, "?")) for r in rows]
+        cards = [_story_card(r, names.get(r.author_id, "?")) for r in rows]
+        return Page(cards, cursor_after(rows[-1].published_at, rows[-1].id) if more else "")
 
 
-def recent_post_cards(limit: int = 20) -> list[PostCard]:
+def recent_post_cards(limit: int = POSTS_PAGE, after: str = "") -> Page:
+    """Posts on published stories, newest first: `limit` of them after the cursor `after`."""
     with db.session() as s:
-        rows = posts.list_recent(session=s, limit=limit)
+        rows = posts.list_recent(session=s, limit=limit + 1, before=_parse_cursor(after))
+        more = len(rows) > limit
+        rows = rows[:limit]
         names = _names(s, {r.author_id for r in rows})
         titles = {
             st.id: st.title
             for st in s.exec(select(Story).where(Story.id.in_({r.story_id for r in rows})))
         } if rows else {}
-        return [_post_card(r, names.get(r.author_id, "?"), titles.get(r.story_id, "")) for r in rows]
+        cards = [_post_card(r, names.get(r.author_id, "?"), titles.get(r.story_id, "")) for r in rows]
+        return Page(cards, cursor_after(rows[-1].created_at, rows[-1].id) if more else "")
 
 
-def story_post_cards(story_id: int) -> list[PostCard]:
+def story_post_cards(story_id: int, limit: int = POSTS_PAGE, after: str = "") -> Page:
+    """A story's posts, newest first: `limit` of them after the cursor `after`."""
     with db.session() as s:
-        rows = posts.list_for_story(session=s, story_id=story_id)
+        rows = posts.list_for_story(session=s, story_id=story_id, limit=limit + 1, before=_parse_cursor(after))
+        more = len(rows) > limit
+        rows = rows[:limit]
         names = _names(s, {r.author_id for r in rows})
-        return [_post_card(r, names.get(r.author_id, "?")) for r in rows]
+        cards = [_post_card(r, names.get(r.author_id, "?")) for r in rows]
+        return Page(cards, cursor_after(rows[-1].created_at, rows[-1].id) if more else "")
 
 
 @lru_cache(maxsize=256)

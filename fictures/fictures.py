@@ -13,6 +13,7 @@ from fictures import (  # noqa: F401  (pages register themselves)
     presence,
     push,
     reflex_compat,
+    shutdown,
     signals,
     typing_indicator,
 )
@@ -39,10 +40,14 @@ browser_events.install(app)
 app.add_middleware(live.FollowNavigation())
 # Frequent pings: presence notices a connection that died silently within seconds.
 reflex_compat.set_ping_interval(app, settings.socket_ping_seconds)
-# Order matters: the two lanes (durable events: Redis subscription and outbox
+# SIGTERM: close streams and tabs, flush the outbox, exit (fictures/shutdown.py).
+shutdown.install()
+# Order matters: shutdown's lifespan stops last (the process's final words). Then
+# liveness, before any other task of ours: tabs whose process died keep their
+# token and state. The two lanes (durable events: Redis subscription and outbox
 # relay; ephemeral signals) start before the tab hub that consumes them, and stop
 # after it; presence and typing follow the hub's tabs, so they start after it.
-# Before any other task of ours: tabs whose process died keep their token and state.
+app.register_lifespan_task(shutdown.lifespan)
 app.register_lifespan_task(liveness.lifespan)
 app.register_lifespan_task(service.lifespan)
 app.register_lifespan_task(signals.lifespan)

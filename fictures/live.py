@@ -49,7 +49,7 @@ from typing import Any
 import redis.exceptions
 import reflex as rx
 
-from fictures import analytics, live_feed, metrics, online, reflex_compat, rooms
+from fictures import analytics, live_feed, metrics, online, reflex_compat, rooms, toasts
 from fictures.events import service
 from fictures.events.schema import (
     PUBLIC_CHANNELS,
@@ -146,7 +146,8 @@ class LiveState(LiveHooks, rx.State, mixin=True):
         """Register this tab for live events; call it from the page's `on_load`.
 
         After a reconnect (on_load runs again with the new socket) it first replays
-        the events this tab missed, so toasts, counts and badges include them.
+        the events this tab missed, so counts and badges include them, with one
+        summary toast for all of them (see `_catch_up`).
         """
         hub = TabHub.current()
         token = self.router.session.client_token
@@ -164,7 +165,22 @@ class LiveState(LiveHooks, rx.State, mixin=True):
         if missed is None:
             self.live_last_id = hub.last_id
             return self.live_reload()
-        results = [self._apply(event) for event in missed]
+        return self._catch_up(missed)
+
+    def _catch_up(self, missed: list[CommunityEvent]) -> list | None:
+        """Apply the events a reconnecting tab missed. Their toasts become one
+        summary ("3 new posts while you were away"); a single one shows as is."""
+        results: list = []
+        toasted: list[tuple[CommunityEvent, toasts.Held]] = []
+        for event in missed:
+            with toasts.holding() as held:
+                result = self._apply(event)
+            results.extend(result if isinstance(result, list | tuple) else [result])
+            toasted.extend((event, h) for h in held)
+        if len(toasted) == 1:
+            results.append(toasted[0][1].show())
+        elif toasted:
+            results.append(toasts.info(_away_summary([event for event, _ in toasted])))
         return [r for r in results if r is not None] or None
 
     @rx.event
@@ -221,6 +237,24 @@ class LiveState(LiveHooks, rx.State, mixin=True):
             return None
         handler = getattr(self, "on_" + event.channel.replace(":", "_"))
         return handler(event)
+
+
+# What a catch-up summary calls the events of a channel (others: "update(s)").
+_AWAY_NOUNS = {
+    "story:published": ("new story", "new stories"),
+    "post:created": ("new post", "new posts"),
+}
+
+
+def _away_summary(events: list[CommunityEvent]) -> str:
+    """ "3 new stories and 2 new posts while you were away" (one count per kind of event)."""
+    counts: dict[tuple[str, str], int] = {}
+    for event in events:
+        noun = _AWAY_NOUNS.get(event.channel, ("update", "updates"))
+        counts[noun] = counts.get(noun, 0) + 1
+    parts = [f"{n} {one if n == 1 else many}" for (one, many), n in counts.items()]
+    joined = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"{joined} while you were away"
 
 
 def _tab_level(active: int) -> int:

@@ -167,9 +167,12 @@ class FeedToaster(rx.Fragment):
     """The browser half of the broadcast: toasts each arrival when its slot changes.
 
     The frame carries only the slot; this hook compares the slots with the
-    newest one already toasted (kept in a ref), so nothing toasts on page load,
-    arrivals missed during a disconnect toast when the tab rehydrates, and a
-    paused tab stays quiet.
+    newest one already toasted (kept in a ref), so nothing toasts on page load
+    and a paused tab stays quiet. Arrivals missed while the tab was away (its
+    websocket reconnected: the page rehydrates, `is_hydrated` false then true)
+    make ONE summary toast, "3 new stories while you were away", instead of one
+    per arrival (a single one toasts as usual); the banner and NEW badges show
+    them all.
     """
 
     def add_hooks(self) -> list[str | Var]:
@@ -181,15 +184,40 @@ class FeedToaster(rx.Fragment):
   const stories = {stories!s};
   const posts = {posts!s};
   const newest = Math.max(0, ...stories.map((c) => c.event_id), ...posts.map((c) => c.event_id));
-  if (!{hydrated!s}) return;
+  if (!{hydrated!s}) {{
+    // Rehydrating after a reconnect: what arrived meanwhile is a catch-up.
+    if (fxToasted.current !== null) fxFeedAway.current = true;
+    return;
+  }}
   if (fxToasted.current === null
       || window.localStorage.getItem("{PAUSED_KEY}") === "1") {{
     fxToasted.current = newest;
+    fxFeedAway.current = false;
     return;
   }}
   const fresh = [...stories, ...posts]
     .filter((c) => c.event_id > fxToasted.current)
     .sort((a, b) => a.event_id - b.event_id);
+  const away = fxFeedAway.current;
+  fxFeedAway.current = false;
+  fxToasted.current = Math.max(fxToasted.current, newest);
+  if (away && fresh.length > 1) {{
+    const told = fresh.filter((c) => c.story_title === undefined);
+    const posted = fresh.length - told.length;
+    const parts = [];
+    if (told.length) parts.push(told.length + (told.length === 1 ? " new story" : " new stories"));
+    if (posted) parts.push(posted + (posted === 1 ? " new post" : " new posts"));
+    const names = told.slice(-3).reverse().map((c) => c.title);
+    fxToast?.info(parts.join(" and ") + " while you were away", {{
+      description: names.length
+        ? names.join(", ") + (told.length > names.length ? " and " + (told.length - names.length) + " more" : "")
+        : undefined,
+      action: told.length
+        ? {{label: "View", onClick: () => document.getElementById("new-stories")?.scrollIntoView()}}
+        : undefined,
+    }});
+    return;
+  }}
   for (const c of fresh) {{
     if (c.story_title === undefined) {{
       fxToast?.success("New story: " + c.title, {{description: "by " + c.author,
@@ -199,18 +227,16 @@ class FeedToaster(rx.Fragment):
         action: {{label: "View", onClick: () => window.location.assign("/community/story/" + c.story_id)}}}});
     }}
   }}
-  fxToasted.current = newest;
 }}""",
             _var_data=VarData.merge(
                 stories._get_all_var_data(), posts._get_all_var_data(), hydrated._get_all_var_data()
             ),
         )
+        react = VarData(imports={"react": [rx.ImportVar(tag="useRef")]})
         return [
             Var(f"const fxToast = {reflex_compat.toast_ref};"),
-            Var(
-                "const fxToasted = useRef(null);",
-                _var_data=VarData(imports={"react": [rx.ImportVar(tag="useRef")]}),
-            ),
+            Var("const fxToasted = useRef(null);", _var_data=react),
+            Var("const fxFeedAway = useRef(false);", _var_data=react),
             # A statement of its own (";"), so it cannot run on from the hook before it.
             Var(
                 _js_expr=f"useEffect({effect!s});",

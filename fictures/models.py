@@ -208,7 +208,8 @@ class Login(_Input):
     """What logging in takes: any non-empty password (a wrong one is a 401,
     whatever its length), up to a bound on what is hashed."""
 
-    username: str
+    # The pattern is for the API's schema; the validator below says what is wrong.
+    username: str = Field(json_schema_extra={"pattern": _USERNAME.pattern})
     password: Password = Field(min_length=1, max_length=256)
 
     @field_validator("username")

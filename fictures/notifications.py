@@ -176,14 +176,15 @@ def unread_count(*, session: Session, user_id: int) -> int:
     ).one()
 
 
-def list_for(*, session: Session, user_id: int, limit: int = PAGE_SIZE) -> list[Notification]:
-    """`user_id`'s newest notifications, newest first."""
-    query = (
-        select(Notification)
-        .where(Notification.user_id == user_id)
-        .order_by(col(Notification.id).desc())
-        .limit(min(limit, MAX_PAGE_SIZE))
-    )
+def list_for(
+    *, session: Session, user_id: int, limit: int = PAGE_SIZE, before: int | None = None
+) -> list[Notification]:
+    """`user_id`'s newest notifications, newest first (`before`: older than that one)."""
+    query = select(Notification).where(Notification.user_id == user_id)
+    if before is not None:
+        query = query.where(col(Notification.id) < before)
+    # One more than a page at most: the API reads one ahead to know if there is a next page.
+    query = query.order_by(col(Notification.id).desc()).limit(min(limit, MAX_PAGE_SIZE + 1))
     return list(session.exec(query))
 
 

@@ -8,7 +8,9 @@ in the same transaction.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from fictures import notifications, stories
@@ -39,20 +41,41 @@ def _own_post(session: Session, author: User, post_id: int) -> Post:
     return post
 
 
-def list_for_story(*, session: Session, story_id: int) -> list[Post]:
-    query = select(Post).where(Post.story_id == story_id).order_by(col(Post.created_at).desc())
+def _after(query, before: tuple[datetime, int] | None):
+    """Newest first, from after `before` = (created_at, id) of the last post shown."""
+    if before is not None:
+        at, post_id = before
+        query = query.where(
+            sa.or_(col(Post.created_at) < at, sa.and_(col(Post.created_at) == at, col(Post.id) < post_id))
+        )
+    return query.order_by(col(Post.created_at).desc(), col(Post.id).desc())
+
+
+def list_for_story(
+    *, session: Session, story_id: int, limit: int | None = None, before: tuple[datetime, int] | None = None
+) -> list[Post]:
+    """A story's posts, newest first: all of them, or `limit` after the cursor `before`."""
+    query = _after(select(Post).where(Post.story_id == story_id), before)
+    if limit is not None:
+        query = query.limit(limit)
     return list(session.exec(query))
 
 
-def list_recent(*, session: Session, limit: int = 20) -> list[Post]:
-    query = (
-        select(Post)
-        .join(Story, Story.id == Post.story_id)
-        .where(Story.status == stories.PUBLISHED)
-        .order_by(col(Post.created_at).desc(), col(Post.id).desc())
-        .limit(limit)
-    )
-    return list(session.exec(query))
+def page_for_story(*, session: Session, story_id: int, limit: int, before: int | None = None) -> list[Post]:
+    """A page of a story's posts, newest first (by id: the order they were
+    written in); `before`: only those older than that post."""
+    query = select(Post).where(Post.story_id == story_id)
+    if before is not None:
+        query = query.where(col(Post.id) < before)
+    return list(session.exec(query.order_by(col(Post.id).desc()).limit(limit)))
+
+
+def list_recent(
+    *, session: Session, limit: int = 20, before: tuple[datetime, int] | None = None
+) -> list[Post]:
+    """Posts on published stories, newest first; `before`: the page after that cursor."""
+    query = select(Post).join(Story, Story.id == Post.story_id).where(Story.status == stories.PUBLISHED)
+    return list(session.exec(_after(query, before).limit(limit)))
 
 
 def create_post(*, session: Session, author: User, story_id: int, data: PostCreate) -> Post:

@@ -3,7 +3,8 @@
 Fictures relies on a few things these libraries do not document as public API:
 how Reflex decides which methods are browser-callable, how it decodes var tags
 in strings, its Socket.IO namespace and rooms, its event registry, the engine
-cache, and Granian's server constructor. Each is wrapped here, and
+cache, Granian's server constructor and how a Granian worker takes its stop
+signal. Each is wrapped here, and
 tests/test_reflex_compat.py checks every contract against the installed
 versions: an upgrade that changes one fails a test instead of silently
 changing behaviour (a hook becoming browser-callable, a limit not applied).
@@ -19,6 +20,8 @@ import functools
 import inspect
 import json
 import logging
+import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
@@ -372,6 +375,10 @@ def forget_inherited_db_connections() -> None:
         engine.dispose(close=False)
 
 
+# What every Granian server constructed from now on gets (see _wrap_granian_server).
+_granian: dict[str, int] = {}
+
+
 def raise_granian_limits(limit: int) -> None:
     """Make every Granian server constructed from now on accept `limit`
     concurrent connections per worker (its `backlog` and `backpressure`).
@@ -380,23 +387,92 @@ def raise_granian_limits(limit: int) -> None:
     most `backlog // workers` = 1024 concurrent requests (every open SSE stream
     and websocket is one): the 1,024th stream froze the server.
     """
-    from granian.server.common import AbstractServer
+    _granian["limit"] = limit
+    _wrap_granian_server()
 
-    original = AbstractServer.__init__
-    if getattr(original, "__fictures_limit__", None) == limit:
+
+def bound_granian_worker_stop(seconds: int) -> None:
+    """Make Granian's main process stop its workers promptly and quietly.
+
+    - Every server constructed from now on kills a worker that has not exited
+      `seconds` after the server asked it to stop (its `workers_kill_timeout`;
+      Reflex sets none, and the server then waits for a stuck worker forever).
+    - Its main loop waits in slices of 0.1 s: a signal the kernel hands to
+      another thread of the process (a worker watcher) only leaves the Python
+      handler pending, and an untimed `Event.wait()` in the main thread never
+      returns to run it.
+    - A worker that exits while the server is stopping, or within a second of
+      its exit, before the main process got round to stopping it (it received
+      the same SIGTERM from systemd), is not reported as an unexpected exit
+      (an ERROR line, exit code 1) nor respawned.
+    """
+    _granian["kill_timeout"] = seconds
+    _wrap_granian_server()
+    _wrap_granian_watcher()
+
+
+class _SlicedEvent(threading.Event):
+    """A threading.Event whose untimed wait wakes every 0.1 s (see above)."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is not None:
+            return super().wait(timeout)
+        while not super().wait(0.1):
+            pass
+        return True
+
+
+def _wrap_granian_watcher() -> None:
+    from granian.server.common import AbstractWorker
+
+    if getattr(AbstractWorker._watcher, "__fictures__", False):
         return
-    original = getattr(original, "__wrapped__", original)
-    params = inspect.signature(original).parameters
-    if "backlog" not in params or "backpressure" not in params:
-        raise RuntimeError("Granian's server no longer takes backlog/backpressure: update reflex_compat")
+    original = AbstractWorker._watcher
 
     @functools.wraps(original)
-    def __init__(self, *args, backlog: int = 1024, backpressure: int | None = None, **kwargs):
-        original(
-            self, *args, backlog=max(backlog, limit), backpressure=backpressure or limit, **kwargs
+    def _watcher(self: Any) -> None:
+        self.inner.join()
+        deadline = time.monotonic() + 1.0
+        while not (self.interrupt_by_parent or self.parent.interrupt_signal) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.interrupt_by_parent or self.parent.interrupt_signal:
+            return  # stopped with the server
+        original(self)  # (its join returns at once) an unexpected exit: reported, respawned
+
+    _watcher.__fictures__ = True
+    AbstractWorker._watcher = _watcher
+
+
+def _wrap_granian_server() -> None:
+    from granian.server.common import AbstractServer
+
+    if getattr(AbstractServer.__init__, "__fictures__", False):
+        return
+    original = AbstractServer.__init__
+    params = inspect.signature(original).parameters
+    if not {"backlog", "backpressure", "workers_kill_timeout"} <= params.keys():
+        raise RuntimeError(
+            "Granian's server no longer takes backlog/backpressure/workers_kill_timeout: "
+            "update reflex_compat"
         )
 
-    __init__.__fictures_limit__ = limit
+    @functools.wraps(original)
+    def __init__(
+        self, *args, backlog: int = 1024, backpressure: int | None = None,
+        workers_kill_timeout: int | None = None, **kwargs,
+    ):
+        if (limit := _granian.get("limit")) is not None:
+            backlog, backpressure = max(backlog, limit), backpressure or limit
+        if workers_kill_timeout is None:
+            workers_kill_timeout = _granian.get("kill_timeout")
+        original(
+            self, *args, backlog=backlog, backpressure=backpressure,
+            workers_kill_timeout=workers_kill_timeout, **kwargs,
+        )
+        if "kill_timeout" in _granian and type(self.main_loop_interrupt) is threading.Event:
+            self.main_loop_interrupt = _SlicedEvent()
+
+    __init__.__fictures__ = True
     AbstractServer.__init__ = __init__
 
 
@@ -427,6 +503,77 @@ def serve_built_frontend() -> Path:
 def granian_limits(server: Any) -> tuple[int, int]:
     """(backlog, backpressure) of a constructed Granian server (for tests)."""
     return server.backlog, server.backpressure
+
+
+def granian_kill_timeout(server: Any) -> int | None:
+    """The workers_kill_timeout of a constructed Granian server (for tests)."""
+    return server.workers_kill_timeout
+
+
+# Called with the signal number in a worker's event loop (see on_worker_stop_signal).
+_stop_callbacks: list[Callable[[int], None]] = []
+
+
+def on_worker_stop_signal(callback: Callable[[int], None]) -> None:
+    """Call `callback(signum)` in a Granian worker's event loop as soon as the
+    worker gets SIGTERM or SIGINT, right after Granian starts its own stop.
+
+    Granian (2.x) gives each worker its stop signal with
+    `granian._signals.set_loop_signals(loop)`, imported by name when the worker
+    starts: the handler it installs on the loop sets a flag on which the server
+    stops accepting connections and then waits for every open one to end; only
+    after that does the ASGI lifespan shutdown run. SSE streams and websockets
+    never end by themselves, so the app must act at the signal, not in its
+    lifespan shutdown. This replaces that function (in the process that forks
+    the workers, or in a spawned worker while it imports the app: both before
+    the worker installs its handlers) by one that installs the same handler
+    (setting Granian's flag on the first signal only) followed by the callbacks.
+    Callbacks run once per signal received (Granian's main process forwards a
+    stop too): make them idempotent.
+    """
+    from granian import _signals
+
+    if callback not in _stop_callbacks:
+        _stop_callbacks.append(callback)
+    if getattr(_signals.set_loop_signals, "__fictures__", False):
+        return
+    original = _signals.set_loop_signals
+    if list(inspect.signature(original).parameters) != ["loop"]:
+        raise RuntimeError("granian._signals.set_loop_signals changed: update reflex_compat")
+
+    @functools.wraps(original)
+    def set_loop_signals(loop: asyncio.AbstractEventLoop) -> Any:
+        stop = original(loop)
+        stopping: list[int] = []
+
+        def handler(signum: int, frame: Any = None) -> None:
+            if not stopping:
+                # Granian's own: stop accepting, then wait for connections to end.
+                # Once only: its channel holds one message and the server reads one,
+                # so a third set() (systemd's SIGTERM, the main process's, dev.py's
+                # SIGINT) would block this thread, and with it the whole drain.
+                stopping.append(signum)
+                stop.set()
+            for cb in list(_stop_callbacks):
+                try:
+                    cb(signum)
+                except Exception:
+                    logger.exception("A stop-signal callback failed")
+
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, handler, sig, None)
+        except (NotImplementedError, RuntimeError):
+            logger.warning("Cannot hook the worker's stop signal: it stops without draining")
+        return stop
+
+    set_loop_signals.__fictures__ = True
+    _signals.set_loop_signals = set_loop_signals
+
+
+def open_sockets(app: rx.App) -> int:
+    """Websockets (tabs) open on this process."""
+    return len(app.sio.eio.sockets) if app.sio is not None else 0
 
 
 def iter_payload_values(payload: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:

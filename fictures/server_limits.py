@@ -1,4 +1,5 @@
-"""Process tuning for many long-lived connections: Granian's limits, the GC.
+"""Process tuning for many long-lived connections: Granian's limits, the GC, and
+how long a stopping worker may take.
 
 Connection limits of the HTTP server Reflex starts (Granian).
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import gc
 import logging
 
-from fictures.reflex_compat import raise_granian_limits
+from fictures.reflex_compat import bound_granian_worker_stop, raise_granian_limits
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,15 @@ def raise_connection_limits(limit: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
         logger.debug("Open-file limit raised from %s to %s", soft, new_soft)
     raise_granian_limits(limit)
+
+
+def bound_worker_stop(seconds: int) -> None:
+    """A worker still running `seconds` after it was told to stop is killed by
+    Granian's main process (fictures.shutdown makes a worker stop in a second or
+    two; this bounds a stuck one), and the main process acts on its own SIGTERM
+    at once, without reporting workers that stopped on the same signal as
+    crashed (see reflex_compat.bound_granian_worker_stop)."""
+    bound_granian_worker_stop(seconds)
 
 
 def tune_gc(young_threshold: int = 50_000) -> None:

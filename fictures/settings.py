@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     prebuilt_frontend: bool = False
     # Concurrent connections (websocket tabs + SSE streams + requests) per worker.
     max_connections: int = Field(20_000, ge=128)
+    # On SIGTERM a worker closes its streams and tabs, flushes its outbox and
+    # exits; one still running this long after the signal is killed. Keep it
+    # under the service manager's stop timeout (deploy/README.md).
+    stop_seconds: int = Field(8, ge=2, le=60)
     port: int = Field(3000, ge=1, le=65535)
     token_ttl_hours: int = Field(24 * 14, ge=1)
 

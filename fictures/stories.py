@@ -7,7 +7,9 @@ Drafts only ever produce private events (for their author).
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from fictures.errors import Forbidden, NotFound
@@ -77,11 +79,36 @@ def get_readable_story(*, session: Session, story_id: int, viewer: User | None) 
 
 
 def list_published(
-    *, session: Session, genre: str | None = None, limit: int = 50
+    *,
+    session: Session,
+    genre: str | None = None,
+    limit: int = 50,
+    before: int | tuple[datetime, int] | None = None,
 ) -> list[Story]:
+    """Published stories, newest first (by when they were published).
+
+    `before`: the page after that story in this order (a keyset cursor: stories
+    published meanwhile shift nothing), given as (published_at, id) of the last
+    story shown, or as its id (the REST API's `?before=`). A story id that was
+    never published, or is gone, marks no place in the list: 404 (one unpublished
+    since still marks its place).
+    """
     query = select(Story).where(Story.status == PUBLISHED)
     if genre:
         query = query.where(Story.genre == genre)
+    if before is not None:
+        if isinstance(before, int):
+            cursor = session.get(Story, before)
+            if cursor is None or cursor.published_at is None:
+                raise NotFound(f"story {before} not found (the before= cursor): list from the first page again")
+            before = (cursor.published_at, cursor.id)
+        at, story_id = before
+        query = query.where(
+            sa.or_(
+                col(Story.published_at) < at,
+                sa.and_(col(Story.published_at) == at, col(Story.id) < story_id),
+            )
+        )
     query = query.order_by(col(Story.published_at).desc(), col(Story.id).desc()).limit(limit)
     return list(session.exec(query))
 

@@ -14,6 +14,10 @@ not a constant.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import reflex as rx
@@ -28,6 +32,35 @@ def text(value: Any) -> rx.Var[str]:
     return literal_text(str(value))
 
 
+@dataclasses.dataclass(frozen=True)
+class Held:
+    """A toast asked for while toasts were held (see `holding`)."""
+
+    message: str
+    level: Level = "info"
+    description: str | None = None
+    action: tuple[str, Any] | None = None
+
+    def show(self) -> Any:
+        return toast(self.message, level=self.level, description=self.description, action=self.action)
+
+
+_held: contextvars.ContextVar[list[Held] | None] = contextvars.ContextVar("fictures_held_toasts", default=None)
+
+
+@contextlib.contextmanager
+def holding() -> Iterator[list[Held]]:
+    """Within this block, the helpers below record their toasts in the list
+    yielded and return None instead (a caller that replays many events shows
+    one summary instead of a toast each: see `LiveState.live_start`)."""
+    held: list[Held] = []
+    token = _held.set(held)
+    try:
+        yield held
+    finally:
+        _held.reset(token)
+
+
 def toast(
     message: str,
     *,
@@ -36,6 +69,9 @@ def toast(
     action: tuple[str, Any] | None = None,
 ) -> Any:
     """A toast event; `action` is (label, event) for a button on the toast."""
+    if (held := _held.get()) is not None:
+        held.append(Held(message, level, description, action))
+        return None
     props: dict[str, Any] = {}
     if description is not None:
         props["description"] = text(description)

@@ -81,6 +81,12 @@ def enter_community(
     return _visit_of(session, user_id)[1]
 
 
+def previous_visit(*, session: Session, user_id: int) -> datetime | None:
+    """When the reader's previous visit began (what `enter_community` returned
+    for the current one), without beginning a new one."""
+    return _visit_of(session, user_id)[1]
+
+
 def new_since(
     *, session: Session, user_id: int, since: datetime | None, story_ids: list[int]
 ) -> list[int]:

@@ -27,6 +27,14 @@ Environment: FICTURES_PORT (default 3000), FICTURES_WORKERS (default 1),
 DATABASE_URL (default SQLite in ./fictures.db), REDIS_URL (default: an embedded
 Valkey started for the run).
 
+`run` and `serve` give the server a fresh metrics directory of its own
+(PROMETHEUS_MULTIPROC_DIR, removed when it stops): every worker writes its
+Prometheus values there, and a scrape of any worker reads them all. SIGTERM
+(or Ctrl+C) stops the server gracefully: it is passed on to every process it
+started, which closes its streams and tabs, flushes its outbox and exits
+(fictures/shutdown.py); anything left after STOP_TIMEOUT seconds is killed.
+The command then exits with code 0.
+
 `test` leaves the browser tests /usr/bin/chromium when it exists, and otherwise
 installs Playwright's own Chromium (which needs internet).
 
@@ -38,10 +46,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -60,7 +70,9 @@ SYSTEM_CHROMIUM = Path("/usr/bin/chromium")
 MIN_PYTHON = (3, 11)
 MIN_NODE_MAJOR = 22
 STARTUP_TIMEOUT = 900  # seconds; a first run installs the frontend's npm packages
-STOP_TIMEOUT = 20
+# A worker stops within FICTURES_STOP_SECONDS (8) or is killed by the server itself;
+# this is the last resort, under systemd's TimeoutStopSec (deploy/fictures@.service).
+STOP_TIMEOUT = 12
 T0 = time.monotonic()
 
 
@@ -400,6 +412,17 @@ def serve(env: dict[str, str], port: int, args: list[str], *, prebuilt: bool = F
         where = ["--single-port", "--frontend-port", str(port), "--backend-port", str(port)]
     cmd = [str(VENV_BIN / "reflex"), "run", "--env", "prod", *where, *args]
     started = time.monotonic()
+    # Prometheus' multiprocess mode: a fresh directory per server run (a stale one
+    # would add a previous run's counts), read by every worker's /api/metrics.
+    metrics_dir = tempfile.mkdtemp(prefix=f"fictures-metrics-{port}-")
+    env = {**env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    try:
+        return _serve(cmd, env, port, started)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve(cmd: list[str], env: dict[str, str], port: int, started: float) -> int:
     # Its own session: a signal for the server reaches every process it starts.
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True)
     try:

@@ -22,10 +22,11 @@ BROWSER_CALLABLE = {
     "AccountState": {"reset_form", "register", "login"},
     "CommunityState": {
         "live_start", "live_poll", "live_toggle_pause", "load", "set_genre", "view_new", "mark_seen",
+        "load_more_stories", "load_more_posts",
     },
     "StoryState": {
         "live_start", "live_poll", "live_toggle_pause", "load", "set_post_type", "submit_post",
-        "post_typing",
+        "post_typing", "load_more_posts",
     },
     # Each checks the admin role in the database first (fictures.pages.admin).
     "AdminState": {"live_start", "live_poll", "live_toggle_pause", "load"},

@@ -86,6 +86,123 @@ def test_granian_servers_get_the_raised_limits():
     assert reflex_compat.granian_limits(Granian("x:y", interface="asgi")) == (4321, 4321)
 
 
+def test_granian_servers_kill_a_worker_that_does_not_stop_in_time():
+    from granian import Granian
+
+    reflex_compat.bound_granian_worker_stop(7)
+    reflex_compat.raise_granian_limits(4321)  # one wrapper for both
+    server = Granian("fictures.fictures:app", interface="asgi", workers=2)
+    assert reflex_compat.granian_kill_timeout(server) == 7
+    assert reflex_compat.granian_limits(server) == (4321, 4321)
+    assert isinstance(server.main_loop_interrupt, reflex_compat._SlicedEvent)
+    # A server given its own timeout keeps it.
+    assert reflex_compat.granian_kill_timeout(Granian("x:y", interface="asgi", workers_kill_timeout=3)) == 3
+
+
+def test_granian_main_loop_runs_a_signal_handler_another_thread_received():
+    """The kernel may hand a process's SIGTERM to any thread that does not block
+    it; the Python handler then waits for the main thread to run bytecode. An
+    untimed Event.wait() in the main thread (Granian's main loop) never does;
+    the sliced wait does within 0.1 s."""
+    code = """
+        import signal, threading, time
+        from fictures import reflex_compat
+        event = {event}
+        signal.signal(signal.SIGTERM, lambda *_: event.set())
+        other = threading.Thread(target=time.sleep, args=(30,), daemon=True)
+        other.start()
+        threading.Timer(0.2, signal.pthread_kill, (other.ident, signal.SIGTERM)).start()
+        started = time.monotonic()
+        event.wait()
+        print(round(time.monotonic() - started, 1))
+    """
+    plain = _run(code.format(event="threading.Event()"), timeout=5)
+    assert plain is None, "an untimed Event.wait() ran the handler: the sliced wait may be unneeded"
+    sliced = _run(code.format(event="reflex_compat._SlicedEvent()"), timeout=30)
+    assert sliced is not None and float(sliced.stdout) < 1, (sliced and sliced.stderr)
+
+
+def test_granian_main_does_not_report_a_worker_that_stopped_with_it():
+    import threading
+    from types import SimpleNamespace
+
+    from granian.server.common import AbstractWorker
+
+    reflex_compat.bound_granian_worker_stop(8)
+
+    def watch(stopping_after: float | None) -> SimpleNamespace:
+        parent = SimpleNamespace(
+            interrupt_signal=False, interrupt_children=[], main_loop_interrupt=threading.Event(),
+            reload_on_changes=False, reload_ignore_worker_failure=False,
+        )
+        worker = AbstractWorker.__new__(AbstractWorker)
+        worker.parent, worker.idx, worker.interrupt_by_parent = parent, 1, False
+        worker.inner = SimpleNamespace(join=lambda: None)  # the worker process has exited
+        if stopping_after is not None:  # the main process acts on its own SIGTERM late
+            threading.Timer(stopping_after, setattr, (parent, "interrupt_signal", True)).start()
+        worker._watcher()
+        return parent
+
+    stopped = watch(stopping_after=0.3)
+    assert stopped.interrupt_children == [] and not stopped.main_loop_interrupt.is_set()
+    crashed = watch(stopping_after=None)  # no stop: Granian reports it and respawns it
+    assert crashed.interrupt_children == [1] and crashed.main_loop_interrupt.is_set()
+
+
+def test_granian_workers_take_their_stop_signal_from_set_loop_signals():
+    """The hook on_worker_stop_signal replaces: Granian's ASGI workers import it by
+    name when they start, and it returns the flag their server stops on."""
+    import inspect
+
+    from granian.server.mp import MPServer
+
+    for spawn in (MPServer._spawn_asgi_lifespan_worker, MPServer._spawn_asgi_worker):
+        assert "from granian._signals import set_loop_signals" in inspect.getsource(spawn)
+
+
+def test_granian_stop_flag_blocks_when_set_a_third_time():
+    """The trap on_worker_stop_signal avoids: the flag holds one message, the
+    server reads one, and a further set() blocks the caller (the worker's event
+    loop, when its handler runs for each signal). If this starts passing quickly,
+    Granian fixed it; setting the flag once is still right."""
+    done = _run(
+        """
+        from granian._granian import WorkerSignal
+        flag = WorkerSignal()
+        flag.set()
+        flag.set()
+        print("returned")
+        """,
+        timeout=5,
+    )
+    assert done is None, "WorkerSignal.set() no longer blocks on a full channel: Granian changed"
+
+
+def test_a_worker_stop_signal_runs_the_callbacks_and_sets_granians_flag_once():
+    """SIGTERM, then SIGINT, then SIGTERM again (systemd, dev.py, Granian's main
+    process): every callback sees each, and the handler never blocks."""
+    done = _run(
+        """
+        import asyncio, os, signal
+        from fictures import reflex_compat
+        seen = []
+        reflex_compat.on_worker_stop_signal(seen.append)
+        reflex_compat.on_worker_stop_signal(seen.append)  # registered once
+        from granian._signals import set_loop_signals
+        loop = asyncio.new_event_loop()
+        flag = set_loop_signals(loop)
+        assert type(flag).__name__ == "WorkerSignal", flag
+        for delay, sig in ((0.05, signal.SIGTERM), (0.1, signal.SIGINT), (0.15, signal.SIGTERM)):
+            loop.call_later(delay, os.kill, os.getpid(), sig)
+        loop.run_until_complete(asyncio.sleep(0.5))
+        print(seen == [signal.SIGTERM, signal.SIGINT, signal.SIGTERM], seen)
+        """,
+        timeout=60,
+    )
+    assert done is not None, "the stop-signal handler blocked"
+    assert done.stdout.startswith("True"), (done.stdout, done.stderr)
+
+
 def test_delta_frame_uses_reflex_var_names():
     from fictures.live_feed import CommunityRoom
 

@@ -196,6 +196,7 @@ class AnalyticsService:
         stories = self._story_rooms() if (here or self.watching) else None
         shares = [*self._backlog, *tally().take()]
         self._backlog = []
+        metrics.count_tasks()  # (with several workers, a scrape reads every worker's count)
         try:
             for start in range(0, max(len(shares), 1), _CHUNK):
                 last = start + _CHUNK >= len(shares)

@@ -20,7 +20,13 @@ Clocks of different hosts must agree (NTP) for it to mean anything.
 Prometheus (`fictures_delivery_latency_seconds{client}` and
 `fictures_events_delivered_total{channel,client}`) is served by a collector
 reading the same tallies at scrape time: one sample per delivery, at no extra
-cost per delivery.
+cost per delivery. With several workers (prometheus-client's multiprocess mode,
+see fictures.metrics) a scrape reaches one worker only, and custom collectors
+are not read from the shared directory: there the totals are also written as
+the process's own multiprocess values (`_MultiprocessTotals`) whenever `take()`
+folds shares in (every analytics tick, and at exit) and before a scrape, so
+one scrape sums every worker's deliveries (the other workers' as of their last
+tick).
 """
 
 from __future__ import annotations
@@ -29,9 +35,12 @@ import time
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
+from prometheus_client import values
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
+from prometheus_client.utils import floatToGoString
 
 from fictures.events.schema import CommunityEvent
 
@@ -140,6 +149,8 @@ class Tally:
         self._pending = {}
         for share in shares:
             self._fold(share, self._buckets, self._sums, self._delivered)
+        if _multiprocess_totals is not None and self is _tally:
+            _multiprocess_totals.write()
         return shares
 
     @staticmethod
@@ -218,8 +229,69 @@ def _le(bound: float) -> str:
     return repr(bound)
 
 
+def _prometheus_buckets(per_bucket: Sequence[int]) -> list[int]:
+    """Counts per Prometheus bucket (PROMETHEUS_BOUNDS, then +Inf), not cumulative."""
+    counts, i = [], 0
+    for bound in PROMETHEUS_BOUNDS:
+        n = 0
+        while i < len(BOUNDS) and BOUNDS[i] <= bound:
+            n += per_bucket[i]
+            i += 1
+        counts.append(n)
+    counts.append(sum(per_bucket[i:]))
+    return counts
+
+
+class _MultiprocessTotals:
+    """The tally's totals as this process's values in prometheus-client's
+    multiprocess directory: the same values a Counter and a Histogram write
+    (`values.ValueClass`, one mmap file per process and type), which
+    MultiProcessCollector sums over every process's files. Written with `set`
+    (the totals only grow), so writing again is harmless."""
+
+    def __init__(self, tally: Tally):
+        self.tally = tally
+        self._values: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+    def _value(self, typ: str, metric: str, name: str, labels: dict[str, str], doc: str) -> Any:
+        key = (name, tuple(labels.values()))
+        if (value := self._values.get(key)) is None:
+            value = self._values[key] = values.ValueClass(
+                typ, metric, name, tuple(labels), tuple(labels.values()), doc
+            )
+        return value
+
+    def write(self) -> None:
+        buckets, sums, delivered = self.tally.totals()
+        for (channel, client), count in sorted(delivered.items()):
+            self._value(
+                "counter", "fictures_events_delivered", "fictures_events_delivered_total",
+                {"channel": channel, "client": client}, _DELIVERED_DOC,
+            ).set(count)
+        name = "fictures_delivery_latency_seconds"
+        for k, kind in enumerate(KINDS):
+            bounds = [*PROMETHEUS_BOUNDS, float("inf")]
+            for bound, count in zip(bounds, _prometheus_buckets(buckets[k]), strict=True):
+                labels = {"client": kind, "le": floatToGoString(bound)}
+                self._value("histogram", name, f"{name}_bucket", labels, _LATENCY_DOC).set(count)
+            self._value("histogram", name, f"{name}_sum", {"client": kind}, _LATENCY_DOC).set(sums[k])
+
+
 _tally = Tally()
 REGISTRY.register(_DeliveryCollector(_tally))
+# Decided by prometheus-client when it was imported (PROMETHEUS_MULTIPROC_DIR).
+_multiprocess_totals = (
+    _MultiprocessTotals(_tally) if getattr(values.ValueClass, "_multiprocess", False) else None
+)
+if _multiprocess_totals is not None:
+    _multiprocess_totals.write()  # every series exists from the start, at zero
+
+
+def write_multiprocess_totals() -> None:
+    """Write this process's latest totals (pending shares too) where a scrape of any
+    worker reads them (multiprocess mode only; see the module doc)."""
+    if _multiprocess_totals is not None:
+        _multiprocess_totals.write()
 
 
 def tally() -> Tally:

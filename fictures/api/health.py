@@ -3,8 +3,9 @@
 - `GET /api/health/live`: the process answers (restart it if not).
 - `GET /api/health/ready`: it can do its job: the database answers, this
   process's Redis subscription is healthy (its tabs and streams get events),
-  and the outbox backlog is under `FICTURES_READY_MAX_BACKLOG`. Otherwise 503
-  with the reasons; take it out of rotation until it is 200 again.
+  and the outbox backlog is under `FICTURES_READY_MAX_BACKLOG`, and the process
+  is not stopping (fictures.shutdown). Otherwise 503 with the reasons; take it
+  out of rotation until it is 200 again.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from fictures import db
+from fictures import db, shutdown
 from fictures.events import service
 from fictures.models import OutboxEvent
 from fictures.settings import settings
@@ -41,6 +42,8 @@ def _backlog() -> int:
 
 
 async def ready(request: Request) -> JSONResponse:
+    if shutdown.stopping():
+        return JSONResponse({"status": "unavailable", "reasons": ["shutting down"]}, status_code=503)
     reasons: list[str] = []
     try:
         backlog = await asyncio.wait_for(run_in_threadpool(_backlog), _DB_TIMEOUT)

@@ -1,4 +1,5 @@
-"""GET /api/metrics: Prometheus text format, for this process; not for the public.
+"""GET /api/metrics: Prometheus text format, for this process (or, with several
+workers, the whole instance: see fictures.metrics); not for the public.
 
 With `FICTURES_METRICS_TOKEN` set, a scraper sends `Authorization: Bearer
 <token>`. Without it, only a client on this host (a loopback peer, with no
@@ -7,11 +8,10 @@ X-Forwarded-For: a request relayed by a proxy on this host is not local) may rea
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 from ipaddress import ip_address
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -50,5 +50,4 @@ def _refusal(request: Request) -> Response | None:
 async def metrics_endpoint(request: Request) -> Response:
     if (refusal := _refusal(request)) is not None:
         return refusal
-    metrics.ASYNCIO_TASKS.set(len(asyncio.all_tasks()))
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated
 
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
-from fictures import db, notifications, push, ratelimit
-from fictures.api.deps import bearer_token, parse, path_id, require_user
-from fictures.api.rest import route
+from fictures import notifications, push, ratelimit
+from fictures.api.deps import Bearer, NotificationId, body, parse, require_user
+from fictures.api.rest import ApiRoute, Before, in_db, next_link, refusals
+from fictures.api.schemas import (
+    MarkedRead,
+    NotificationItem,
+    NotificationPage,
+    PushKey,
+    Subscribed,
+    Unread,
+)
 from fictures.models import PushEndpoint, PushSubscriptionIn
 
-T = TypeVar("T")
+router = APIRouter(route_class=ApiRoute)
 
 
 class NotificationQuery(BaseModel):
@@ -24,104 +30,111 @@ class NotificationQuery(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    limit: int = Field(notifications.PAGE_SIZE, ge=1, le=notifications.MAX_PAGE_SIZE)
+    limit: int = Field(
+        notifications.PAGE_SIZE, ge=1, le=notifications.MAX_PAGE_SIZE, description="Items per page."
+    )
+    before: Before = None
 
 
-async def _in_db(work: Callable[[Session], T]) -> T:
-    def run() -> T:
-        with db.session() as session:
-            return work(session)
+@router.get(
+    "/api/notifications", response_model=NotificationPage, tags=["notifications"],
+    summary="Your notifications, newest first, and how many are unread",
+    responses=refusals(401, 422),
+)
+async def list_notifications(
+    request: Request, token: Bearer, query: Annotated[NotificationQuery, Query()]
+) -> NotificationPage:
+    def work(session: Session) -> NotificationPage:
+        user = require_user(session, token)
+        rows = notifications.list_for(
+            session=session, user_id=user.id, limit=query.limit + 1, before=query.before
+        )
+        page, more = rows[: query.limit], len(rows) > query.limit
+        items = []
+        for row in page:
+            c = notifications.card(row)
+            items.append(NotificationItem(
+                id=c.id, kind=c.kind, story_id=c.story_id, post_id=c.post_id or None, actor=c.actor,
+                title=c.title, story_title=c.story_title, created_at=c.created_at, read=c.read,
+            ))
+        return NotificationPage(
+            unread=notifications.unread_count(session=session, user_id=user.id),
+            items=items,
+            next=next_link(request, page, query.limit, more),
+        )
 
-    return await run_in_threadpool(run)
-
-
-def _listing(session: Session, user_id: int, limit: int) -> dict[str, Any]:
-    snap = notifications.snapshot(session=session, user_id=user_id, limit=limit)
-    return {
-        "unread": snap.unread,
-        "items": [
-            {
-                "id": c.id, "kind": c.kind, "storyId": c.story_id, "postId": c.post_id or None,
-                "actor": c.actor, "title": c.title, "storyTitle": c.story_title,
-                "createdAt": c.created_at, "read": c.read,
-            }
-            for c in snap.items
-        ],
-    }
-
-
-async def list_notifications(request: Request) -> Response:
-    query = NotificationQuery.model_validate(dict(request.query_params))
-    bearer = bearer_token(request)
-
-    def work(session: Session) -> dict[str, Any]:
-        user = require_user(session, bearer)
-        return _listing(session, user.id, query.limit)
-
-    return JSONResponse(await _in_db(work))
+    return await in_db(work)
 
 
-async def mark_read(request: Request) -> Response:
-    notification_id = path_id(request, "notification_id", "notification")
-    bearer = bearer_token(request)
-
-    def work(session: Session) -> dict[str, Any]:
-        user = require_user(session, bearer)
+@router.post(
+    "/api/notifications/{notification_id}/read", response_model=Unread, tags=["notifications"],
+    summary="Mark one of your notifications read (anyone else's is a 404)",
+    responses=refusals(401, 404),
+)
+async def mark_read(notification_id: NotificationId, token: Bearer) -> Unread:
+    def work(session: Session) -> Unread:
+        user = require_user(session, token)
         notifications.mark_read(session=session, user=user, notification_id=notification_id)
-        return {"unread": notifications.unread_count(session=session, user_id=user.id)}
+        return Unread(unread=notifications.unread_count(session=session, user_id=user.id))
 
-    return JSONResponse(await _in_db(work))
+    return await in_db(work)
 
 
-async def mark_all_read(request: Request) -> Response:
-    bearer = bearer_token(request)
-
-    def work(session: Session) -> dict[str, Any]:
-        user = require_user(session, bearer)
+@router.post(
+    "/api/notifications/read", response_model=MarkedRead, tags=["notifications"],
+    summary="Mark all your notifications read", responses=refusals(401),
+)
+async def mark_all_read(token: Bearer) -> MarkedRead:
+    def work(session: Session) -> MarkedRead:
+        user = require_user(session, token)
         marked = notifications.mark_all_read(session=session, user=user)
-        return {"marked": marked, "unread": notifications.unread_count(session=session, user_id=user.id)}
+        return MarkedRead(marked=marked, unread=notifications.unread_count(session=session, user_id=user.id))
 
-    return JSONResponse(await _in_db(work))
+    return await in_db(work)
 
 
-async def push_key(request: Request) -> Response:
+@router.get(
+    "/api/push/key", response_model=PushKey, tags=["push"],
+    summary="The VAPID public key browsers subscribe with",
+)
+async def push_key() -> PushKey:
     key = await run_in_threadpool(push.public_key)
-    return JSONResponse({"enabled": key is not None, "publicKey": key})
+    return PushKey(enabled=key is not None, public_key=key)
 
 
-async def subscribe(request: Request) -> Response:
-    bearer, body = bearer_token(request), await request.body()
+@router.post(
+    "/api/push/subscriptions", status_code=201, response_model=Subscribed, tags=["push"],
+    summary="Save a browser's push subscription (`PushSubscription.toJSON()`)",
+    responses=refusals(401, 400, 413, 422, 429), openapi_extra=body(PushSubscriptionIn),
+)
+async def subscribe(request: Request, token: Bearer) -> Subscribed:
+    raw = await request.body()
 
     def user_and_data(session: Session):
-        user = require_user(session, bearer)
+        user = require_user(session, token)
         session.expunge(user)
-        return user, parse(PushSubscriptionIn, body)
+        return user, parse(PushSubscriptionIn, raw)
 
-    user, data = await _in_db(user_and_data)
+    user, data = await in_db(user_and_data)
     await ratelimit.check_push_subscribe(user.id)
 
-    def work(session: Session) -> dict[str, Any]:
-        row = push.subscribe(session=session, user=user, data=data)
-        return {"id": row.id}
+    def work(session: Session) -> Subscribed:
+        return Subscribed(id=push.subscribe(session=session, user=user, data=data).id)
 
-    return JSONResponse(await _in_db(work), status_code=201)
+    return await in_db(work)
 
 
-async def unsubscribe(request: Request) -> Response:
-    bearer, body = bearer_token(request), await request.body()
+@router.delete(
+    "/api/push/subscriptions", status_code=204, response_class=Response, tags=["push"],
+    summary="Forget one of your browsers' push subscriptions",
+    responses=refusals(401, 400, 404, 413, 422), openapi_extra=body(PushEndpoint),
+)
+async def unsubscribe(request: Request, token: Bearer) -> Response:
+    raw = await request.body()
 
     def work(session: Session) -> None:
-        user = require_user(session, bearer)
-        push.unsubscribe(session=session, user=user, endpoint=parse(PushEndpoint, body).endpoint)
+        user = require_user(session, token)
+        push.unsubscribe(session=session, user=user, endpoint=parse(PushEndpoint, raw).endpoint)
 
-    await _in_db(work)
+    await in_db(work)
     return Response(status_code=204)
-
-
-routes = [
-    route("/api/notifications", GET=list_notifications),
-    route("/api/notifications/read", POST=mark_all_read),
-    route("/api/notifications/{notification_id}/read", POST=mark_read),
-    route("/api/push/key", GET=push_key),
-    route("/api/push/subscriptions", POST=subscribe, DELETE=unsubscribe),
-]

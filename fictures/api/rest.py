@@ -3,22 +3,28 @@
 Every endpoint parses its input with the models in fictures.models and calls the
 same domain functions as the pages (fictures.auth / .stories / .posts), which
 validate, authorize, write and record events. The database is synchronous, so
-each request's database work runs in one worker thread (`_in_db`), never on
+each request's database work runs in one worker thread (`in_db`), never on
 the event loop.
+
+The routes are FastAPI path operations (typed parameters and responses, the
+OpenAPI schema at /api/openapi.json); bodies are parsed by the endpoints
+after the bearer is checked (see fictures.api.deps).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlencode
 
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from fictures import (
     auth,
@@ -31,9 +37,30 @@ from fictures import (
     reads,
     stories,
 )
-from fictures.api.deps import bearer_token, optional_user, parse, path_id, require_user
+from fictures.api.deps import (
+    Bearer,
+    PostId,
+    StoryId,
+    body,
+    optional_user,
+    parse,
+    require_user,
+)
+from fictures.api.errors import Error, ValidationErrors
+from fictures.api.schemas import (
+    Account,
+    Me,
+    PostPage,
+    Presence,
+    ReadReceipt,
+    Reads,
+    StoryPage,
+    StorySummary,
+    Token,
+)
 from fictures.errors import NotFound
 from fictures.models import (
+    MAX_ROW_ID,
     Credentials,
     Login,
     Post,
@@ -54,24 +81,68 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class StoryListQuery(BaseModel):
-    """`GET /api/stories` query string."""
+class ApiRoute(APIRoute):
+    """A path operation that answers HEAD like GET (as Starlette's routes do),
+    without a HEAD operation of its own in the schema."""
 
-    model_config = ConfigDict(extra="ignore")
+    def _head_as_get(self, scope: Scope) -> bool:
+        return scope.get("method") == "HEAD" and "GET" in (self.methods or ())
 
-    genre: Literal[GENRES] | None = None  # type: ignore[valid-type]
-    limit: int = Field(50, ge=1, le=100)
+    def matches(self, scope: Scope):
+        if self._head_as_get(scope):
+            return super().matches({**scope, "method": "GET"})
+        return super().matches(scope)
 
-    @field_validator("genre", mode="before")
-    @classmethod
-    def _blank_is_any(cls, v: object) -> object:
-        return None if v == "" else v
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._head_as_get(scope):
+            await self.app(scope, receive, send)
+            return
+        await super().handle(scope, receive, send)
+
+
+# ------------------------------------------------------------------ documented refusals
+
+_REFUSALS: dict[int, tuple[type[BaseModel], str]] = {
+    400: (Error, "The body is not a JSON object, or is nested too deeply."),
+    401: (Error, "No valid bearer token (`WWW-Authenticate: Bearer`)."),
+    403: (Error, "Only the author may do this."),
+    404: (Error, "No such thing, or not yours to see (someone else's draft): the same answer."),
+    409: (Error, "The username is taken (in any case)."),
+    413: (Error, "The body is larger than `FICTURES_MAX_BODY_BYTES`."),
+    422: (ValidationErrors, "Fields or parameters that do not fit: one entry per problem."),
+    429: (Error, "A rate limit: `Retry-After` says in how many seconds to try again."),
+    503: (Error, "Redis is unavailable right now: `Retry-After` says when to try again."),
+}
+_HEADERS = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "`Bearer`"}},
+    429: {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}},
+    503: {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}},
+}
+
+
+def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses` of a route that may refuse with these statuses."""
+    documented: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        model, description = _REFUSALS[code]
+        documented[code] = {"model": model, "description": description}
+        if code in _HEADERS:
+            documented[code]["headers"] = _HEADERS[code]
+    return documented
+
+
+# Every body may be too large, malformed, or not fit; a bearer may be missing.
+_BODY = (400, 413, 422)
+_AUTH = (401,)
+
+
+router = APIRouter(route_class=ApiRoute)
 
 
 # ------------------------------------------------------------------ helpers
 
 
-async def _in_db(work: Callable[[Session], T]) -> T:
+async def in_db(work: Callable[[Session], T]) -> T:
     """Run `work` with a fresh session in a worker thread."""
 
     def run() -> T:
@@ -97,41 +168,76 @@ def _post_public(post: Post, author: str) -> PostPublic:
     return PostPublic.model_validate({**post.model_dump(), "author": author})
 
 
-def _stories_public(session: Session, rows: list[Story]) -> list[StoryPublic]:
-    names = _usernames(session, (s.author_id for s in rows))
-    return [_story_public(s, names[s.author_id]) for s in rows]
+def next_link(request: Request, items: list[Any], limit: int, more: bool, **filters: Any) -> str | None:
+    """The URL of the page after `items` (the last one's id is the cursor), if there is one."""
+    if not more or not items:
+        return None
+    query = {name: value for name, value in filters.items() if value is not None}
+    query.update(limit=limit, before=items[-1].id)
+    return f"{request.url.path}?{urlencode(query)}"
 
 
-def _posts_public(session: Session, rows: list[Post]) -> list[PostPublic]:
-    names = _usernames(session, (p.author_id for p in rows))
-    return [_post_public(p, names[p.author_id]) for p in rows]
+# Paging, the same on every list: newest first, `limit` per page, `before` the
+# last id of the page before. Each list reads one row more than a page, to know
+# whether a next page exists.
+Limit = Annotated[int, Field(ge=1, le=100, description="Items per page.")]
+Before = Annotated[
+    int | None,
+    Field(ge=1, le=MAX_ROW_ID, description="The last id of the previous page: the items after it."),
+]
 
 
-def _json(data: BaseModel | dict[str, Any], status_code: int = 200) -> JSONResponse:
-    if isinstance(data, BaseModel):
-        data = data.model_dump(mode="json")
-    return JSONResponse(data, status_code=status_code)
+class StoryListQuery(BaseModel):
+    """`GET /api/stories` query string."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    genre: Literal[GENRES] | None = Field(None, description="Only this genre (empty: any).")  # type: ignore[valid-type]
+    limit: Limit = 50
+    before: Before = None
+
+    @field_validator("genre", mode="before")
+    @classmethod
+    def _blank_is_any(cls, v: object) -> object:
+        return None if v == "" else v
 
 
-def _items(models: list[StoryPublic] | list[PostPublic]) -> JSONResponse:
-    return JSONResponse({"items": [m.model_dump(mode="json") for m in models]})
+class PostListQuery(BaseModel):
+    """`GET /api/stories/{id}/posts` query string."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    limit: Limit = 50
+    before: Before = None
 
 
 # ------------------------------------------------------------------ accounts
 
 
-async def register(request: Request) -> Response:
+@router.post(
+    "/api/auth/register", status_code=201, response_model=Account, tags=["accounts"],
+    summary="Create an account",
+    responses=refusals(*_BODY, 409, 429), openapi_extra=body(Credentials),
+)
+async def register(request: Request) -> Account:
+    """Usernames are 3 to 32 letters, digits or `_`, unique whatever their case;
+    a password is 8 to 256 characters, taken exactly as typed."""
     data = parse(Credentials, await request.body())
     await ratelimit.check_registration(client_address.from_connection(request))
 
-    def work(session: Session) -> dict[str, Any]:
+    def work(session: Session) -> Account:
         user = auth.register(session=session, data=data)
-        return {"id": user.id, "username": user.username}
+        return Account(id=user.id, username=user.username)
 
-    return _json(await _in_db(work), 201)
+    return await in_db(work)
 
 
-async def token(request: Request) -> Response:
+@router.post(
+    "/api/auth/token", response_model=Token, tags=["accounts"], summary="Log in: get a bearer token",
+    responses=refusals(*_BODY, 401, 429), openapi_extra=body(Login),
+)
+async def token(request: Request) -> Token:
+    """The username matches in any case; every attempt counts against the login limits."""
     data = parse(Login, await request.body())
     await ratelimit.check_login(client_address.from_connection(request), data.username)
 
@@ -139,219 +245,277 @@ async def token(request: Request) -> Response:
         user = auth.authenticate(session=session, data=data)
         return auth.issue_token(session=session, user=user)
 
-    return _json({"token": await _in_db(work), "token_type": "bearer"})
+    return Token(token=await in_db(work))
+
+
+@router.delete(
+    "/api/auth/token", status_code=204, response_class=Response, tags=["accounts"],
+    summary="Log out: revoke this bearer token", responses=refusals(*_AUTH),
+)
+async def revoke_token(token: Bearer) -> Response:
+    """Only the token sent is revoked; the account's other logins go on working."""
+
+    def work(session: Session) -> None:
+        user = require_user(session, token)
+        assert token is not None
+        auth.revoke_token(session=session, token=token)
+        logger.info("User %s logged out a token", user.id)
+
+    await in_db(work)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/api/me", response_model=Me, tags=["accounts"], summary="Your account",
+    responses=refusals(*_AUTH),
+)
+async def me(token: Bearer) -> Me:
+    def work(session: Session) -> Me:
+        user = require_user(session, token)
+        return Me(id=user.id, username=user.username, created_at=user.created_at)
+
+    return await in_db(work)
 
 
 # ------------------------------------------------------------------ stories
 
 
-async def list_stories(request: Request) -> Response:
-    query = StoryListQuery.model_validate(dict(request.query_params))
+@router.get(
+    "/api/stories", response_model=StoryPage, tags=["stories"], summary="Published stories, newest first",
+    responses=refusals(404, 422),
+)
+async def list_stories(request: Request, query: Annotated[StoryListQuery, Query()]) -> StoryPage:
+    """Summaries only (no `content`). Follow `next` for older ones; a `before`
+    story that was deleted meanwhile is a 404 (start again from the first page)."""
 
-    def work(session: Session) -> list[StoryPublic]:
-        rows = stories.list_published(session=session, genre=query.genre, limit=query.limit)
-        return _stories_public(session, rows)
+    def work(session: Session) -> StoryPage:
+        rows = stories.list_published(
+            session=session, genre=query.genre, limit=query.limit + 1, before=query.before
+        )
+        page, more = rows[: query.limit], len(rows) > query.limit
+        names = _usernames(session, (s.author_id for s in page))
+        return StoryPage(
+            items=[StorySummary.model_validate({**s.model_dump(), "author": names[s.author_id]}) for s in page],
+            next=next_link(request, page, query.limit, more, genre=query.genre),
+        )
 
-    return _items(await _in_db(work))
+    return await in_db(work)
 
 
-async def create_story(request: Request) -> Response:
-    bearer, body = bearer_token(request), await request.body()
+@router.post(
+    "/api/stories", status_code=201, response_model=StoryPublic, tags=["stories"],
+    summary="Write a story (a draft unless `status` is `published`)",
+    responses=refusals(*_AUTH, *_BODY), openapi_extra=body(StoryCreate),
+)
+async def create_story(request: Request, token: Bearer) -> StoryPublic:
+    raw = await request.body()
 
     def work(session: Session) -> StoryPublic:
-        author = require_user(session, bearer)
-        story = stories.create_story(session=session, author=author, data=parse(StoryCreate, body))
+        author = require_user(session, token)
+        story = stories.create_story(session=session, author=author, data=parse(StoryCreate, raw))
         return _story_public(story, author.username)
 
-    return _json(await _in_db(work), 201)
+    return await in_db(work)
 
 
-async def get_story(request: Request) -> Response:
-    story_id, bearer = path_id(request, "story_id", "story"), bearer_token(request)
-
+@router.get(
+    "/api/stories/{story_id}", response_model=StoryPublic, tags=["stories"],
+    summary="A published story, or your own draft, with its content", responses=refusals(404),
+)
+async def get_story(story_id: StoryId, token: Bearer) -> StoryPublic:
     def work(session: Session) -> StoryPublic:
-        viewer = optional_user(session, bearer)
+        viewer = optional_user(session, token)
         story = stories.get_readable_story(session=session, story_id=story_id, viewer=viewer)
-        return _stories_public(session, [story])[0]
+        return _story_public(story, _usernames(session, [story.author_id])[story.author_id])
 
-    return _json(await _in_db(work))
+    return await in_db(work)
 
 
-async def update_story(request: Request) -> Response:
-    story_id = path_id(request, "story_id", "story")
-    bearer, body = bearer_token(request), await request.body()
+@router.patch(
+    "/api/stories/{story_id}", response_model=StoryPublic, tags=["stories"],
+    summary="Edit your story (omitted fields are kept)",
+    responses=refusals(*_AUTH, 403, 404, *_BODY), openapi_extra=body(StoryUpdate),
+)
+async def update_story(request: Request, story_id: StoryId, token: Bearer) -> StoryPublic:
+    raw = await request.body()
 
     def work(session: Session) -> StoryPublic:
-        author = require_user(session, bearer)
+        author = require_user(session, token)
         story = stories.update_story(
-            session=session, author=author, story_id=story_id, data=parse(StoryUpdate, body)
+            session=session, author=author, story_id=story_id, data=parse(StoryUpdate, raw)
         )
         return _story_public(story, author.username)
 
-    return _json(await _in_db(work))
+    return await in_db(work)
 
 
-async def set_visibility(request: Request) -> Response:
-    story_id = path_id(request, "story_id", "story")
-    bearer, body = bearer_token(request), await request.body()
+@router.put(
+    "/api/stories/{story_id}/visibility", response_model=StoryPublic, tags=["stories"],
+    summary="Publish or unpublish your story",
+    responses=refusals(*_AUTH, 403, 404, *_BODY), openapi_extra=body(Visibility),
+)
+async def set_visibility(request: Request, story_id: StoryId, token: Bearer) -> StoryPublic:
+    raw = await request.body()
 
     def work(session: Session) -> StoryPublic:
-        author = require_user(session, bearer)
+        author = require_user(session, token)
         story = stories.set_visibility(
-            session=session,
-            author=author,
-            story_id=story_id,
-            status=parse(Visibility, body).status,
+            session=session, author=author, story_id=story_id, status=parse(Visibility, raw).status
         )
         return _story_public(story, author.username)
 
-    return _json(await _in_db(work))
+    return await in_db(work)
 
 
-async def delete_story(request: Request) -> Response:
-    story_id, bearer = path_id(request, "story_id", "story"), bearer_token(request)
-
+@router.delete(
+    "/api/stories/{story_id}", status_code=204, response_class=Response, tags=["stories"],
+    summary="Delete your story and its posts", responses=refusals(*_AUTH, 403, 404),
+)
+async def delete_story(story_id: StoryId, token: Bearer) -> Response:
     def work(session: Session) -> None:
-        author = require_user(session, bearer)
+        author = require_user(session, token)
         stories.delete_story(session=session, author=author, story_id=story_id)
 
-    await _in_db(work)
+    await in_db(work)
     return Response(status_code=204)
 
 
 # ------------------------------------------------------------------ read receipts
 
 
-async def story_reads(request: Request) -> Response:
-    """How many readers opened a story: a published one, or your own draft."""
-    story_id, bearer = path_id(request, "story_id", "story"), bearer_token(request)
+@router.get(
+    "/api/stories/{story_id}/reads", response_model=Reads, tags=["stories"],
+    summary="How many readers opened a story", responses=refusals(404),
+)
+async def story_reads(story_id: StoryId, token: Bearer) -> Reads:
+    """A published story, or your own draft."""
 
-    def work(session: Session) -> dict[str, Any]:
-        viewer = optional_user(session, bearer)
+    def work(session: Session) -> Reads:
+        viewer = optional_user(session, token)
         result = reads.get_reads(session=session, story_id=story_id, viewer=viewer)
-        return {"story_id": result.story_id, "reads": result.reads}
+        return Reads(story_id=result.story_id, reads=result.reads)
 
-    return _json(await _in_db(work))
+    return await in_db(work)
 
 
-async def read_story(request: Request) -> Response:
-    """You opened a story: counted once per account, never for its author or a draft
-    (the story pages count browsers too; the API counts accounts only)."""
-    story_id, bearer = path_id(request, "story_id", "story"), bearer_token(request)
+@router.put(
+    "/api/stories/{story_id}/read", response_model=ReadReceipt, tags=["stories"],
+    summary="You opened a story", responses=refusals(*_AUTH, 404),
+)
+async def read_story(request: Request, story_id: StoryId, token: Bearer) -> ReadReceipt:
+    """Counted once per account, never for its author or a draft (the story
+    pages count browsers too; the API counts accounts only)."""
 
     def reader(session: Session) -> User:
-        user = require_user(session, bearer)
+        user = require_user(session, token)
         session.expunge(user)
         return user
 
-    viewer = await _in_db(reader)
+    viewer = await in_db(reader)
     result = await live_receipts.story_opened(
         story_id=story_id, viewer=viewer, browser_id="", address=client_address.from_connection(request)
     )
     if result is None:
         raise NotFound(f"story {story_id} not found")
-    return _json({"story_id": result.story_id, "reads": result.reads, "counted": result.counted})
+    return ReadReceipt(story_id=result.story_id, reads=result.reads, counted=result.counted)
 
 
 # ------------------------------------------------------------------ presence
 
 
-async def story_presence(request: Request) -> Response:
-    """Who is reading a published story now: `{"count": N, "users": [names]}`
-    (every logged-in reader's name, sorted; anonymous readers are only counted)."""
-    story_id = path_id(request, "story_id", "story")
+@router.get(
+    "/api/stories/{story_id}/presence", response_model=Presence, tags=["stories"],
+    summary="Who is reading a published story now", responses=refusals(404, 503),
+)
+async def story_presence(story_id: StoryId) -> Presence | Response:
+    """Every logged-in reader's name, sorted, once; anonymous readers are only counted.
+    A draft has no presence, not even for its author (404)."""
 
     def work(session: Session) -> None:
-        # Drafts have no presence, not even for their author: 404 like a missing story.
         stories.get_readable_story(session=session, story_id=story_id, viewer=None)
 
-    await _in_db(work)
+    await in_db(work)
     readers = await presence.read(presence.story_room(story_id))
     if readers is None:
         return JSONResponse(
             {"detail": "presence is unavailable right now; try again shortly"},
             status_code=503, headers={"Retry-After": "5"},
         )
-    return _json(readers.public())
+    return Presence.model_validate(readers.public())
 
 
 # ------------------------------------------------------------------ posts
 
 
-async def list_posts(request: Request) -> Response:
-    story_id, bearer = path_id(request, "story_id", "story"), bearer_token(request)
-
-    def work(session: Session) -> list[PostPublic]:
-        viewer = optional_user(session, bearer)
+@router.get(
+    "/api/stories/{story_id}/posts", response_model=PostPage, tags=["posts"],
+    summary="Posts on a published story, newest first", responses=refusals(404, 422),
+)
+async def list_posts(
+    request: Request, story_id: StoryId, token: Bearer, query: Annotated[PostListQuery, Query()]
+) -> PostPage:
+    def work(session: Session) -> PostPage:
+        viewer = optional_user(session, token)
         stories.get_readable_story(session=session, story_id=story_id, viewer=viewer)
-        return _posts_public(session, posts.list_for_story(session=session, story_id=story_id))
+        rows = posts.page_for_story(
+            session=session, story_id=story_id, limit=query.limit + 1, before=query.before
+        )
+        page, more = rows[: query.limit], len(rows) > query.limit
+        names = _usernames(session, (p.author_id for p in page))
+        return PostPage(
+            items=[_post_public(p, names[p.author_id]) for p in page],
+            next=next_link(request, page, query.limit, more),
+        )
 
-    return _items(await _in_db(work))
+    return await in_db(work)
 
 
-async def create_post(request: Request) -> Response:
-    story_id = path_id(request, "story_id", "story")
-    bearer, body = bearer_token(request), await request.body()
+@router.post(
+    "/api/stories/{story_id}/posts", status_code=201, response_model=PostPublic, tags=["posts"],
+    summary="Post on a published story",
+    responses=refusals(*_AUTH, 404, *_BODY, 429), openapi_extra=body(PostCreate),
+)
+async def create_post(request: Request, story_id: StoryId, token: Bearer) -> PostPublic:
+    raw = await request.body()
 
     def author_and_post(session: Session) -> tuple[User, PostCreate]:
-        author = require_user(session, bearer)
+        author = require_user(session, token)
         session.expunge(author)
-        return author, parse(PostCreate, body)
+        return author, parse(PostCreate, raw)
 
-    author, data = await _in_db(author_and_post)
+    author, data = await in_db(author_and_post)
     await ratelimit.check_post(author.id)
 
     def work(session: Session) -> PostPublic:
         post = posts.create_post(session=session, author=author, story_id=story_id, data=data)
         return _post_public(post, author.username)
 
-    return _json(await _in_db(work), 201)
+    return await in_db(work)
 
 
-async def update_post(request: Request) -> Response:
-    post_id = path_id(request, "post_id", "post")
-    bearer, body = bearer_token(request), await request.body()
+@router.patch(
+    "/api/posts/{post_id}", response_model=PostPublic, tags=["posts"], summary="Edit your post",
+    responses=refusals(*_AUTH, 403, 404, *_BODY), openapi_extra=body(PostUpdate),
+)
+async def update_post(request: Request, post_id: PostId, token: Bearer) -> PostPublic:
+    raw = await request.body()
 
     def work(session: Session) -> PostPublic:
-        author = require_user(session, bearer)
-        post = posts.update_post(
-            session=session, author=author, post_id=post_id, data=parse(PostUpdate, body)
-        )
+        author = require_user(session, token)
+        post = posts.update_post(session=session, author=author, post_id=post_id, data=parse(PostUpdate, raw))
         return _post_public(post, author.username)
 
-    return _json(await _in_db(work))
+    return await in_db(work)
 
 
-async def delete_post(request: Request) -> Response:
-    post_id, bearer = path_id(request, "post_id", "post"), bearer_token(request)
-
+@router.delete(
+    "/api/posts/{post_id}", status_code=204, response_class=Response, tags=["posts"],
+    summary="Delete your post", responses=refusals(*_AUTH, 403, 404),
+)
+async def delete_post(post_id: PostId, token: Bearer) -> Response:
     def work(session: Session) -> None:
-        author = require_user(session, bearer)
+        author = require_user(session, token)
         posts.delete_post(session=session, author=author, post_id=post_id)
 
-    await _in_db(work)
+    await in_db(work)
     return Response(status_code=204)
-
-
-def route(path: str, **endpoints: Callable[[Request], Awaitable[Response]]) -> Route:
-    """One route per path, so a 405 lists every method the path allows."""
-
-    async def dispatch(request: Request) -> Response:
-        method = "GET" if request.method == "HEAD" else request.method
-        return await endpoints[method](request)
-
-    return Route(path, dispatch, methods=list(endpoints), name=path)
-
-
-routes = [
-    route("/api/auth/register", POST=register),
-    route("/api/auth/token", POST=token),
-    route("/api/stories", GET=list_stories, POST=create_story),
-    route("/api/stories/{story_id}", GET=get_story, PATCH=update_story, DELETE=delete_story),
-    route("/api/stories/{story_id}/visibility", PUT=set_visibility),
-    route("/api/stories/{story_id}/read", PUT=read_story),
-    route("/api/stories/{story_id}/reads", GET=story_reads),
-    route("/api/stories/{story_id}/presence", GET=story_presence),
-    route("/api/stories/{story_id}/posts", GET=list_posts, POST=create_post),
-    route("/api/posts/{post_id}", PATCH=update_post, DELETE=delete_post),
-]

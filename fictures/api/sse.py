@@ -3,7 +3,10 @@
 Protocol (Server-Sent Events, framed by sse-starlette):
 - first `event: connected` (data: the newest event id and the channels served);
 - then each event as `event: <channel>`, `id: <event id>`, `data: <JSON>`;
-- a `: ping` comment every `sse_ping_seconds`.
+- a `: ping` comment every `sse_ping_seconds`;
+- when the server stops (fictures.shutdown), a `retry: 1000` line (reconnect in a
+  second: through a load balancer, to another instance, resuming with
+  Last-Event-ID), then the stream ends cleanly.
 
 Resume: send `Last-Event-ID` (EventSource does) or `?last_event_id=`. The
 stream subscribes to this process's fan-out *first*, then replays the Redis
@@ -48,7 +51,7 @@ from typing import Any
 
 import redis.exceptions
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from sse_starlette.sse import SendTimeoutError
+from sse_starlette.sse import AppStatus, SendTimeoutError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -77,6 +80,85 @@ _REPLAY_BATCH = 1000
 # The opt-in channel of presence changes (not an event: nothing to resume).
 PRESENCE_CHANNEL = presence.KIND
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# When the server stops: how soon clients should reconnect, and how long a stream
+# has to say so before sse-starlette cancels it.
+RETRY_MS = 1000
+STOP_GRACE_SECONDS = 2.0
+
+
+class _OpenStreams:
+    """The open streams of this process (their stop signals)."""
+
+    def __init__(self) -> None:
+        self.streams: set[_Stopping] = set()
+        self._emptied: asyncio.Event | None = None
+
+    def add(self, stopping: _Stopping) -> None:
+        self.streams.add(stopping)
+
+    def discard(self, stopping: _Stopping) -> None:
+        self.streams.discard(stopping)
+        if not self.streams and self._emptied is not None:
+            self._emptied.set()
+
+    async def wait_closed(self, timeout: float) -> None:
+        if not self.streams:
+            return
+        self._emptied = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._emptied.wait()
+
+
+_open = _OpenStreams()
+
+
+def open_streams() -> int:
+    """Event streams open in this process."""
+    return len(_open.streams)
+
+
+async def wait_streams_closed(timeout: float) -> int:
+    """Wait (at most `timeout` seconds) until no stream is open; how many still are."""
+    await _open.wait_closed(timeout)
+    return open_streams()
+
+
+def close_all_streams() -> int:
+    """Server stopping: every stream of this process sends its retry hint and ends
+    (sse-starlette's own shutdown: it sets each response's `shutdown_event`
+    within half a second, then cancels what is left after the grace period).
+    Returns how many streams were open."""
+    AppStatus.should_exit = True
+    return open_streams()
+
+
+class _Stopping:
+    """A stream's `shutdown_event` (sse-starlette only calls `set()` on it): when
+    the server stops, it also closes the stream's fan-out subscription, so the
+    stream leaves its live loop at once, says goodbye and ends. Nothing waits
+    on it while the server runs: no task per stream."""
+
+    def __init__(self) -> None:
+        self._set = False
+        self._sub: Subscription | None = None
+
+    def set(self) -> None:
+        self._set = True
+        if self._sub is not None:
+            self._sub.close()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def follow(self, sub: Subscription) -> None:
+        self._sub = sub
+        if self._set:
+            sub.close()
+
+
+def _goodbye() -> ServerSentEvent:
+    return ServerSentEvent(comment="server stopping: reconnect", retry=RETRY_MS)
 
 
 @dataclass(frozen=True)
@@ -321,10 +403,12 @@ def _presence_changes(flt: StreamFilter) -> contextlib.AbstractAsyncContextManag
 
 
 async def _stream(
-    flt: StreamFilter, last_id: ResumePoint | None, ip: str
+    flt: StreamFilter, last_id: ResumePoint | None, ip: str, stopping: _Stopping | None = None
 ) -> AsyncIterator[ServerSentEvent | bytes]:
+    stopping = stopping or _Stopping()
     fanout = service.fanout()
     metrics.SSE_CLIENTS.inc()
+    _open.add(stopping)
     logger.info(
         "SSE stream opened from %s (resume after %s)", ip, last_id and last_id.label(flt)
     )
@@ -333,6 +417,7 @@ async def _stream(
             fanout.subscribe(maxsize=settings.sse_queue_size) as sub,
             _presence_changes(flt) as changes,
         ):
+            stopping.follow(sub)
             # Read in the same step as subscribing: every later event is in the
             # queue, every earlier one at or below these ids.
             at = Position(fanout.last_id, fanout.last_private_id)
@@ -347,6 +432,8 @@ async def _stream(
                 # Closed here, not whenever it is collected, if the client leaves mid-replay.
                 async with contextlib.aclosing(_resume(flt, last_id, at)) as replayed:
                     async for item in replayed:
+                        if stopping.is_set():
+                            break
                         yield item
             async with contextlib.aclosing(_live(sub, changes)) as live:
                 async for item in live:
@@ -362,12 +449,15 @@ async def _stream(
                         # Sent (the generator resumes once the frame is written). Public
                         # events only: the metrics are public, drafts nobody's business.
                         analytics.delivered(event, "sse")
-            if sub.overflowed:
+            if stopping.is_set():
+                yield _goodbye()
+            elif sub.overflowed:
                 logger.warning("SSE client %s fell behind at #%s; sent reset", ip, at.label(flt))
                 yield _reset("slow-consumer", at.label(flt))
     finally:
         metrics.SSE_CLIENTS.dec()
-        logger.info("SSE stream from %s closed", ip)
+        _open.discard(stopping)
+        logger.info("SSE stream from %s closed%s", ip, " (server stopping)" if stopping.is_set() else "")
 
 
 class _EventStream(EventSourceResponse):
@@ -400,11 +490,15 @@ async def community_events(request: Request) -> Response:
         return _error(
             429, f"too many open event streams from {ip} (limit {settings.sse_max_per_ip})"
         )
+    stopping = _Stopping()
     return _EventStream(
-        _stream(flt, last_id, ip),
+        _stream(flt, last_id, ip, stopping),
         ping=settings.sse_ping_seconds,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         # A client that stops reading altogether is dropped instead of pinning memory.
         send_timeout=settings.sse_send_timeout,
         lease=lease,
+        # Set by sse-starlette when the server stops (close_all_streams).
+        shutdown_event=stopping,
+        shutdown_grace_period=STOP_GRACE_SECONDS,
     )

@@ -50,9 +50,32 @@ def _item(card) -> rx.Component:
 def bell() -> rx.Component:
     """The bell with the unread count; opens the list (newest first)."""
     count = NotificationState.unread
-    return rx.popover.root(
-        rx.popover.trigger(
-            rx.box(
+    listing = rx.vstack(
+        rx.hstack(
+            rx.heading("Notifications", size="3"),
+            rx.spacer(),
+            rx.button("Mark all read", size="1", variant="soft",
+                      on_click=NotificationState.mark_all_read, id="mark-all-read",
+                      disabled=count == 0),
+            width="100%",
+            align="center",
+        ),
+        rx.cond(
+            NotificationState.items.length() == 0,
+            rx.text("No notifications yet.", size="2", color_scheme="gray"),
+            rx.vstack(rx.foreach(NotificationState.items, _item), spacing="1",
+                      width="100%", id="notification-list"),
+        ),
+        width="22em",
+        max_width="calc(100vw - 3em)",
+        max_height="60vh",
+        overflow_y="auto",
+    )
+    # The trigger is the button itself (it gets aria-expanded); the count badge
+    # sits beside it, hidden from screen readers, which read the button's label.
+    return rx.box(
+        rx.popover.root(
+            rx.popover.trigger(
                 rx.icon_button(
                     rx.icon("bell", size=18),
                     variant="ghost",
@@ -60,38 +83,17 @@ def bell() -> rx.Component:
                     id="notification-bell",
                     aria_label=NotificationState.bell_label,
                 ),
-                rx.cond(
-                    count > 0,
-                    rx.badge(count, color_scheme="red", variant="solid", radius="full",
-                             id="notification-count", position="absolute", top="-6px",
-                             right="-8px", size="1"),
-                ),
-                position="relative",
             ),
+            rx.popover.content(listing, align="end"),
         ),
-        rx.popover.content(
-            rx.vstack(
-                rx.hstack(
-                    rx.heading("Notifications", size="3"),
-                    rx.spacer(),
-                    rx.button("Mark all read", size="1", variant="soft",
-                              on_click=NotificationState.mark_all_read, id="mark-all-read",
-                              disabled=count == 0),
-                    width="100%",
-                    align="center",
-                ),
-                rx.cond(
-                    NotificationState.items.length() == 0,
-                    rx.text("No notifications yet.", size="2", color_scheme="gray"),
-                    rx.vstack(rx.foreach(NotificationState.items, _item), spacing="1",
-                              width="100%", id="notification-list"),
-                ),
-                width="22em",
-                max_height="60vh",
-                overflow_y="auto",
-            ),
-            align="end",
+        rx.cond(
+            count > 0,
+            rx.badge(count, color_scheme="red", variant="solid", radius="full",
+                     id="notification-count", position="absolute", top="-6px",
+                     right="-8px", size="1", aria_hidden="true", pointer_events="none"),
         ),
+        position="relative",
+        display="flex",
     )
 
 
@@ -110,8 +112,9 @@ _DESKTOP_LABELS = (
 )
 
 
-def notification_menu_items() -> list[rx.Component]:
-    """The account menu's toggles. The browser asks for permission only from these clicks."""
+def notification_menu_items(id_prefix: str = "") -> list[rx.Component]:
+    """The account menu's toggles (ids `push-toggle`, `desktop-toggle`, after
+    `id_prefix`). The browser asks for permission only from these clicks."""
     return [
         rx.menu.item(
             rx.match(NotificationState.push_status, *_PUSH_LABELS, "Turn on push notifications"),
@@ -121,7 +124,7 @@ def notification_menu_items() -> list[rx.Component]:
             ),
             # The menu stays open, showing the new setting.
             on_select=rx.prevent_default,
-            id="push-toggle",
+            id=f"{id_prefix}push-toggle",
             data_status=NotificationState.push_status,
         ),
         rx.menu.item(
@@ -133,7 +136,7 @@ def notification_menu_items() -> list[rx.Component]:
             ),
             # The menu stays open, showing the new setting.
             on_select=rx.prevent_default,
-            id="desktop-toggle",
+            id=f"{id_prefix}desktop-toggle",
             data_status=NotificationState.desktop_status,
         ),
     ]

@@ -19,11 +19,11 @@ def story_card(card, *, is_new: bool | rx.Var[bool] = False, arrived: bool = Fal
         rx.vstack(
             rx.hstack(
                 rx.link(
-                    rx.heading(card.title, size="4", class_name="story-title"),
+                    rx.heading(card.title, size="4", class_name="story-title", as_="h3"),
                     href="/community/story/" + card.id.to_string(),
                 ),
                 rx.spacer(),
-                rx.cond(new, rx.badge("NEW", color_scheme="green", variant="solid", class_name="new-badge")),
+                rx.cond(new, rx.badge("NEW", color_scheme="green", variant="solid", high_contrast=True, class_name="new-badge")),
                 genre_badge(card.genre),
                 width="100%",
                 align="center",
@@ -68,4 +68,13 @@ def post_card(card) -> rx.Component:
         id="post-" + card.id.to_string(),
         class_name="post-card story-enter",
         width="100%",
+    )
+
+
+def load_more(more, on_click, busy, text: str, *, id: str) -> rx.Component:
+    """The button under a list that appends its next page; gone at the list's end."""
+    return rx.cond(
+        more,
+        rx.button(text, on_click=on_click, loading=busy, variant="soft", size="2", id=id,
+                  class_name="load-more", width="100%"),
     )

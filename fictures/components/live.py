@@ -20,12 +20,19 @@ def live_indicator(state) -> rx.Component:
     subscription is healthy; otherwise "Reconnecting…", "Paused" or "Offline"."""
     status = rx.cond(connection_errors(), "offline", state.live_status)
     return rx.hstack(
-        rx.match(
-            status,
-            ("live", rx.badge(_dot("green", pulse=True), "Live", color_scheme="green")),
-            ("paused", rx.badge(_dot("gray"), "Paused", color_scheme="gray")),
-            ("offline", rx.badge(_dot("red"), "Offline", color_scheme="red")),
-            rx.badge(_dot("amber"), "Reconnecting…", color_scheme="amber"),
+        # A polite live region: screen readers hear "Live", "Reconnecting…" as it changes.
+        rx.el.span(
+            rx.match(
+                status,
+                ("live", rx.badge(_dot("green", pulse=True), "Live", color_scheme="green", high_contrast=True)),
+                ("paused", rx.badge(_dot("gray"), "Paused", color_scheme="gray", high_contrast=True)),
+                ("offline", rx.badge(_dot("red"), "Offline", color_scheme="red", high_contrast=True)),
+                rx.badge(_dot("amber"), "Reconnecting…", color_scheme="amber", high_contrast=True),
+            ),
+            role="status",
+            aria_live="polite",
+            id="live-status",
+            display="inline-flex",
         ),
         rx.tooltip(
             rx.icon_button(

@@ -26,7 +26,8 @@ def readers(value: Var, label: str, *, id: str, singular: str | None = None) -> 
                     size="1",
                     color_scheme="gray",
                     id=f"{id}-button",
-                    aria_label="Who is here",
+                    # Its name is its visible text ("3 reading now"); the popover lists who.
+                    title="Who is here",
                 ),
             ),
             rx.popover.content(

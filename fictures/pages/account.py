@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from fictures import auth, client_address, db, ratelimit, toasts
-from fictures.components.forms import field_error
+from fictures.components.forms import field_error, label
 from fictures.components.layout import page
 from fictures.errors import DomainError
 from fictures.forms import field_errors
@@ -81,18 +81,20 @@ class AccountState(rx.State):
 
 
 
-def _form(title: str, submit: str, handler, other: rx.Component) -> rx.Component:
+def _form(title: str, submit: str, handler, other: rx.Component, password_autocomplete: str) -> rx.Component:
     return page(
         rx.center(
             rx.card(
                 rx.form(
                     rx.vstack(
-                        rx.heading(title, size="6"),
-                        rx.text("Username", size="2", weight="medium"),
-                        rx.input(name="username", id="username", placeholder="3–32 letters, digits or _", width="100%"),
+                        rx.heading(title, size="6", as_="h1"),
+                        label("Username", "username"),
+                        rx.input(name="username", id="username", placeholder="3–32 letters, digits or _",
+                                 width="100%", auto_complete="username"),
                         field_error(AccountState.errors, "username"),
-                        rx.text("Password", size="2", weight="medium"),
-                        rx.input(name="password", id="password", type="password", placeholder="at least 8 characters", width="100%"),
+                        label("Password", "password"),
+                        rx.input(name="password", id="password", type="password", placeholder="at least 8 characters",
+                                 width="100%", auto_complete=password_autocomplete),
                         field_error(AccountState.errors, "password"),
                         field_error(AccountState.errors, "form"),
                         rx.button(submit, type="submit", loading=AccountState.busy, width="100%", id="submit"),
@@ -102,7 +104,8 @@ def _form(title: str, submit: str, handler, other: rx.Component) -> rx.Component
                     ),
                     on_submit=handler,
                 ),
-                width="24em",
+                width="100%",
+                max_width="24em",
             ),
             width="100%",
         ),
@@ -113,7 +116,8 @@ def _form(title: str, submit: str, handler, other: rx.Component) -> rx.Component
 def register() -> rx.Component:
     return _form(
         "Create an account", "Register", AccountState.register,
-        rx.text("Have an account? ", rx.link("Log in", href="/login"), size="2"),
+        rx.text("Have an account? ", rx.link("Log in", href="/login", underline="always"), size="2"),
+        "new-password",
     )
 
 
@@ -121,5 +125,6 @@ def register() -> rx.Component:
 def login() -> rx.Component:
     return _form(
         "Log in", "Log in", AccountState.login,
-        rx.text("New here? ", rx.link("Register", href="/register"), size="2"),
+        rx.text("New here? ", rx.link("Register", href="/register", underline="always"), size="2"),
+        "current-password",
     )

@@ -28,7 +28,8 @@ from starlette.concurrency import run_in_threadpool
 
 from fictures import auth, db, feed, live_feed, live_receipts, rooms, visits
 from fictures.components import presence as presence_ui
-from fictures.components.cards import post_card, story_card
+from fictures.components.cards import load_more, post_card, story_card
+from fictures.components.forms import label
 from fictures.components.layout import loading, page
 from fictures.components.live import live_indicator
 from fictures.errors import NotFound
@@ -58,6 +59,13 @@ def _visit(token: str, story_ids: list[int]) -> tuple[int, list[int]]:
         return user.id, visits.new_since(session=s, user_id=user.id, since=previous, story_ids=story_ids)
 
 
+def _new_since_visit(user_id: int, story_ids: list[int]) -> list[int]:
+    """Which of `story_ids` (a further page) are new since the reader's last visit."""
+    with db.session() as s:
+        since = visits.previous_visit(session=s, user_id=user_id)
+        return visits.new_since(session=s, user_id=user_id, since=since, story_ids=story_ids)
+
+
 class CommunityState(LiveState, rx.State):
     """Per reader: the list read from the DB at load, the filter, and two marks.
 
@@ -84,9 +92,23 @@ class CommunityState(LiveState, rx.State):
     viewer_id: int = 0
     visit_new_ids: list[int] = []
     seen_ids: list[int] = []
+    # "Load more": whether each list has older items, and whether a page is on its way.
+    more_stories: bool = False
+    more_posts: bool = False
+    loading_more: bool = False
+    # Where each list continues (a keyset cursor, feed.cursor_after; "": at its end)
+    # and how many it reads (a reload reads as many again). Backend only.
+    _stories_after: str = ""
+    _posts_after: str = ""
+    _stories_limit: int = feed.STORIES_PAGE
+    _posts_limit: int = feed.POSTS_PAGE
 
     def _genre_filter(self) -> str | None:
         return None if self.genre == ALL else self.genre
+
+    def _arrived(self, ring: live_feed.Ring) -> set[int]:
+        """Ids this tab shows as live arrivals (kept out of the lists read from the DB)."""
+        return {c.id for c in ring.slots if c.event_id > self.since_id}
 
     @rx.event
     async def load(self):
@@ -94,14 +116,15 @@ class CommunityState(LiveState, rx.State):
         `since_id`) stay out of them, so a reconnect keeps their NEW badges."""
         if self.since_id < 0 or self.live_paused == "1":
             self.since_id = self.seen_id = TabHub.current().last_id
-        live_stories = {c.id for c in live_feed.stories.slots if c.event_id > self.since_id}
-        live_posts = {c.id for c in live_feed.posts.slots if c.event_id > self.since_id}
-        cards = await run_in_threadpool(feed.published_cards, self._genre_filter())
-        posts = await run_in_threadpool(feed.recent_post_cards)
-        self.stories = [c for c in cards if c.id not in live_stories]
+        live_stories, live_posts = self._arrived(live_feed.stories), self._arrived(live_feed.posts)
+        stories = await run_in_threadpool(feed.published_cards, self._genre_filter(), self._stories_limit)
+        posts = await run_in_threadpool(feed.recent_post_cards, self._posts_limit)
+        self.stories = [c for c in stories.cards if c.id not in live_stories]
         self.story_ids = [c.id for c in self.stories]
-        self.posts = [p for p in posts if p.id not in live_posts]
+        self.posts = [p for p in posts.cards if p.id not in live_posts]
         self.post_ids = [p.id for p in self.posts]
+        self._stories_after, self.more_stories = stories.next, stories.next != ""
+        self._posts_after, self.more_posts = posts.next, posts.next != ""
         token = (await self.get_state(SessionState)).auth_token
         self.viewer_id, self.visit_new_ids = await run_in_threadpool(_visit, token, self.story_ids)
         live_receipts.watch_seen(self.router.session.client_token, self.viewer_id)
@@ -114,7 +137,48 @@ class CommunityState(LiveState, rx.State):
     def set_genre(self, genre: str):
         self.genre = genre if genre in GENRES else ALL
         self.loading = True
+        self._stories_limit = feed.STORIES_PAGE
         return CommunityState.load
+
+    @rx.event
+    async def load_more_stories(self):
+        """The next page of older stories, after the last one shown."""
+        if not self._stories_after or self.loading_more:
+            return
+        self.loading_more = True
+        yield
+        try:
+            page = await run_in_threadpool(
+                feed.published_cards, self._genre_filter(), feed.STORIES_PAGE, self._stories_after
+            )
+            shown = set(self.story_ids) | self._arrived(live_feed.stories)
+            added = [c for c in page.cards if c.id not in shown]
+            self.stories = [*self.stories, *added]
+            self.story_ids = [c.id for c in self.stories]
+            self._stories_after, self.more_stories = page.next, page.next != ""
+            self._stories_limit += feed.STORIES_PAGE
+            if self.viewer_id and added:
+                new = await run_in_threadpool(_new_since_visit, self.viewer_id, [c.id for c in added])
+                self.visit_new_ids = [*self.visit_new_ids, *new]
+        finally:
+            self.loading_more = False
+
+    @rx.event
+    async def load_more_posts(self):
+        """The next page of older posts, after the last one shown."""
+        if not self._posts_after or self.loading_more:
+            return
+        self.loading_more = True
+        yield
+        try:
+            page = await run_in_threadpool(feed.recent_post_cards, feed.POSTS_PAGE, self._posts_after)
+            shown = set(self.post_ids) | self._arrived(live_feed.posts)
+            self.posts = [*self.posts, *(p for p in page.cards if p.id not in shown)]
+            self.post_ids = [p.id for p in self.posts]
+            self._posts_after, self.more_posts = page.next, page.next != ""
+            self._posts_limit += feed.POSTS_PAGE
+        finally:
+            self.loading_more = False
 
     @rx.event
     def view_new(self):
@@ -226,7 +290,8 @@ def _visit_banner() -> rx.Component:
                 " since your last visit",
                 id="visit-new-count",
             ),
-            color="iris",
+            color_scheme="iris",
+            high_contrast=True,
             id="visit-new-banner",
             width="100%",
         ),
@@ -234,32 +299,46 @@ def _visit_banner() -> rx.Component:
 
 
 def _banner() -> rx.Component:
+    """The sticky "N new stories published" banner. Its wrapper is always in the
+    page, a polite live region (role="status"): screen readers announce the
+    banner as it appears and as its count changes. The wrapper takes no room
+    while empty (its negative margin cancels the page's gap)."""
     count = _banner_count()
-    return rx.cond(
-        count > 0,
-        rx.callout.root(
-            rx.hstack(
-                rx.callout.icon(rx.icon("sparkles")),
-                rx.callout.text(
-                    count.to_string(),
-                    rx.cond(count == 1, " new story", " new stories"),
-                    " published",
-                    id="new-stories-count",
+    return rx.box(
+        rx.cond(
+            count > 0,
+            rx.callout.root(
+                rx.hstack(
+                    rx.callout.icon(rx.icon("sparkles")),
+                    rx.callout.text(
+                        count.to_string(),
+                        rx.cond(count == 1, " new story", " new stories"),
+                        " published",
+                        id="new-stories-count",
+                    ),
+                    rx.spacer(),
+                    rx.button("View now", on_click=CommunityState.view_new, size="1", id="view-now",
+                              color_scheme="green", high_contrast=True),
+                    align="center",
+                    width="100%",
                 ),
-                rx.spacer(),
-                rx.button("View now", on_click=CommunityState.view_new, size="1", id="view-now"),
-                align="center",
+                color_scheme="green",
+                high_contrast=True,
+                id="new-stories-banner",
                 width="100%",
+                class_name="story-enter",
+                background_color=rx.color("green", 2),
+                margin_bottom="var(--space-5)",
             ),
-            color="green",
-            id="new-stories-banner",
-            width="100%",
-            class_name="story-enter",
-            position="sticky",
-            top="0.5em",
-            z_index="10",
-            background_color=rx.color("green", 2),
         ),
+        role="status",
+        aria_live="polite",
+        id="new-stories-status",
+        width="100%",
+        position="sticky",
+        top="0.5em",
+        z_index="10",
+        margin_bottom="calc(-1 * var(--space-5))",
     )
 
 
@@ -349,12 +428,17 @@ class SeenTracker(rx.Fragment):
 
 
 def _genre_filter() -> rx.Component:
-    return rx.select(
-        [ALL, *GENRES],
-        value=CommunityState.genre,
-        on_change=CommunityState.set_genre,
-        size="2",
-        id="genre-filter",
+    return rx.hstack(
+        label("Genre", "genre-filter"),
+        rx.select(
+            [ALL, *GENRES],
+            value=CommunityState.genre,
+            on_change=CommunityState.set_genre,
+            size="2",
+            id="genre-filter",
+        ),
+        align="center",
+        spacing="2",
     )
 
 
@@ -391,6 +475,8 @@ def _stories() -> rx.Component:
             CommunityState.stories.length() == 0,
             rx.text("No published stories yet.", color_scheme="gray"),
         ),
+        load_more(CommunityState.more_stories, CommunityState.load_more_stories, CommunityState.loading_more,
+                  "Load more stories", id="more-stories"),
         direction="column",
         gap="3",
         width="100%",
@@ -402,6 +488,8 @@ def _posts() -> rx.Component:
     return rx.flex(
         rx.foreach(_arrivals(post_slots(), _is_new_post, PostCard), post_card),
         rx.foreach(CommunityState.posts, post_card),
+        load_more(CommunityState.more_posts, CommunityState.load_more_posts, CommunityState.loading_more,
+                  "Load more posts", id="more-posts"),
         direction="column",
         gap="3",
         width="100%",
@@ -416,16 +504,22 @@ def _posts() -> rx.Component:
 )
 def community() -> rx.Component:
     return page(
-        rx.hstack(
-            rx.heading("Community", size="7"),
-            presence_ui.readers(
-                live_feed.CommunityRoom.readers, "readers online", singular="reader online",
-                id="community-readers",
+        rx.flex(
+            rx.hstack(
+                rx.heading("Community", size="7", as_="h1"),
+                presence_ui.readers(
+                    live_feed.CommunityRoom.readers, "readers online", singular="reader online",
+                    id="community-readers",
+                ),
+                align="center",
+                wrap="wrap",
             ),
             rx.spacer(),
             _genre_filter(),
             width="100%",
             align="center",
+            wrap="wrap",
+            gap="3",
         ),
         _visit_banner(),
         _banner(),
@@ -433,12 +527,12 @@ def community() -> rx.Component:
         SeenTracker.create(),
         rx.grid(
             rx.vstack(
-                rx.heading("Stories", size="4"),
+                rx.heading("Stories", size="4", as_="h2"),
                 rx.cond(CommunityState.loading, loading(), _stories()),
                 width="100%",
             ),
             rx.vstack(
-                rx.heading("Recent posts", size="4"),
+                rx.heading("Recent posts", size="4", as_="h2"),
                 rx.cond(CommunityState.loading, loading(), _posts()),
                 width="100%",
             ),

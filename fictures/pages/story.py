@@ -23,8 +23,8 @@ from fictures import (
     typing_indicator,
 )
 from fictures.components import presence as presence_ui
-from fictures.components.cards import genre_badge, post_card
-from fictures.components.forms import field_error
+from fictures.components.cards import genre_badge, load_more, post_card
+from fictures.components.forms import field_error, label
 from fictures.components.layout import loading, page
 from fictures.components.live import live_indicator
 from fictures.errors import DomainError
@@ -105,10 +105,20 @@ class StoryState(LiveState, rx.State):
     post_errors: dict[str, str] = {}
     post_type: str = PostType.discussion.value
     posting: bool = False
+    # "Load more" under the posts: whether there are older ones, and one on its way.
+    more_posts: bool = False
+    loading_more: bool = False
+    # Where the list continues (feed.cursor_after; "": at its end) and how many
+    # it reads (a reload of the same story reads as many again). Backend only.
+    _posts_after: str = ""
+    _posts_limit: int = feed.POSTS_PAGE
 
     @rx.event
     async def load(self):
-        self.current_id = live_receipts.story_id_from_path(self.router.url.path)
+        story_id = live_receipts.story_id_from_path(self.router.url.path)
+        if story_id != self.current_id:
+            self._posts_limit = feed.POSTS_PAGE
+        self.current_id = story_id
         session = await self.get_state(SessionState)
         viewer = await session._current_user()
         data = await run_in_threadpool(_load_story, self.current_id, viewer) if self.current_id > 0 else None
@@ -116,7 +126,9 @@ class StoryState(LiveState, rx.State):
         if data:
             for key, value in data.items():
                 setattr(self, key, value)
-            self.posts = await run_in_threadpool(feed.story_post_cards, self.current_id)
+            page = await run_in_threadpool(feed.story_post_cards, self.current_id, self._posts_limit)
+            self.posts = page.cards
+            self._posts_after, self.more_posts = page.next, page.next != ""
             await self._opened(viewer)
         self.loading = False
         await self._live_follow_rooms()  # the story's room, now that we know it is published
@@ -172,6 +184,24 @@ class StoryState(LiveState, rx.State):
         await typing.typed(
             room=room, user_id=user.id, username=user.username, token=self.router.session.client_token
         )
+
+    @rx.event
+    async def load_more_posts(self):
+        """The next page of older posts on this story, after the last one shown."""
+        if not self._posts_after or self.loading_more or not self.found:
+            return
+        self.loading_more = True
+        yield
+        try:
+            page = await run_in_threadpool(
+                feed.story_post_cards, self.current_id, feed.POSTS_PAGE, self._posts_after
+            )
+            shown = {p.id for p in self.posts}
+            self.posts = [*self.posts, *(p for p in page.cards if p.id not in shown)]
+            self._posts_after, self.more_posts = page.next, page.next != ""
+            self._posts_limit += feed.POSTS_PAGE
+        finally:
+            self.loading_more = False
 
     @rx.event
     def set_post_type(self, value: str):
@@ -256,17 +286,20 @@ def _post_form() -> rx.Component:
         SessionState.logged_in,
         rx.form(
             rx.vstack(
-                rx.heading("Write a post", size="3"),
+                rx.heading("Write a post", size="3", as_="h2"),
+                label("Kind of post", "post-type"),
                 rx.select(
                     [t.value for t in PostType],
                     value=StoryState.post_type,
                     on_change=StoryState.set_post_type,
                     id="post-type",
                 ),
+                label("Title", "post-title"),
                 rx.input(
                     placeholder="Title", name="title", id="post-title", width="100%", on_change=_TYPING,
                 ),
                 field_error(StoryState.post_errors, "title", "post-error"),
+                label("Post", "post-body"),
                 rx.text_area(
                     placeholder="Say something…", name="body", id="post-body", width="100%", rows="4",
                     on_change=_TYPING,
@@ -286,10 +319,12 @@ def _post_form() -> rx.Component:
 def _story() -> rx.Component:
     return rx.vstack(
         rx.hstack(
-            rx.heading(StoryState.title, size="8", id="story-title"),
+            rx.heading(StoryState.title, size=rx.breakpoints(initial="7", sm="8"), id="story-title", as_="h1",
+                       min_width="0"),
             genre_badge(StoryState.genre),
             rx.cond(StoryState.status == "draft", rx.badge("Draft (only you see it)", color_scheme="amber")),
             align="center",
+            wrap="wrap",
         ),
         rx.hstack(
             rx.text("by ", StoryState.author, color_scheme="gray"),
@@ -309,6 +344,7 @@ def _story() -> rx.Component:
             ),
             width="100%",
             align="center",
+            wrap="wrap",
         ),
         rx.text(StoryState.summary, style={"font_style": "italic"}),
         rx.text(StoryState.content, white_space="pre-wrap", id="story-content"),
@@ -318,8 +354,10 @@ def _story() -> rx.Component:
             StoryState.status == stories.PUBLISHED,
             presence_ui.typing_line(StoryRoom.typers, SessionState.username),
         ),
-        rx.heading("Posts", size="4"),
+        rx.heading("Posts", size="4", as_="h2"),
         rx.vstack(rx.foreach(StoryState.posts, post_card), width="100%", id="story-posts"),
+        load_more(StoryState.more_posts, StoryState.load_more_posts, StoryState.loading_more,
+                  "Load more posts", id="more-story-posts"),
         width="100%",
         spacing="4",
     )
@@ -339,7 +377,7 @@ def story_page() -> rx.Component:
                 StoryState.found,
                 _story(),
                 rx.vstack(
-                    rx.heading("Story not found", size="6"),
+                    rx.heading("Story not found", size="6", as_="h1"),
                     rx.link("Back to the community", href="/community"),
                     id="story-not-found",
                 ),

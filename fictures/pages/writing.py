@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from fictures import db, feed, live_receipts, reads, stories, toasts
-from fictures.components.forms import field_error
+from fictures.components.forms import field_error, label
 from fictures.components.layout import loading, page
 from fictures.components.live import live_indicator
 from fictures.components.when import when
@@ -220,22 +220,26 @@ class WritingState(LiveState, rx.State):
 def _editor() -> rx.Component:
     return rx.card(
         rx.vstack(
-            rx.heading(rx.cond(WritingState.editing_id == 0, "New story", "Edit story"), size="4"),
+            rx.heading(rx.cond(WritingState.editing_id == 0, "New story", "Edit story"), size="4", as_="h2"),
+            label("Title", "story-title-input"),
             rx.input(
                 value=WritingState.title, on_change=WritingState.set_title,
                 placeholder="Title", id="story-title-input", width="100%",
             ),
             field_error(WritingState.errors, "title"),
+            label("Genre", "story-genre-input"),
             rx.select(
                 [NO_GENRE, *GENRES], value=WritingState.genre, on_change=WritingState.set_genre,
                 id="story-genre-input",
             ),
             field_error(WritingState.errors, "genre"),
+            label("Summary", "story-summary-input"),
             rx.text_area(
                 value=WritingState.summary, on_change=WritingState.set_summary,
-                placeholder="Summary (up to 1,000 characters)", id="story-summary-input", width="100%",
+                placeholder="Up to 1,000 characters", id="story-summary-input", width="100%",
             ),
             field_error(WritingState.errors, "summary"),
+            label("Story", "story-content-input"),
             rx.text_area(
                 value=WritingState.content, on_change=WritingState.set_content,
                 placeholder="Once upon a time…", id="story-content-input", width="100%", rows="10",
@@ -248,6 +252,7 @@ def _editor() -> rx.Component:
                 rx.button("Save & publish", on_click=WritingState.save(True), loading=WritingState.saving,
                           id="save-publish"),
                 rx.button("New", on_click=WritingState.new_story, variant="ghost", id="new-story"),
+                wrap="wrap",
             ),
             width="100%",
         ),
@@ -272,8 +277,10 @@ def _row(story: MyStory) -> rx.Component:
                         ),
                     ),
                     align="center",
+                    wrap="wrap",
                 ),
                 spacing="1",
+                min_width="0",
             ),
             rx.spacer(),
             rx.button("Edit", on_click=WritingState.edit(story.id), size="1", variant="soft",
@@ -307,6 +314,7 @@ def _row(story: MyStory) -> rx.Component:
             ),
             align="center",
             width="100%",
+            wrap="wrap",
         ),
         id="my-story-" + story.id.to_string(),
         width="100%",
@@ -320,13 +328,13 @@ def _row(story: MyStory) -> rx.Component:
 )
 def writing() -> rx.Component:
     return page(
-        rx.heading("Your writing", size="7"),
+        rx.heading("Your writing", size="7", as_="h1"),
         rx.cond(
             SessionState.logged_in,
             rx.grid(
                 _editor(),
                 rx.vstack(
-                    rx.heading("Your stories", size="4"),
+                    rx.heading("Your stories", size="4", as_="h2"),
                     rx.cond(
                         WritingState.loading,
                         loading(),

@@ -47,3 +47,13 @@ def _drop_unsent(session) -> None:
 
     session.exec(delete(OutboxEvent).where(OutboxEvent.sent_at.is_(None)))
     session.commit()
+
+
+async def test_ready_is_503_once_the_process_got_its_stop_signal(api_client, monkeypatch):
+    from fictures import shutdown
+
+    monkeypatch.setattr(shutdown._process, "since", 1.0)
+    r = await api_client.get("/api/health/ready")
+    assert r.status_code == 503
+    assert r.json() == {"status": "unavailable", "reasons": ["shutting down"]}
+    assert (await api_client.get("/api/health/live")).status_code == 200

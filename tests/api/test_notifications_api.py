@@ -38,7 +38,7 @@ async def test_only_the_recipient_lists_and_marks_their_notifications(api_client
     }
     for other in (reader, stranger):
         theirs = (await api_client.get("/api/notifications", headers=other.headers)).json()
-        assert theirs == {"unread": 0, "items": []}
+        assert theirs == {"unread": 0, "items": [], "next": None}
         r = await api_client.post(f"/api/notifications/{item['id']}/read", headers=other.headers)
         assert r.status_code == 404 and "detail" in r.json()
         r = await api_client.post("/api/notifications/read", headers=other.headers)

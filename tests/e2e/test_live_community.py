@@ -166,7 +166,7 @@ def test_pause_and_resume_live_updates_is_remembered(app_server: AppServer, new_
     expect(reader.locator(".story-card", has_text=title)).to_be_visible()
 
 
-def test_tab_catches_up_after_losing_its_connection(app_server: AppServer, browser):
+def test_tab_catches_up_after_losing_its_connection_with_one_summary_toast(app_server: AppServer, browser):
     _, token = app_server.register()
     context = browser.new_context(base_url=app_server.url)
     try:
@@ -177,18 +177,93 @@ def test_tab_catches_up_after_losing_its_connection(app_server: AppServer, brows
         network.cut()
         expect(reader.locator("#live-indicator")).to_have_attribute("data-status", "offline", timeout=15_000)
 
-        titles = [_title("Missed While Asleep"), _title("Also Missed")]
-        for title in titles:
-            app_server.create_story(token, title)
-        app_server.wait_for_log(r"Fanned out story:published #\d+", count=2)
+        titles = [_title("Missed While Asleep"), _title("Also Missed"), _title("Missed Too")]
+        stories = [app_server.create_story(token, title) for title in titles]
+        r = app_server.api("POST", f"/api/stories/{stories[0]['id']}/posts", token,
+                           json={"title": _title("Missed Post"), "body": "b"})
+        assert r.status_code == 201, r.text
+        app_server.wait_for_log(r"Fanned out (story:published|post:created) #\d+", count=4)
         expect(reader.get_by_text(titles[0])).to_have_count(0)
 
         network.restore()
         _wait_live(reader)
+        # Every arrival is on the page, NEW, once; the banner counts them...
         for title in titles:
             expect(reader.locator(".story-card", has_text=title).locator(".new-badge")).to_be_visible()
             expect(reader.locator(".story-card", has_text=title)).to_have_count(1)
-        expect(reader.locator("#new-stories-count")).to_have_text("2 new stories published")
-        expect(reader.get_by_text(f"New story: {titles[1]}")).to_be_visible()
+        expect(reader.locator("#new-stories-count")).to_have_text("3 new stories published")
+        expect(reader.locator("#recent-posts")).to_contain_text("Missed Post")
+        # ...and ONE toast says what happened, naming the newest stories.
+        toasts = reader.locator("[data-sonner-toast]")
+        expect(toasts).to_have_count(1)
+        expect(toasts).to_contain_text("3 new stories and 1 new post while you were away")
+        expect(toasts).to_contain_text(f"{titles[2]}, {titles[1]}, {titles[0]}")
+        reader.wait_for_timeout(1_000)  # nothing else follows it
+        expect(toasts).to_have_count(1)
+        expect(reader.get_by_text("New story:")).to_have_count(0)
+
+        # Live again: the next arrival has a toast of its own.
+        after = _title("Back Online")
+        app_server.create_story(token, after)
+        expect(reader.get_by_text(f"New story: {after}")).to_be_visible()
+        expect(reader.locator("#new-stories-count")).to_have_text("4 new stories published")
+    finally:
+        context.close()
+
+
+def test_a_single_missed_story_toasts_as_usual_after_a_reconnect(app_server: AppServer, browser):
+    _, token = app_server.register()
+    context = browser.new_context(base_url=app_server.url)
+    try:
+        reader = context.new_page()
+        network = FlakyNetwork(reader)
+        reader.goto("/community")
+        _wait_live(reader)
+        network.cut()
+        expect(reader.locator("#live-indicator")).to_have_attribute("data-status", "offline", timeout=15_000)
+        title = _title("Only One Missed")
+        app_server.create_story(token, title)
+        app_server.wait_for_log(r"Fanned out story:published #\d+")
+        network.restore()
+        _wait_live(reader)
+        expect(reader.get_by_text(f"New story: {title}")).to_be_visible()
+        expect(reader.locator("[data-sonner-toast]")).to_have_count(1)
+    finally:
+        context.close()
+
+
+def test_story_page_catches_up_with_one_summary_toast(app_server: AppServer, browser):
+    _, token = app_server.register()
+    story = app_server.create_story(token, _title("Chatty Story"))
+    context = browser.new_context(base_url=app_server.url)
+    try:
+        reader = context.new_page()
+        network = FlakyNetwork(reader)
+        reader.goto(f"/community/story/{story['id']}")
+        _wait_live(reader)
+        network.cut()
+        expect(reader.locator("#live-indicator")).to_have_attribute("data-status", "offline", timeout=15_000)
+
+        posts = [_title(f"Missed Post {i}") for i in range(3)]
+        for title in posts:
+            r = app_server.api("POST", f"/api/stories/{story['id']}/posts", token, json={"title": title, "body": "b"})
+            assert r.status_code == 201, r.text
+        app_server.wait_for_log(r"Fanned out post:created #\d+", count=3)
+
+        network.restore()
+        _wait_live(reader)
+        for title in posts:
+            expect(reader.locator("#story-posts .post-card", has_text=title)).to_have_count(1)
+        toasts = reader.locator("[data-sonner-toast]")
+        expect(toasts).to_have_count(1)
+        expect(toasts).to_contain_text("3 new posts while you were away")
+        reader.wait_for_timeout(1_000)
+        expect(toasts).to_have_count(1)
+
+        # Live again: the next post has a toast of its own.
+        after = _title("Fresh Post")
+        r = app_server.api("POST", f"/api/stories/{story['id']}/posts", token, json={"title": after, "body": "b"})
+        assert r.status_code == 201, r.text
+        expect(reader.get_by_text(f"New discussion: {after}")).to_be_visible()
     finally:
         context.close()
