@@ -18,7 +18,9 @@ still unseen. Readers who are not logged in keep per-tab arrivals only.
 
 from __future__ import annotations
 
+import asyncio
 import operator
+import time
 from functools import reduce
 from typing import Any
 
@@ -42,6 +44,8 @@ from fictures.settings import GENRES
 from fictures.state import SessionState
 
 ALL = "all"
+# How long a reload waits for this process to fan out stories the DB already has.
+CATCH_UP_SECONDS = 2.0
 # Ids of stories a tab remembers as seen (arrivals' badges); older ones fall off.
 MAX_SEEN = 200
 
@@ -110,14 +114,34 @@ class CommunityState(LiveState, rx.State):
         """Ids this tab shows as live arrivals (kept out of the lists read from the DB)."""
         return {c.id for c in ring.slots if c.event_id > self.since_id}
 
+    async def _arrivals_caught_up(self, cards: list[StoryCard]) -> set[int]:
+        """The stories this tab shows as arrivals, once this process has fanned out
+        those of `cards` (read from the DB) that are newer than its newest arrival.
+
+        A tab reloading after a reconnect (often on another instance) can read a
+        story the DB already holds before this process's fan-out brought it into
+        the ring: it would land in the list, without its NEW badge, and its
+        broadcast would then be ignored (tests/e2e/test_failover.py)."""
+        arrived = self._arrived(live_feed.stories)
+        newest = max((c.published_at for c in live_feed.stories.slots if c.event_id), default="")
+        pending = {c.id for c in cards if newest and c.id not in arrived and c.published_at > newest}
+        deadline = time.monotonic() + CATCH_UP_SECONDS
+        while pending - arrived and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            arrived = self._arrived(live_feed.stories)
+        return arrived
+
     @rx.event
     async def load(self):
         """Read the lists from the DB. Arrivals this tab shows live (after
         `since_id`) stay out of them, so a reconnect keeps their NEW badges."""
-        if self.since_id < 0 or self.live_paused == "1":
+        reload = self.since_id >= 0 and self.live_paused != "1"
+        if not reload:
             self.since_id = self.seen_id = TabHub.current().last_id
-        live_stories, live_posts = self._arrived(live_feed.stories), self._arrived(live_feed.posts)
         stories = await run_in_threadpool(feed.published_cards, self._genre_filter(), self._stories_limit)
+        live_stories = (await self._arrivals_caught_up(stories.cards) if reload
+                        else self._arrived(live_feed.stories))
+        live_posts = self._arrived(live_feed.posts)
         posts = await run_in_threadpool(feed.recent_post_cards, self._posts_limit)
         self.stories = [c for c in stories.cards if c.id not in live_stories]
         self.story_ids = [c.id for c in self.stories]
