@@ -312,16 +312,21 @@ class Fleet:
         failed_set = set(failed)
         for kind, readers in self.readers.items():
             lost = lost_live = dups = resets = extra = 0
+            lost_by_window: Counter[int] = Counter()
+            readers_losing = 0
             for r in readers:
                 live_spans = _spans(r.timeline, end_ms)
                 first_live = next((t for t, s in r.timeline if s == "live"), None)
+                before = lost
                 for k, ms in published_at.items():
                     if first_live is None or ms < first_live or ms > end_ms - LIVE_GRACE_MS:
                         continue
                     if not r.seen.has(k):
                         lost += 1
+                        lost_by_window[int((ms - self.shared.t0_ms) // WINDOW_MS)] += 1
                         if any(a <= ms and ms + LIVE_GRACE_MS <= b for a, b in live_spans):
                             lost_live += 1
+                readers_losing += lost > before
                 extra += sum(1 for k in failed_set if r.seen.has(k))
                 dups += r.duplicates
                 resets += getattr(r, "resets", 0)
@@ -332,9 +337,11 @@ class Fleet:
             for (k, window), hist in sorted(self.shared.latency.items()):
                 if k == kind:
                     windows[window] = {"deliveries": sum(hist.values()), "p50": _pct(hist, 50),
-                                       "p99": _pct(hist, 99), "max": max(hist)}
+                                       "p99": _pct(hist, 99), "max": max(hist),
+                                       "lost": lost_by_window.get(window, 0)}
             out["kinds"][kind] = {
                 "readers": len(readers), "lost": lost, "lost_while_live": lost_live,
+                "readers_losing": readers_losing,
                 "duplicates": dups, "resets": resets, "delivered_unconfirmed": extra,
                 "connects": sum(r.connects for r in readers), "errors": dict(errors.most_common(6)),
                 "windows": windows,

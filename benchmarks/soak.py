@@ -375,17 +375,19 @@ def render(soak: Soak, report: dict, *, wall: float, load: tuple[float, float], 
         f"{soak.publish_errors or ''}; deliveries settled {soak.drain_seconds:.0f} s after that",
         f"- faults: {'; '.join(soak.fault_notes) or 'none'}",
         "",
-        "| readers | count | connects | lost | lost while live | duplicated | SSE resets | errors |",
+        "| readers | count | connects | lost (readers losing any) | lost while live | duplicated | SSE resets | errors |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for kind, d in report["kinds"].items():
-        lines.append(f"| {kind} | {d['readers']:,} | {d['connects']:,} | {d['lost']:,} | "
+        lines.append(f"| {kind} | {d['readers']:,} | {d['connects']:,} | {d['lost']:,} ({d['readers_losing']:,}) | "
                      f"{d['lost_while_live'] if kind == 'tabs' else '–'} | {d['duplicates']:,} | "
                      f"{d['resets'] if kind == 'streams' else '–'} | {d['errors'] or '–'} |")
     lines += ["", "Lost: reader × event pairs for events published while the reader existed (after it was "
               "first live, up to 5 s before the end) that it never received; a tab shows the newest 50 "
               "stories and the last 20 arrivals, so a tab away for longer than that at this rate misses "
-              "some by design; \"while live\" counts only events published while the tab was live and "
+              "some by design, and so does a tab that moves to a worker whose fan-out is at another point "
+              "of the stream (workers lag differently under load): a reconnect replays at most the 20 "
+              "arrivals of the ring; \"while live\" counts only events published while the tab was live and "
               "still live 5 s later. Duplicated: for streams, an event id received twice (the stream's "
               "exactly-once promise); for tabs, an arrival broadcast to a tab that already had it "
               "broadcast (after a reconnect to a worker still behind the one it left): the page shows "
@@ -393,15 +395,16 @@ def render(soak: Soak, report: dict, *, wall: float, load: tuple[float, float], 
               "wasted frames, not cards shown twice (tests/e2e/test_failover.py counts the cards); a "
               "reconnect's catch-up and the room's resync are not counted.", "",
               "Delivery latency, publish request sent -> first arrival (ms), by 30 s window of publication:", "",
-              "| window | " + " | ".join(f"{k} deliveries | {k} p50 | {k} p99 | {k} max" for k in report["kinds"]) + " |",
-              "|---|" + "---|---|---|---|" * len(report["kinds"])]
+              "| window | " + " | ".join(f"{k} deliveries | {k} lost | {k} p50 | {k} p99 | {k} max"
+                                          for k in report["kinds"]) + " |",
+              "|---|" + "---|---|---|---|---|" * len(report["kinds"])]
     windows = sorted({int(w) for d in report["kinds"].values() for w in d["windows"]})
     for w in windows:
         cells = []
         for d in report["kinds"].values():
             v = d["windows"].get(str(w)) or d["windows"].get(w)
-            cells.append(" | ".join([f"{v['deliveries']:,}", str(v["p50"]), str(v["p99"]), str(v["max"])])
-                         if v else "– | – | – | –")
+            cells.append(" | ".join([f"{v['deliveries']:,}", f"{v.get('lost', 0):,}", str(v["p50"]),
+                                     str(v["p99"]), str(v["max"])]) if v else "– | – | – | – | –")
         lines.append(f"| {w * 30}–{w * 30 + 30} s | " + " | ".join(cells) + " |")
     lines += ["", "Recovery after each fault (s since it began): readers that left Live (lost their "
               "connection, or Live turned off while the server's Redis subscription was down) and how "
