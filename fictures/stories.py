@@ -14,7 +14,13 @@ from sqlmodel import Session, col, select
 
 from fictures.errors import Forbidden, NotFound
 from fictures.events import outbox
-from fictures.events.schema import DraftChanged, StoryDeleted, StoryPublished, StoryUpdated
+from fictures.events.schema import (
+    CommunityEvent,
+    DraftChanged,
+    StoryDeleted,
+    StoryPublished,
+    StoryUpdated,
+)
 from fictures.models import (
     Post,
     SeenStory,
@@ -146,18 +152,43 @@ def create_story(*, session: Session, author: User, data: StoryCreate) -> Story:
     return story
 
 
-def update_story(*, session: Session, author: User, story_id: int, data: StoryUpdate) -> Story:
+def update_story(
+    *,
+    session: Session,
+    author: User,
+    story_id: int,
+    data: StoryUpdate,
+    status: StoryStatus | None = None,
+) -> Story:
+    """Edit a story; with `status`, also publish or unpublish it, in the same
+    transaction (one commit, one set of events: a draft published with its edits
+    is one `story:published` carrying them)."""
     story = get_own_story(session=session, author=author, story_id=story_id)
+    target = status.value if status is not None else story.status
+    now = utcnow()
+    if story.status == PUBLISHED and target != PUBLISHED:
+        # Unpublished before the edits apply: the public event names the story
+        # as readers knew it, never the draft's new title.
+        story.status = target
+        session.add(story)
+        outbox.record(session, _updated_event(story))
     changes = data.model_dump(exclude_unset=True)
     for name, value in changes.items():
         setattr(story, name, value)
-    story.updated_at = utcnow()
+    story.updated_at = now
+    if target == PUBLISHED and story.status != PUBLISHED:
+        story.status = PUBLISHED
+        story.published_at = now
+        event: CommunityEvent = _published_event(story)
+    elif target == PUBLISHED:
+        event = _updated_event(story)
+    else:
+        event = _draft_event(story, "updated")
     session.add(story)
-    outbox.record(
-        session,
-        _updated_event(story) if story.status == PUBLISHED else _draft_event(story, "updated"),
-    )
+    outbox.record(session, event)
     _commit(session, story)
+    if status is not None:
+        logger.info("Story %s edited, now %s", story.id, story.status)
     return story
 
 

@@ -33,7 +33,7 @@ BROWSER_CALLABLE = {
     "WritingState": {
         "live_start", "live_poll", "live_toggle_pause",
         "load", "new_story", "edit", "set_title", "set_genre", "set_summary", "set_content",
-        "save", "toggle_visibility", "delete",
+        "save", "save_as_draft", "toggle_visibility", "delete",
     },
     # The navbar's bell and the account menu's notification toggles (every page).
     "NotificationState": {

@@ -182,4 +182,4 @@ def page(*children: rx.Component, extra: rx.Component | None = None) -> rx.Compo
 
 
 def loading() -> rx.Component:
-    return rx.center(rx.spinner(size="3"), padding="3em", width="100%", aria_label="Loading")
+    return rx.center(rx.spinner(size="3"), padding="3em", width="100%", role="status", aria_label="Loading")

@@ -54,11 +54,14 @@ def _mine(user: User) -> list[MyStory]:
         ]
 
 
-def _save(user: User, story_id: int, data: StoryCreate | StoryUpdate) -> int:
+def _save(user: User, story_id: int, data: StoryCreate | StoryUpdate, status: StoryStatus | None) -> MyStory:
+    """Create, or edit (and publish or unpublish, `status`) in one transaction."""
     with db.session() as s:
         if story_id:
-            return stories.update_story(session=s, author=user, story_id=story_id, data=data).id
-        return stories.create_story(session=s, author=user, data=data).id
+            story = stories.update_story(session=s, author=user, story_id=story_id, data=data, status=status)
+        else:
+            story = stories.create_story(session=s, author=user, data=data)
+        return MyStory(id=story.id, status=story.status)
 
 
 def _set_visibility(user: User, story_id: int, status: StoryStatus) -> None:
@@ -79,8 +82,10 @@ class WritingState(LiveState, rx.State):
     loading: bool = True
     # Whose text the editor holds: another user's never survives a load.
     editor_user_id: int = 0
-    # The editor: 0 while writing a new story.
+    # The editor: 0 while writing a new story; the edited story's status ("draft"
+    # or "published": its buttons say what saving does).
     editing_id: int = 0
+    editing_status: str = ""
     title: str = ""
     genre: str = NO_GENRE
     summary: str = ""
@@ -116,6 +121,7 @@ class WritingState(LiveState, rx.State):
 
     def _clear_editor(self) -> None:
         self.editing_id, self.title, self.genre, self.summary, self.content = 0, "", NO_GENRE, "", ""
+        self.editing_status = ""
         self.errors = {}
 
     @rx.event
@@ -127,7 +133,7 @@ class WritingState(LiveState, rx.State):
         story = next((s for s in self.mine if s.id == story_id), None)
         if story is None:
             return
-        self.editing_id = story.id
+        self.editing_id, self.editing_status = story.id, story.status
         self.title, self.summary, self.content = story.title, story.summary, story.content
         self.genre = story.genre or NO_GENRE
         self.errors = {}
@@ -151,9 +157,26 @@ class WritingState(LiveState, rx.State):
 
     @rx.event
     async def save(self, publish: bool = False):
+        """Save the editor: a new story or a draft stays a draft, or is published
+        (`publish`); a published story is updated and stays published."""
+        status = StoryStatus.published if publish else None
+        async for update in self._save_editor(status, "Published" if publish else "Saved"):
+            yield update
+
+    @rx.event
+    async def save_as_draft(self):
+        """Save the edits of a published story as a draft: it is unpublished (the
+        page asks first)."""
+        if not self.editing_id:
+            return
+        async for update in self._save_editor(StoryStatus.draft, "Saved as a draft: readers no longer see it"):
+            yield update
+
+    async def _save_editor(self, status: StoryStatus | None, done: str):
         user = await self._user()
         if user is None:
-            return rx.redirect("/login")
+            yield rx.redirect("/login")
+            return
         fields = {
             "title": self.title,
             "genre": None if self.genre == NO_GENRE else self.genre,
@@ -164,26 +187,24 @@ class WritingState(LiveState, rx.State):
             if self.editing_id:
                 data = StoryUpdate.model_validate(fields)
             else:
-                data = StoryCreate.model_validate(
-                    {**fields, "status": "published" if publish else "draft"}
-                )
+                data = StoryCreate.model_validate({**fields, "status": (status or StoryStatus.draft).value})
         except ValidationError as exc:
             self.errors = field_errors(exc)
-            return None
+            return
+        # Shown (the buttons spin and are disabled) before the save starts.
         self.saving = True
+        yield
         try:
-            story_id = await run_in_threadpool(_save, user, self.editing_id, data)
-            if publish and self.editing_id:
-                await run_in_threadpool(_set_visibility, user, story_id, StoryStatus.published)
+            saved = await run_in_threadpool(_save, user, self.editing_id, data, status)
+            self.mine = await run_in_threadpool(_mine, user)
         except DomainError as exc:
             self.errors = {"form": exc.detail}
-            return None
+            return
         finally:
             self.saving = False
         self.errors = {}
-        self.editing_id = story_id
-        self.mine = await run_in_threadpool(_mine, user)
-        return toasts.success("Published" if publish else "Saved")
+        self.editing_id, self.editing_status = saved.id, saved.status
+        yield toasts.success(done)
 
     @rx.event
     async def toggle_visibility(self, story_id: RowId):
@@ -217,6 +238,67 @@ class WritingState(LiveState, rx.State):
 
 
 
+def _confirm_unpublish(trigger: rx.Component, on_confirm, confirm_id: str) -> rx.Component:
+    """Unpublishing takes the story away from its readers: asked first."""
+    return rx.alert_dialog.root(
+        rx.alert_dialog.trigger(trigger),
+        rx.alert_dialog.content(
+            rx.alert_dialog.title("Unpublish this story?"),
+            rx.alert_dialog.description(
+                "Readers will no longer see it, and its page and posts are hidden until you publish it again."
+            ),
+            rx.hstack(
+                rx.alert_dialog.cancel(rx.button("Cancel", variant="soft", color_scheme="gray",
+                                                 class_name="cancel-unpublish")),
+                rx.alert_dialog.action(
+                    rx.button("Unpublish", color_scheme="red", on_click=on_confirm, id=confirm_id,
+                              class_name="confirm-unpublish"),
+                ),
+                justify="end",
+                spacing="3",
+                margin_top="1em",
+            ),
+        ),
+    )
+
+
+def _editor_buttons() -> rx.Component:
+    """What saving does, in the buttons' words: a new story or a draft is saved as
+    a draft or published; a published story is updated (it stays published), or
+    saved as a draft, which unpublishes it (confirmed first). While saving, every
+    button shows it and none can be pressed again."""
+    saving = WritingState.saving
+    published = WritingState.editing_status == "published"
+    return rx.hstack(
+        rx.cond(
+            published,
+            rx.fragment(
+                rx.button("Update story", on_click=WritingState.save(False), loading=saving, disabled=saving,
+                          id="update-story"),
+                _confirm_unpublish(
+                    rx.button("Save as draft…", loading=saving, disabled=saving, variant="soft",
+                              color_scheme="gray", id="save-unpublish"),
+                    WritingState.save_as_draft,
+                    "confirm-save-unpublish",
+                ),
+            ),
+            rx.fragment(
+                rx.button("Save draft", on_click=WritingState.save(False), loading=saving, disabled=saving,
+                          variant="soft", id="save-draft"),
+                rx.button("Save & publish", on_click=WritingState.save(True), loading=saving, disabled=saving,
+                          id="save-publish"),
+            ),
+        ),
+        rx.button("New", on_click=WritingState.new_story, variant="ghost", disabled=saving, id="new-story"),
+        rx.cond(saving, rx.text("Saving…", size="2", color_scheme="gray", id="saving-status")),
+        wrap="wrap",
+        align="center",
+        # Screen readers hear "Saving…" too.
+        aria_live="polite",
+        aria_busy=saving,
+    )
+
+
 def _editor() -> rx.Component:
     return rx.card(
         rx.vstack(
@@ -246,14 +328,7 @@ def _editor() -> rx.Component:
             ),
             field_error(WritingState.errors, "content"),
             field_error(WritingState.errors, "form"),
-            rx.hstack(
-                rx.button("Save draft", on_click=WritingState.save(False), loading=WritingState.saving,
-                          variant="soft", id="save-draft"),
-                rx.button("Save & publish", on_click=WritingState.save(True), loading=WritingState.saving,
-                          id="save-publish"),
-                rx.button("New", on_click=WritingState.new_story, variant="ghost", id="new-story"),
-                wrap="wrap",
-            ),
+            _editor_buttons(),
             width="100%",
         ),
         width="100%",
@@ -285,12 +360,15 @@ def _row(story: MyStory) -> rx.Component:
             rx.spacer(),
             rx.button("Edit", on_click=WritingState.edit(story.id), size="1", variant="soft",
                       class_name="edit-story"),
-            rx.button(
-                rx.cond(published, "Unpublish", "Publish"),
-                on_click=WritingState.toggle_visibility(story.id),
-                size="1",
-                color_scheme=rx.cond(published, "gray", "green"),
-                class_name="toggle-visibility",
+            rx.cond(
+                published,
+                _confirm_unpublish(
+                    rx.button("Unpublish", size="1", color_scheme="gray", class_name="toggle-visibility"),
+                    WritingState.toggle_visibility(story.id),
+                    "confirm-unpublish-" + story.id.to_string(),
+                ),
+                rx.button("Publish", on_click=WritingState.toggle_visibility(story.id), size="1",
+                          color_scheme="green", class_name="toggle-visibility"),
             ),
             rx.alert_dialog.root(
                 rx.alert_dialog.trigger(

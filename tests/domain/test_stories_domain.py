@@ -215,3 +215,63 @@ def test_outbox_rows_commit_with_the_change(db_session):
         assert other.get(Story, story.id) is not None
         rows = other.exec(select(OutboxEvent).where(OutboxEvent.id > mark)).all()
         assert [r.channel for r in rows] == ["story:published"]
+
+
+def _commits(session) -> list[int]:
+    """Counts the session's commits from now on."""
+    import sqlalchemy as sa
+
+    commits: list[int] = []
+    sa.event.listen(session, "after_commit", lambda s: commits.append(1))
+    return commits
+
+
+def test_saving_and_publishing_a_draft_is_one_commit_and_one_published_event(db_session):
+    author = make_user(db_session)
+    draft = make_story(db_session, author, published=False, title="Working title")
+    mark = outbox_mark()
+    commits = _commits(db_session)
+    story = stories.update_story(
+        session=db_session, author=author, story_id=draft.id,
+        data=StoryUpdate(title="Final title", summary="Now with a summary."),
+        status=StoryStatus.published,
+    )
+    assert len(commits) == 1
+    assert (story.status, story.title, story.summary) == ("published", "Final title", "Now with a summary.")
+    assert story.published_at is not None and story.published_at == story.updated_at
+    # One event: readers get the story as published, edits included; no draft event.
+    [(channel, payload)] = recorded_since(mark)
+    assert channel == "story:published"
+    assert (payload["storyId"], payload["title"]) == (story.id, "Final title")
+
+
+def test_saving_a_published_story_as_a_draft_unpublishes_it_in_one_commit_without_leaking_the_edit(db_session):
+    author = make_user(db_session)
+    published = make_story(db_session, author, title="Public title")
+    mark = outbox_mark()
+    commits = _commits(db_session)
+    story = stories.update_story(
+        session=db_session, author=author, story_id=published.id,
+        data=StoryUpdate(title="Secret new title"), status=StoryStatus.draft,
+    )
+    assert len(commits) == 1
+    assert (story.status, story.title) == ("draft", "Secret new title")
+    recorded = recorded_since(mark)
+    assert [channel for channel, _ in recorded] == ["story:updated", "private:draft"]
+    public, private = recorded[0][1], recorded[1][1]
+    # Readers' pages drop it, under the title they knew.
+    assert (public["storyId"], public["status"], public["title"]) == (story.id, "draft", "Public title")
+    assert "Secret new title" not in str(public)
+    assert (private["userId"], private["action"], private["title"]) == (author.id, "updated", "Secret new title")
+
+
+def test_saving_with_the_status_it_has_is_a_plain_update(db_session):
+    author = make_user(db_session)
+    published = make_story(db_session, author)
+    mark = outbox_mark()
+    stories.update_story(
+        session=db_session, author=author, story_id=published.id,
+        data=StoryUpdate(title="Retitled"), status=StoryStatus.published,
+    )
+    [(channel, payload)] = recorded_since(mark)
+    assert (channel, payload["title"], payload["status"]) == ("story:updated", "Retitled", "published")
