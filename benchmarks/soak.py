@@ -479,7 +479,10 @@ async def amain(args: argparse.Namespace) -> None:
         (keep / "nginx-error.log").write_text(c.nginx.error_log())
         log(f"instance and nginx logs copied to {keep}")
         png_name = f"{args.label}.png"
-        plot(soak, report, HERE / png_name)
+        # --no-write leaves benchmarks/ alone: the plot goes with the logs.
+        png_path = (args.keep_logs / args.label / png_name) if args.no_write else HERE / png_name
+        png_path.parent.mkdir(parents=True, exist_ok=True)
+        plot(soak, report, png_path)
         block = render(soak, report, wall=time.monotonic() - started, load=(load0, os.getloadavg()[0]),
                        png=png_name)
         if errors:
