@@ -14,6 +14,7 @@ from functools import lru_cache
 from sqlmodel import Session, select
 
 from fictures import db, posts, stories
+from fictures.events.schema import PostCreated, StoryPublished, StoryUpdated, excerpt
 from fictures.models import Post, Story, User
 
 
@@ -52,11 +53,6 @@ def iso(moment: datetime | None) -> str:
     return moment.isoformat(timespec="seconds")
 
 
-def _excerpt(text: str, limit: int = 200) -> str:
-    """Cards show a preview; the story page shows the whole text."""
-    return text if len(text) <= limit else text[:limit].rstrip() + "…"
-
-
 def _names(session: Session, ids: set[int]) -> dict[int, str]:
     if not ids:
         return {}
@@ -68,7 +64,7 @@ def _story_card(story: Story, author: str) -> StoryCard:
         id=story.id,
         title=story.title,
         genre=story.genre or "",
-        summary=_excerpt(story.summary),
+        summary=excerpt(story.summary),
         author=author,
         published_at=iso(story.published_at),
     )
@@ -80,7 +76,7 @@ def _post_card(post: Post, author: str, story_title: str = "") -> PostCard:
         story_id=post.story_id,
         story_title=story_title,
         title=post.title,
-        body=_excerpt(post.body),
+        body=excerpt(post.body),
         type=post.type,
         author=author,
         created_at=iso(post.created_at),
@@ -148,6 +144,37 @@ def story_post_cards(story_id: int, limit: int = POSTS_PAGE, after: str = "") ->
         names = _names(s, {r.author_id for r in rows})
         cards = [_post_card(r, names.get(r.author_id, "?")) for r in rows]
         return Page(cards, cursor_after(rows[-1].created_at, rows[-1].id) if more else "")
+
+
+def story_card_of(event: StoryPublished | StoryUpdated) -> StoryCard | None:
+    """The card a published story's event carries (None: an event stored by an
+    older version, without it: read `story_card` instead)."""
+    if event.author is None or event.excerpt is None or event.published_at is None:
+        return None
+    return StoryCard(
+        id=event.story_id,
+        title=event.title,
+        genre=event.genre or "",
+        summary=event.excerpt,
+        author=event.author,
+        published_at=iso(event.published_at),
+    )
+
+
+def post_card_of(event: PostCreated) -> PostCard | None:
+    """The card a new post's event carries (None: an older event: read `post_card`)."""
+    if event.author is None or event.excerpt is None or event.story_title is None or event.created_at is None:
+        return None
+    return PostCard(
+        id=event.post_id,
+        story_id=event.story_id,
+        story_title=event.story_title,
+        title=event.title,
+        body=event.excerpt,
+        type=event.type,
+        author=event.author,
+        created_at=iso(event.created_at),
+    )
 
 
 @lru_cache(maxsize=256)

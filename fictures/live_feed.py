@@ -121,7 +121,9 @@ def post_slots() -> list[Any]:
 async def apply(event: CommunityEvent) -> dict[str, Any]:
     """Apply an event to the rings: returns the changed slot vars to broadcast.
 
-    Cards are read from the DB in a worker thread (cached per event, so the
+    The card comes from the event itself (it carries what a card shows), so
+    the fan-out never waits on the DB; only an event stored by an older version
+    has its card read from the DB in a worker thread (cached per event, so the
     per-tab handlers that follow read the same card without a query)."""
     changed: dict[str, Any] = {}
 
@@ -133,16 +135,19 @@ async def apply(event: CommunityEvent) -> dict[str, Any]:
 
     match event:
         case StoryPublished():
-            if (card := await asyncio.to_thread(feed.story_card, event.story_id, event.id)) is not None:
+            if (card := feed.story_card_of(event) or await asyncio.to_thread(
+                    feed.story_card, event.story_id, event.id)) is not None:
                 stories_changed(stories.put(card, event.id))
         case StoryUpdated(status="published"):
-            if (card := await asyncio.to_thread(feed.story_card, event.story_id, event.id)) is not None:
+            if (card := feed.story_card_of(event) or await asyncio.to_thread(
+                    feed.story_card, event.story_id, event.id)) is not None:
                 stories_changed(stories.update(event.story_id, card))
         case StoryUpdated() | StoryDeleted():
             stories_changed(stories.remove(lambda c: c.id == event.story_id))
             posts_changed(posts.remove(lambda c: c.story_id == event.story_id))
         case PostCreated():
-            if (card := await asyncio.to_thread(feed.post_card, event.post_id, event.id)) is not None:
+            if (card := feed.post_card_of(event) or await asyncio.to_thread(
+                    feed.post_card, event.post_id, event.id)) is not None:
                 posts_changed(posts.put(card, event.id))
         case PostUpdated():
             if (card := await asyncio.to_thread(feed.post_card, event.post_id, event.id)) is not None:

@@ -26,6 +26,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     generate_latest,
     multiprocess,
     values,
@@ -42,6 +43,12 @@ LIVE_TABS = Gauge(
 )
 EVENTS_PUBLISHED = Counter(
     "fictures_events_published_total", "Events sent to Redis by the outbox relay", ["channel"]
+)
+OUTBOX_RELAY_SECONDS = Histogram(
+    "fictures_outbox_relay_seconds",
+    "From a commit waking this process's outbox relay to its first event's PUBLISH "
+    "(wake-up, reading the unsent rows, the publish script)",
+    buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )
 REPLAYS = Counter("fictures_replays_total", "Resumed streams served from history")
 RESETS = Counter("fictures_resets_total", "Reset events sent to clients", ["reason"])

@@ -136,9 +136,7 @@ def mark_read(*, session: Session, user: User, notification_id: int) -> Notifica
         row.read_at = utcnow()
         session.add(row)
         outbox.record(session, NotificationsRead(user_id=user.id, notification_ids=[row.id]))
-        session.commit()
-        session.refresh(row)
-        outbox.kick()
+        outbox.commit(session, row)
     return row
 
 
@@ -160,8 +158,7 @@ def mark_all_read(*, session: Session, user: User) -> int:
         .values(read_at=utcnow())
     )
     outbox.record(session, NotificationsRead(user_id=user.id, notification_ids=sorted(unread)))
-    session.commit()
-    outbox.kick()
+    outbox.commit(session)
     return len(unread)
 
 

@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 from fictures import notifications, stories
 from fictures.errors import Forbidden, NotFound
 from fictures.events import outbox
-from fictures.events.schema import PostCreated, PostDeleted, PostUpdated
+from fictures.events.schema import PostCreated, PostDeleted, PostUpdated, excerpt
 from fictures.models import Post, PostCreate, PostUpdate, Story, User, utcnow
 
 logger = logging.getLogger(__name__)
@@ -100,12 +100,14 @@ def create_post(*, session: Session, author: User, story_id: int, data: PostCrea
             author_id=author.id,
             title=post.title,
             type=post.type,
+            author=author.username,
+            excerpt=excerpt(post.body),
+            story_title=story.title,
+            created_at=post.created_at,
         ),
     )
     notifications.notify_post(session=session, post=post, story=story, actor=author)
-    session.commit()
-    session.refresh(post)
-    outbox.kick()
+    outbox.commit(session, post)
     logger.info("Post %s created on story %s by user %s", post.id, story_id, author.id)
     return post
 
@@ -118,9 +120,7 @@ def update_post(*, session: Session, author: User, post_id: int, data: PostUpdat
     post.updated_at = utcnow()
     session.add(post)
     outbox.record(session, PostUpdated(post_id=post.id, story_id=post.story_id))
-    session.commit()
-    session.refresh(post)
-    outbox.kick()
+    outbox.commit(session, post)
     return post
 
 
@@ -129,6 +129,5 @@ def delete_post(*, session: Session, author: User, post_id: int) -> None:
     # Deleted before the event is recorded: see outbox.record.
     session.delete(post)
     outbox.record(session, PostDeleted(post_id=post.id, story_id=post.story_id))
-    session.commit()
-    outbox.kick()
+    outbox.commit(session)
     logger.info("Post %s deleted by user %s", post_id, author.id)

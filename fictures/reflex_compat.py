@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import reflex as rx
+from engineio import packet as engine_packet
+from engineio.packet import Packet as EnginePacket
 from reflex.state import StateUpdate
 from reflex_base.constants.base import REFLEX_VAR_OPENING_TAG
 from reflex_base.constants.state import FIELD_MARKER
@@ -37,6 +39,7 @@ from reflex_base.utils.form import FORM_DATA_ENTRIES_KEY
 from reflex_base.vars.sequence import LiteralStringVar
 from reflex_components_core.core.banner import has_connection_errors as _has_connection_errors
 from reflex_components_sonner.toast import ToastAction, toast_ref
+from socketio import packet as socket_packet
 
 logger = logging.getLogger(__name__)
 
@@ -318,11 +321,57 @@ def delta_frame(state_cls: type[rx.State], values: Mapping[str, Any]) -> StateUp
     return StateUpdate(delta={state_cls.get_full_name(): delta})
 
 
-async def emit_to_room(app: rx.App, room: str, update: StateUpdate) -> None:
-    """One frame, encoded once by python-socketio, written to every socket in `room`."""
-    namespace = app.event_namespace
-    if namespace is not None:
+class _Preencoded(EnginePacket):
+    """An Engine.IO MESSAGE packet whose wire text was built once, for every socket."""
+
+    def __init__(self, text: str):
+        super().__init__(engine_packet.MESSAGE, text)
+        self._wire = str(engine_packet.MESSAGE) + text
+
+    def encode(self, b64: bool = False) -> str:
+        return self._wire
+
+
+async def emit_to_room(app: rx.App, room: str, update: StateUpdate) -> int:
+    """One frame, encoded once, put on the send queue of every socket in `room`.
+
+    python-socketio's room emit creates one task per socket that awaits its way
+    to the same `queue.put` (~45 µs a socket); here the packet goes straight
+    onto each socket's queue in one pass (~1 µs), and each socket's own writer
+    task sends it. A socket's queue is FIFO, so the frame follows everything
+    already queued for that tab (its hydrate snapshot is queued before its page
+    joins a room: `hydrate_and_load` awaits its emit before `on_load` runs).
+    A socket whose client stopped answering pings takes engineio's own `send`,
+    which closes it. Returns how many sockets it went to."""
+    namespace, sio = app.event_namespace, app.sio
+    if namespace is None or sio is None:
+        return 0
+    members = sio.manager.rooms.get(namespace.namespace, {}).get(room)
+    if not members:
+        return 0
+    encoded = sio.packet_class(
+        socket_packet.EVENT, namespace=namespace.namespace,
+        data=[str(rx.constants.SocketEvent.EVENT), update],
+    ).encode()
+    if not isinstance(encoded, str):  # binary attachments: python-socketio's own path
         await namespace.emit(str(rx.constants.SocketEvent.EVENT), update, to=room)
+        return len(members)
+    pkt = _Preencoded(encoded)
+    sockets, timeout, now = sio.eio.sockets, sio.eio.ping_timeout, time.time()
+    stale = []
+    sent = 0
+    for eio_sid in list(members.values()):
+        sock = sockets.get(eio_sid)
+        if sock is None or sock.closed:
+            continue
+        if sock.last_ping and now - sock.last_ping > timeout:
+            stale.append(sock)
+            continue
+        sock.queue.put_nowait(pkt)
+        sent += 1
+    for sock in stale:
+        await sock.send(pkt)
+    return sent
 
 
 async def run_in_tab(

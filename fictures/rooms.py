@@ -131,12 +131,11 @@ async def publish(room_cls: type[Room], room: str, **values: Any) -> int:
     _store[room].update(values)
     if not _apps:
         return 0
-    count = reflex_compat.room_size(_apps[0], room)
-    if count:
-        await reflex_compat.emit_to_room(_apps[0], room, reflex_compat.delta_frame(room_cls, values))
-    elif not room_cls.keep_without_tabs:
+    if reflex_compat.room_size(_apps[0], room):
+        return await reflex_compat.emit_to_room(_apps[0], room, reflex_compat.delta_frame(room_cls, values))
+    if not room_cls.keep_without_tabs:
         _store.pop(room, None)  # nobody here reads it; it is rebuilt on the next join
-    return count
+    return 0
 
 
 def frame(room_cls: type[Room], **values: Any) -> Any:

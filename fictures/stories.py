@@ -20,6 +20,7 @@ from fictures.events.schema import (
     StoryDeleted,
     StoryPublished,
     StoryUpdated,
+    excerpt,
 )
 from fictures.models import (
     Post,
@@ -39,15 +40,22 @@ PUBLISHED = StoryStatus.published.value
 DRAFT = StoryStatus.draft.value
 
 
-def _published_event(story: Story) -> StoryPublished:
+def _card(story: Story, author: User) -> dict:
+    """What a story card shows, for the events of a published story."""
+    return {"author": author.username, "excerpt": excerpt(story.summary), "published_at": story.published_at}
+
+
+def _published_event(story: Story, author: User) -> StoryPublished:
     return StoryPublished(
-        story_id=story.id, title=story.title, author_id=story.author_id, genre=story.genre
+        story_id=story.id, title=story.title, author_id=story.author_id, genre=story.genre,
+        **_card(story, author),
     )
 
 
-def _updated_event(story: Story) -> StoryUpdated:
+def _updated_event(story: Story, author: User) -> StoryUpdated:
     return StoryUpdated(
-        story_id=story.id, title=story.title, genre=story.genre, status=story.status
+        story_id=story.id, title=story.title, genre=story.genre, status=story.status,
+        **(_card(story, author) if story.status == PUBLISHED else {}),
     )
 
 
@@ -58,10 +66,7 @@ def _draft_event(story: Story, action: str) -> DraftChanged:
 
 
 def _commit(session: Session, story: Story | None = None) -> None:
-    session.commit()
-    if story is not None and story.id is not None:
-        session.refresh(story)
-    outbox.kick()
+    outbox.commit(session, *([story] if story is not None and story.id is not None else []))
 
 
 def get_own_story(*, session: Session, author: User, story_id: int) -> Story:
@@ -144,7 +149,7 @@ def create_story(*, session: Session, author: User, data: StoryCreate) -> Story:
     session.add(story)
     session.flush()  # assigns the id the event needs, inside the transaction
     if story.status == PUBLISHED:
-        outbox.record(session, _published_event(story))
+        outbox.record(session, _published_event(story, author))
     else:
         outbox.record(session, _draft_event(story, "created"))
     _commit(session, story)
@@ -171,7 +176,7 @@ def update_story(
         # as readers knew it, never the draft's new title.
         story.status = target
         session.add(story)
-        outbox.record(session, _updated_event(story))
+        outbox.record(session, _updated_event(story, author))
     changes = data.model_dump(exclude_unset=True)
     for name, value in changes.items():
         setattr(story, name, value)
@@ -179,9 +184,9 @@ def update_story(
     if target == PUBLISHED and story.status != PUBLISHED:
         story.status = PUBLISHED
         story.published_at = now
-        event: CommunityEvent = _published_event(story)
+        event: CommunityEvent = _published_event(story, author)
     elif target == PUBLISHED:
-        event = _updated_event(story)
+        event = _updated_event(story, author)
     else:
         event = _draft_event(story, "updated")
     session.add(story)
@@ -202,10 +207,10 @@ def set_visibility(
     story.updated_at = utcnow()
     if status == StoryStatus.published:
         story.published_at = story.updated_at
-        outbox.record(session, _published_event(story))
+        outbox.record(session, _published_event(story, author))
     else:
         # Readers' pages drop it; nothing about the draft beyond this is ever public.
-        outbox.record(session, _updated_event(story))
+        outbox.record(session, _updated_event(story, author))
         outbox.record(session, _draft_event(story, "updated"))
     session.add(story)
     _commit(session, story)

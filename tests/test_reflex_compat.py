@@ -385,3 +385,46 @@ def test_no_other_module_touches_the_internals():
             if isinstance(node, ast.Attribute) and node.attr in internal_names:
                 offenders.append(f"{path.name}:{node.lineno} uses .{node.attr}")
     assert offenders == []
+
+
+async def test_room_frames_go_on_each_socket_queue_as_python_socketio_would_send_them():
+    """`emit_to_room` writes the packet python-socketio's own room emit would
+    queue (same wire text) straight onto each socket's Engine.IO queue, after
+    what is already queued there; a socket whose client stopped answering pings
+    is closed by engineio's own `send` instead."""
+    import time
+
+    from engineio.async_socket import AsyncSocket
+
+    from fictures.fictures import app
+    from fictures.live_feed import CommunityRoom
+
+    namespace, eio = app.event_namespace, app.sio.eio
+    probes = {}
+    for name in ("own", "socketio", "silent"):
+        sock = AsyncSocket(eio, f"eio-{name}")
+        eio.sockets[sock.sid] = sock
+        sid = await app.sio.manager.connect(sock.sid, namespace.namespace)
+        probes[name] = (sock, sid)
+    update = reflex_compat.delta_frame(CommunityRoom, {"s3": {"id": 7, "title": "T"}})
+    try:
+        own, silent = probes["own"][0], probes["silent"][0]
+        own.queue.put_nowait("hydrate snapshot")  # queued before the tab joined the room
+        for name in ("own", "silent"):
+            await reflex_compat.enter_room(app, probes[name][1], "probe-room")
+        silent.last_ping = time.time() - eio.ping_timeout - 5  # pinged, never answered
+        assert reflex_compat.room_size(app, "probe-room") == 2
+        assert await reflex_compat.emit_to_room(app, "probe-room", update) == 1
+        assert own.queue.get_nowait() == "hydrate snapshot"
+        ours = own.queue.get_nowait().encode()
+        assert own.queue.empty()
+        assert silent.closed and silent.queue.empty()  # closed by engineio, the frame not queued
+        # python-socketio's own emit to the one socket queues the same text.
+        await namespace.emit(str(rx.constants.SocketEvent.EVENT), update, to=probes["socketio"][1])
+        assert probes["socketio"][0].queue.get_nowait().encode() == ours
+        assert ours.startswith('42/_event,["event",') and '"title":"T"' in ours
+        assert await reflex_compat.emit_to_room(app, "no-such-room", update) == 0
+    finally:
+        for sock, sid in probes.values():
+            await app.sio.manager.disconnect(sid, namespace.namespace)
+            eio.sockets.pop(sock.sid, None)

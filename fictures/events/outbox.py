@@ -40,6 +40,7 @@ import asyncio
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 
 import redis.exceptions
@@ -58,7 +59,7 @@ _BATCH = 200
 
 
 def record(session: Session, event: CommunityEvent) -> None:
-    """Add `event` to the session's transaction; the caller commits, then calls `kick`.
+    """Add `event` to the session's transaction; the caller then calls `commit`.
 
     Make the change first: the change's pending writes are flushed here, before
     the event's row draws its id (see the module doc)."""
@@ -66,6 +67,15 @@ def record(session: Session, event: CommunityEvent) -> None:
     # rows has committed (with its lower outbox id) before this row gets an id.
     session.flush()
     session.add(OutboxEvent(channel=event.channel, payload=event.body_without_id()))
+
+
+def commit(session: Session, *refresh: object) -> None:
+    """Commit the change and its events, wake the relay, then reload `refresh`
+    (the relay starts sending while the caller's objects reload, not after)."""
+    session.commit()
+    kick()
+    for obj in refresh:
+        session.refresh(obj)
 
 
 _relays: set[OutboxRelay] = set()
@@ -135,9 +145,12 @@ class OutboxRelay:
         # The DB floor is read once, and again after Redis failed (it may come
         # back empty): not on every publish.
         self._floor_stale = True
+        self._woken_at: float | None = None  # when a commit in this process woke it
 
     def wake(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
+            if self._woken_at is None:
+                self._woken_at = time.perf_counter()  # for fictures_outbox_relay_seconds
             self._loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self) -> None:
@@ -178,6 +191,7 @@ class OutboxRelay:
         """Send every unsent row, oldest first. Returns how many were sent."""
         total = 0
         self._wake.clear()
+        woken_at, self._woken_at = self._woken_at, None
         if self._floor_stale:
             floors, _ = await asyncio.to_thread(_floors_and_backlog)
             for private, floor in floors.items():
@@ -198,6 +212,9 @@ class OutboxRelay:
                         floor=self._floors[private],
                     )
                     self._floors[private] = max(self._floors[private], event_id)
+                    if woken_at is not None:
+                        metrics.OUTBOX_RELAY_SECONDS.observe(time.perf_counter() - woken_at)
+                        woken_at = None
                     sent.append((row.event_key, event_id))
                     if not private:
                         # The metrics endpoint is public: draft activity stays out of it.

@@ -57,6 +57,15 @@ class CommunityEvent(BaseModel):
         return getattr(self, "story_id", None)
 
 
+# How much of a summary or post body an event carries (what a card shows).
+EXCERPT_CHARS = 200
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """The preview a card shows (and an event carries): the text, or its start and "…"."""
+    return text if len(text) <= limit else text[:limit].rstrip() + "…"
+
+
 @functools.cache
 def _known_keys(cls: type[CommunityEvent]) -> frozenset[str]:
     return frozenset(cls.model_fields) | {
@@ -70,6 +79,11 @@ class StoryPublished(CommunityEvent):
     title: str
     author_id: int
     genre: str | None = None
+    # What a story card shows, carried so that no reader's page waits on a query
+    # (None in events stored by an older version: the fan-out then reads the DB).
+    author: str | None = None
+    excerpt: str | None = None
+    published_at: datetime | None = None
 
 
 class StoryUpdated(CommunityEvent):
@@ -78,6 +92,11 @@ class StoryUpdated(CommunityEvent):
     title: str
     genre: str | None = None
     status: Literal["published", "draft"]
+    # While published (never for a draft): what a story card shows, carried so that no reader's page waits on a query
+    # (None in events stored by an older version: the fan-out then reads the DB).
+    author: str | None = None
+    excerpt: str | None = None
+    published_at: datetime | None = None
 
 
 class StoryDeleted(CommunityEvent):
@@ -92,6 +111,12 @@ class PostCreated(CommunityEvent):
     author_id: int
     title: str
     type: Literal["discussion", "review", "question", "announcement"]
+    # What a post card shows, carried so that no reader's page waits on a query
+    # (None in events stored by an older version: the fan-out then reads the DB).
+    author: str | None = None
+    excerpt: str | None = None
+    story_title: str | None = None
+    created_at: datetime | None = None
 
 
 class PostUpdated(CommunityEvent):

@@ -242,7 +242,9 @@ class CommunityState(LiveState, rx.State):
         if event.status != "published" or self._genre_filter() not in (None, event.genre):
             self._drop_story(event.story_id)
             return
-        if event.story_id in self.story_ids and (card := feed.story_card(event.story_id, event.id)):
+        if event.story_id in self.story_ids and (
+            card := feed.story_card_of(event) or feed.story_card(event.story_id, event.id)
+        ):
             self.stories = [card if c.id == card.id else c for c in self.stories]
 
     def on_story_deleted(self, event: StoryDeleted):

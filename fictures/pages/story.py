@@ -244,7 +244,7 @@ class StoryState(LiveState, rx.State):
     def on_post_created(self, event: PostCreated):
         if event.story_id != self.current_id:
             return None
-        card = feed.post_card(event.post_id, event.id)
+        card = feed.post_card_of(event) or feed.post_card(event.post_id, event.id)
         if card is None or any(p.id == card.id for p in self.posts):
             return None
         self.posts = [card, *self.posts]

@@ -24,6 +24,12 @@ def test_creating_a_post_records_post_created(db_session):
         "postId": post.id, "storyId": story.id, "authorId": reader.id, "title": "Wow",
         "type": "question",
     }
+    # It carries the card readers' pages show, the same as the DB gives.
+    from fictures import feed
+    from fictures.events.schema import PostCreated
+
+    assert (payload["author"], payload["storyTitle"]) == (reader.username, story.title)
+    assert feed.post_card_of(PostCreated.model_validate(payload)) == feed.post_card(post.id, -post.id)
 
 
 def test_no_posts_on_drafts_or_missing_stories(db_session):

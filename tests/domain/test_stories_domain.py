@@ -1,5 +1,8 @@
 """fictures.stories: only authors change their stories; each change records its event."""
 
+import json
+from datetime import datetime
+
 import pytest
 from sqlmodel import select
 
@@ -25,8 +28,38 @@ def test_creating_a_published_story_records_story_published_unsent(db_session):
         "title": story.title,
         "authorId": author.id,
         "genre": "horror",
+        # What a card shows, so no reader's page queries the DB for it.
+        "author": author.username,
+        "excerpt": story.summary,
+        "publishedAt": payload["publishedAt"],
     }
     assert story.published_at is not None
+    assert datetime.fromisoformat(payload["publishedAt"]) == story.published_at
+
+
+def test_published_events_carry_the_card_readers_show_and_a_draft_event_never_does(db_session):
+    from fictures import feed
+    from fictures.events.schema import StoryPublished, StoryUpdated
+
+    author = make_user(db_session)
+    mark = outbox_mark()
+    story = make_story(db_session, author, summary="S" * 450)
+    from_db = feed.story_card(story.id, -story.id)  # what the fan-out read before
+    stories.update_story(session=db_session, author=author, story_id=story.id,
+                         data=StoryUpdate(title="Edited"))
+    stories.update_story(session=db_session, author=author, story_id=story.id,
+                         data=StoryUpdate(summary="A secret plan for the sequel"), status=StoryStatus.draft)
+    [published, updated, unpublished, _] = recorded_since(mark)
+    card = feed.story_card_of(StoryPublished.model_validate(published[1]))
+    # The same card as the DB gives (the fan-out's fallback for older events).
+    assert card == from_db
+    assert len(card.summary) == 201 and card.summary.endswith("…")
+    assert feed.story_card_of(StoryUpdated.model_validate(updated[1])).title == "Edited"
+    # Unpublished: the event names the story and nothing a card would show.
+    assert unpublished[0] == "story:updated" and unpublished[1]["status"] == "draft"
+    assert [unpublished[1][key] for key in ("author", "excerpt", "publishedAt")] == [None, None, None]
+    assert "secret" not in json.dumps(unpublished[1])
+    assert feed.story_card_of(StoryUpdated.model_validate(unpublished[1])) is None
 
 
 def test_creating_a_draft_records_only_a_private_event(db_session):

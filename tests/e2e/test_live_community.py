@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
 from playwright.sync_api import expect
 
+from fictures.live_feed import CommunityRoom
 from tests.e2e.conftest import POLL_SECONDS, AppServer, FlakyNetwork
+from tests.e2e.raw_socket import RawTab
 
 
 def _title(prefix: str) -> str:
@@ -290,3 +293,48 @@ def test_story_page_catches_up_with_one_summary_toast(app_server: AppServer, bro
         expect(reader.get_by_text(f"New discussion: {after}")).to_be_visible()
     finally:
         context.close()
+
+
+def test_tabs_joining_while_stories_arrive_get_their_hydrate_before_any_room_frame(app_server: AppServer):
+    """Room frames go straight onto each socket's send queue (reflex_compat.emit_to_room),
+    not through a task per socket: a tab that connects while stories are being
+    published still receives its hydrate snapshot before the first broadcast frame."""
+    _, token = app_server.register()
+    room, root = CommunityRoom.get_full_name(), "reflex___state____state"
+    stop, published = threading.Event(), []
+
+    def publish() -> None:
+        while not stop.is_set() and len(published) < 200:
+            published.append(app_server.create_story(token, f"Arriving {uuid.uuid4().hex[:6]}")["id"])
+
+    publisher = threading.Thread(target=publish, daemon=True)
+    publisher.start()
+    tabs: list[RawTab] = []
+    try:
+        for _ in range(12):
+            tabs.append(RawTab(app_server.url, "/community"))
+            time.sleep(0.15)
+        for tab in tabs:
+            tab.hydrated()
+        count = len(published)
+        deadline = time.monotonic() + 10
+        while len(published) < count + 3:  # a few more once every tab is in the room
+            assert time.monotonic() < deadline and publisher.is_alive(), "the publisher stalled"
+            time.sleep(0.05)
+        stop.set()
+        publisher.join(timeout=15)
+        last = published[-1]
+        for tab in tabs:
+            tab.wait_for(lambda updates: any(
+                v.get("id") == last for u in updates for v in (u.get("delta") or {}).get(room, {}).values()
+                if isinstance(v, dict)
+            ), what=f"story {last}")
+            carrying = [u for u in tab.updates if room in (u.get("delta") or {})]
+            # The first update carrying the room's values is the hydrate snapshot
+            # (the whole state, is_hydrated false), not a broadcast frame.
+            assert "is_hydrated_rx_state_" in carrying[0]["delta"].get(root, {}), carrying[0]
+            assert len(carrying) > 3  # broadcast frames did arrive after it
+    finally:
+        stop.set()
+        for tab in tabs:
+            tab.close()

@@ -97,6 +97,23 @@ async def test_draft_events_arrive_typed_and_private(relay_running):
     assert (event.user_id, event.action) == (author_id, "created")
 
 
+async def test_the_relay_times_each_commit_it_is_woken_by_until_the_publish(relay_running):
+    """fictures_outbox_relay_seconds: the commit's wake-up to the PUBLISH (what
+    benchmarks/fanout.py reports as the relay's share of publish → PUBLISH)."""
+    def count() -> float:
+        return REGISTRY.get_sample_value("fictures_outbox_relay_seconds_count") or 0.0
+
+    def total() -> float:
+        return REGISTRY.get_sample_value("fictures_outbox_relay_seconds_sum") or 0.0
+
+    before, before_sum = count(), total()
+    async with relay_running.fanout.subscribe() as sub:
+        story_id = await in_db(lambda session: make_story(session, make_user(session)).id)
+        await next_event(sub, lambda e: e.story_id_or_none == story_id)
+    assert count() == before + 1
+    assert 0 < total() - before_sum < 5
+
+
 def _malformed_count() -> float:
     return REGISTRY.get_sample_value("fictures_malformed_events_total") or 0.0
 
