@@ -623,6 +623,61 @@ class Bench:
         }
         log(f"polling: {self.extra['poll']}")
 
+    async def relay_histogram(self) -> tuple[float, float, dict[float, float]]:
+        """fictures_outbox_relay_seconds from /api/metrics: (count, sum, {le: cumulative})."""
+        text = (await self.http.get("/api/metrics")).text
+        count = total = 0.0
+        buckets: dict[float, float] = {}
+        for line in text.splitlines():
+            if line.startswith("fictures_outbox_relay_seconds_count"):
+                count = float(line.split()[-1])
+            elif line.startswith("fictures_outbox_relay_seconds_sum"):
+                total = float(line.split()[-1])
+            elif m := re.match(r'fictures_outbox_relay_seconds_bucket\{le="([^"]+)"\} (\S+)', line):
+                buckets[float(m.group(1))] = float(m.group(2))
+        return count, total, buckets
+
+    async def publish_path(self, n: int) -> None:
+        """Where the publish API call's time goes before the PUBLISH, no readers open:
+        the HTTP floor (GET /api/health/live), + the bearer token check (GET /api/me),
+        + the DB write and commit (POST /api/stories answered), and the relay's share
+        (its own histogram: the commit's wake-up -> PUBLISH)."""
+        auth = {"Authorization": f"Bearer {self.token}"}
+
+        async def rtt(method: str, path: str, **kw: Any) -> float:
+            t0 = time.perf_counter()
+            r = await self.http.request(method, path, **kw)
+            r.raise_for_status()
+            return (time.perf_counter() - t0) * 1000
+
+        floor = [await rtt("GET", "/api/health/live") for _ in range(n)]
+        me = [await rtt("GET", "/api/me", headers=auth) for _ in range(n)]
+        c0, s0, b0 = await self.relay_histogram()
+        posts, to_publish = [], []
+        for _ in range(n):
+            k = self.next_marker
+            self.next_marker += 1
+            self.t_api[k] = time.time_ns()
+            posts.append(await rtt("POST", "/api/stories", headers=auth,
+                                   json={"title": f"{self.prefix}{k}", "status": "published"}))
+            for _ in range(200):
+                if k in self.t_pub:
+                    break
+                await asyncio.sleep(0.005)
+            if k in self.t_pub:
+                to_publish.append((self.t_pub[k] - self.t_api[k]) / 1e6)
+            await asyncio.sleep(0.05)
+        c1, s1, b1 = await self.relay_histogram()
+        relay_n = c1 - c0
+        relay_p50 = next((le * 1000 for le in sorted(b1) if relay_n and b1[le] - b0.get(le, 0) >= relay_n / 2), None)
+        self.extra["publish_path"] = {
+            "n": n, "api_to_publish_p50": pct(to_publish, 50), "api_to_publish_p99": pct(to_publish, 99),
+            "http_p50": pct(floor, 50), "me_p50": pct(me, 50), "post_p50": pct(posts, 50),
+            "relay_mean": (s1 - s0) / relay_n * 1000 if relay_n else None, "relay_p50_bucket": relay_p50,
+            "relay_n": relay_n,
+        }
+        log(f"publish path: {self.extra['publish_path']}")
+
     async def run(self) -> None:
         packet, subprotocol = self.connect_packet()
         self.clients = await Clients.start(self.app.port, self.prefix,
@@ -632,6 +687,8 @@ class Bench:
         try:
             await asyncio.sleep(0.3)
             await self.register()
+            if self.args.publish_path:
+                await self.publish_path(self.args.publish_path)
             # Streams first: tabs leave memory behind that the server returns slowly,
             # which would blur the streams' memory figures.
             for n in self.args.streams:
@@ -875,6 +932,22 @@ def details(bench: Bench) -> list[str]:
             )
         else:
             lines.append(f"- replay: failed: {rep}")
+    pp = bench.extra.get("publish_path")
+    if pp:
+        lines.append(
+            f"- publish path, no readers, {pp['n']} stories one at a time: API call → PUBLISH p50 "
+            f"**{_f(pp['api_to_publish_p50'])} ms** (p99 {_f(pp['api_to_publish_p99'])}). Where it goes "
+            f"(p50 round trips from the benchmark's client): HTTP to the app and back "
+            f"{_f(pp['http_p50'])} ms (GET /api/health/live); bearer token check "
+            f"+{_f(pp['me_p50'] - pp['http_p50'])} ms (GET /api/me); body, insert, outbox row and "
+            f"commit +{_f(pp['post_p50'] - pp['me_p50'])} ms (POST /api/stories answered: "
+            f"{_f(pp['post_p50'])} ms); the relay, from the commit's wake-up to the PUBLISH (thread "
+            f"hop, reading the unsent row, the publish script in Redis): mean "
+            f"{_f(pp['relay_mean'])} ms over {pp['relay_n']:.0f} (fictures_outbox_relay_seconds). "
+            + (f"API → PUBLISH p50 per run: {' / '.join(_f(v) for v in pp['runs'])} ms. " if pp.get("runs") else "")
+            +
+            "The PUBLISH happens while the API's response is still on its way back."
+        )
     tb = bench.extra.get("tab_connect_bytes")
     if tb and tb[0]:
         lines.append(f"- one tab's connect: {tb[0]:,} B sent, {tb[1]:,} B received up to ready "
@@ -915,6 +988,9 @@ def render_block(bench: Bench, cmd: str, wall: float) -> str:
         f"DB: {'given URL' if a.database_url else 'temp SQLite'}",
         f"- app code: {git_head(Path(a.app_dir).resolve())}",
         f"- command: `{cmd}`",
+        *([f"- {a.runs} runs, the app restarted for each: each row is the run with the median p99 "
+           "PUBLISH→frame for that row (the other runs' figures are in its details); profile and "
+           "replay from the first run"] if getattr(a, "runs", 1) > 1 else []),
         "",
         table(bench.phases, bench.extra.get("replay")),
         "",
@@ -1018,6 +1094,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="stop connecting once no reader became ready for this many seconds")
     p.add_argument("--burst", type=int, default=100_000,
                    help="SSE throughput burst size in deliveries (0: skip)")
+    p.add_argument("--publish-path", type=int, default=30,
+                   help="stories published with no readers to break down publish -> PUBLISH (0: skip)")
     p.add_argument("--replay", type=int, default=10_000,
                    help="events in the stream for the replay measurement (0: skip)")
     p.add_argument("--replay-runs", type=int, default=3, help="replay runs (the median is shown)")
@@ -1029,24 +1107,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clear-states", action="store_true",
                    help="first delete the saved tab states (*.pkl) in the app dir's .states "
                    "(leftovers of earlier runs; don't use on a folder a running app shares)")
+    p.add_argument("--runs", type=int, default=1,
+                   help="measure this many times, the app restarted each time; each row shows the run "
+                   "with its median p99 (PUBLISH -> frame), the others' figures in its details")
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     return p.parse_args(argv)
 
 
-async def amain(args: argparse.Namespace, cmd: str) -> int:
-    t0 = time.monotonic()
-    limit = _server.raise_fd_limit()
-    need = max([*args.tabs, *args.streams, 0]) + 200
-    if limit < need:
-        log(f"open-file limit {limit} is below {need}: the largest sizes may fail")
-    states = Path(args.app_dir).resolve() / ".states"
-    pickles = list(states.glob("*.pkl")) if states.is_dir() else []
-    if args.clear_states and pickles:
-        for f in pickles:
-            f.unlink(missing_ok=True)
-        log(f"removed {len(pickles):,} saved tab states from {states}")
-    states_note = (f"{len(pickles):,} saved tab states in {states} at start"
-                   + (" (removed: --clear-states)" if args.clear_states and pickles else ""))
+async def one_run(args: argparse.Namespace, states_note: str, t0: float) -> Bench:
+    """Start the app, measure every size, stop it."""
     log("starting Redis and the app (production build) ...")
     app = await asyncio.to_thread(
         _server.start_app, workers=args.workers, redis_url=args.redis_url or None,
@@ -1080,6 +1149,70 @@ async def amain(args: argparse.Namespace, cmd: str) -> int:
             app.stop()
         else:
             _server.cleanup(app)
+    return bench
+
+
+def merge_runs(benches: list[Bench]) -> Bench:
+    """Several runs as one report: each row is the run whose p99 PUBLISH -> frame
+    is the median of that row's runs (a real run's figures, not a blend); the
+    spread over the runs goes in that row's details."""
+    first = benches[0]
+    if len(benches) == 1:
+        return first
+    merged = []
+    for i in range(len(first.phases)):
+        rows = [b.phases[i] for b in benches if i < len(b.phases)]
+        rows.sort(key=lambda ph: pct(ph.lat_pub, 99) or 0.0)
+        chosen = rows[len(rows) // 2]
+
+        def spread(name: str, values: list[float | None]) -> str:
+            return f"{name} " + " / ".join(_f(v) for v in values)
+
+        chosen.note += (
+            f"Median of {len(rows)} runs (by p99 PUBLISH→frame); per run: "
+            + "; ".join([
+                spread("PUBLISH→frame p99", [pct(ph.lat_pub, 99) for ph in rows]),
+                spread("API→frame p99", [pct(ph.lat_api, 99) for ph in rows]),
+                spread("last reader from PUBLISH p99", [pct(ph.last_pub, 99) for ph in rows]),
+                *([spread("max deliveries/s", [ph.max_rate for ph in rows])] if chosen.max_rate else []),
+                spread("RSS/conn KiB", [ph.rss_per_conn / 1024 if ph.rss_per_conn else None for ph in rows]),
+            ]) + " ms. "
+        )
+        merged.append(chosen)
+    first.phases = merged
+    paths = [b.extra["publish_path"] for b in benches if "publish_path" in b.extra]
+    if paths:
+        paths.sort(key=lambda pp: pp["api_to_publish_p50"] or 0.0)
+        first.extra["publish_path"] = paths[len(paths) // 2]
+        first.extra["publish_path"]["runs"] = [pp["api_to_publish_p50"] for pp in paths]
+    first.notes += [n for b in benches[1:] for n in b.notes if n.startswith("the server logged")]
+    return first
+
+
+async def amain(args: argparse.Namespace, cmd: str) -> int:
+    t0 = time.monotonic()
+    limit = _server.raise_fd_limit()
+    need = max([*args.tabs, *args.streams, 0]) + 200
+    if limit < need:
+        log(f"open-file limit {limit} is below {need}: the largest sizes may fail")
+    states = Path(args.app_dir).resolve() / ".states"
+    pickles = list(states.glob("*.pkl")) if states.is_dir() else []
+    if args.clear_states and pickles:
+        for f in pickles:
+            f.unlink(missing_ok=True)
+        log(f"removed {len(pickles):,} saved tab states from {states}")
+    states_note = (f"{len(pickles):,} saved tab states in {states} at start"
+                   + (" (removed: --clear-states)" if args.clear_states and pickles else ""))
+    benches = []
+    for run in range(args.runs):
+        run_args = argparse.Namespace(**vars(args))
+        if run:
+            run_args.profile = 0  # profiled once, in the first run
+            run_args.replay = 0
+        if args.runs > 1:
+            log(f"=== run {run + 1} of {args.runs}")
+        benches.append(await one_run(run_args, states_note, t0))
+    bench = merge_runs(benches)
     wall = time.monotonic() - t0
     block = render_block(bench, cmd, wall)
     print(block)

@@ -285,6 +285,10 @@ class StreamSlots:
                 by_key.setdefault(lease.key, []).append(lease.id)
             for key, ids in by_key.items():
                 await self._redis(self._refresh(keys=[key], args=[self.lease_ms, *ids]))
+                # A stream that ended meanwhile had its lease removed before this
+                # refresh put it back: take it out again, or its slot stays taken.
+                if gone := [i for i in ids if i not in self._held]:
+                    await self._redis(self.redis.zrem(key, *gone))
 
 
 # ---------------------------------------------------------------- the process's instances

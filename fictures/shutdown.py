@@ -9,7 +9,7 @@ worker and kills one still running FICTURES_STOP_SECONDS later. Each worker:
 1. At the signal (`_on_signal`, hooked in by fictures.reflex_compat): Granian
    stops accepting connections; /api/health/ready answers 503 to a request
    still arriving on an open connection; every SSE stream gets a `retry:` hint
-   and ends (fictures.api.sse, through sse-starlette's own shutdown).
+   and ends (fictures.api.sse: its subscription closes, the stream says goodbye).
 2. Granian waits for the HTTP responses in progress to end (which step 1 makes
    quick: an SSE stream never ends by itself); then it runs the lifespan
    shutdown: the lifespan tasks stop in reverse order (presence takes this
@@ -87,7 +87,7 @@ async def drain() -> int:
     """Close every event stream of this process (retry hint); returns how many closed."""
     started = time.monotonic()
     streams = sse.close_all_streams()
-    # sse-starlette notices within half a second; a stream then has the grace period.
+    # Each stream says goodbye and ends at once; any left after the grace period is cancelled.
     left = await sse.wait_streams_closed(sse.STOP_GRACE_SECONDS + 1.0)
     logger.info(
         "Closed %d event streams (told to retry in %d ms) in %.1fs%s",

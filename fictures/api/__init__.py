@@ -71,18 +71,18 @@ def _other_routes() -> list[BaseRoute]:
     """The event stream, metrics and health: endpoints that read their request
     themselves; only their documentation is declared here."""
     from fastapi import APIRouter
-    from sse_starlette import EventSourceResponse
     from starlette.responses import PlainTextResponse
 
     from fictures.api import health, sse
     from fictures.api.metrics import metrics_endpoint
     from fictures.api.rest import ApiRoute
+    from fictures.api.sse_response import EventStreamResponse
 
     bearer_optional = [{}, {"bearer": []}]
     router = APIRouter(route_class=ApiRoute)
     router.add_api_route(
         "/api/community/events", sse.community_events, methods=["GET"], tags=["live"],
-        response_class=EventSourceResponse,
+        response_class=EventStreamResponse,
         summary="Every community event, live, in order, resumable (Server-Sent Events)",
         # The module's docstring, without its title line: the protocol, resuming, filters.
         description=(sse.__doc__ or "").partition("\n\n")[2] or sse.__doc__,

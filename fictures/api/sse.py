@@ -1,9 +1,10 @@
 """GET /api/community/events: every community event, exactly once, in order, resumable.
 
-Protocol (Server-Sent Events, framed by sse-starlette):
+Protocol (Server-Sent Events; the response is fictures.api.sse_response's,
+frames are encoded by sse-starlette's `ServerSentEvent`):
 - first `event: connected` (data: the newest event id and the channels served);
 - then each event as `event: <channel>`, `id: <event id>`, `data: <JSON>`;
-- a `: ping` comment every `sse_ping_seconds`;
+- a `: ping` comment after `sse_ping_seconds` without anything else;
 - when the server stops (fictures.shutdown), a `retry: 1000` line (reconnect in a
   second: through a load balancer, to another instance, resuming with
   Last-Event-ID), then the stream ends cleanly.
@@ -50,17 +51,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.exceptions
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from sse_starlette.sse import AppStatus, SendTimeoutError
+from sse_starlette import ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from fictures import analytics, client_address, db, metrics, presence, ratelimit
 from fictures.api.deps import bearer_token, optional_user
+from fictures.api.sse_response import PING, EventStreamResponse, StreamStalled
 from fictures.events import service
 from fictures.events.bus import StoredEvent
-from fictures.events.fanout import Subscription
+from fictures.events.fanout import IDLE, Subscription
 from fictures.events.schema import (
     EVENT_BY_CHANNEL,
     PRIVATE_CHANNELS,
@@ -81,7 +82,7 @@ _REPLAY_BATCH = 1000
 PRESENCE_CHANNEL = presence.KIND
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 # When the server stops: how soon clients should reconnect, and how long a stream
-# has to say so before sse-starlette cancels it.
+# has to say so before it is cancelled.
 RETRY_MS = 1000
 STOP_GRACE_SECONDS = 2.0
 
@@ -125,26 +126,39 @@ async def wait_streams_closed(timeout: float) -> int:
 
 
 def close_all_streams() -> int:
-    """Server stopping: every stream of this process sends its retry hint and ends
-    (sse-starlette's own shutdown: it sets each response's `shutdown_event`
-    within half a second, then cancels what is left after the grace period).
-    Returns how many streams were open."""
-    AppStatus.should_exit = True
-    return open_streams()
+    """Server stopping: every stream of this process sends its retry hint and
+    ends; what is left after `STOP_GRACE_SECONDS` is cancelled. Returns how many
+    streams were open."""
+    streams = list(_open.streams)
+    for stopping in streams:
+        stopping.set()
+    if streams:
+        asyncio.get_running_loop().call_later(STOP_GRACE_SECONDS, _cancel_left, streams)
+    return len(streams)
+
+
+def _cancel_left(streams: list[_Stopping]) -> None:
+    for stopping in streams:
+        if stopping in _open.streams and stopping.response is not None:
+            stopping.response.cancel()
 
 
 class _Stopping:
-    """A stream's `shutdown_event` (sse-starlette only calls `set()` on it): when
-    the server stops, it also closes the stream's fan-out subscription, so the
-    stream leaves its live loop at once, says goodbye and ends. Nothing waits
-    on it while the server runs: no task per stream."""
+    """A stream's stop signal: when the server stops, `set` closes the stream's
+    fan-out subscription, so the stream leaves its live loop at once, says
+    goodbye and ends. Nothing waits on it while the server runs: no task per stream."""
 
     def __init__(self) -> None:
         self._set = False
         self._sub: Subscription | None = None
+        self.response: EventStreamResponse | None = None  # cancelled if still open after the grace period
 
     def set(self) -> None:
         self._set = True
+        self.client_gone()
+
+    def client_gone(self) -> None:
+        """End the stream's live loop (its client left, or the server stops)."""
         if self._sub is not None:
             self._sub.close()
 
@@ -371,31 +385,62 @@ def _presence_frame(room: str, readers: presence.Readers) -> bytes:
     return ServerSentEvent(data=json.dumps(data, separators=(",", ":")), event=PRESENCE_CHANNEL).encode()
 
 
+# Events written in one chunk when several are already queued for a stream (a
+# burst): one write instead of one per event.
+_BATCH = 64
+
+Live = CommunityEvent | tuple[str, presence.Readers] | bytes
+
+
 async def _live(
     sub: Subscription, changes: asyncio.Queue[tuple[str, presence.Readers]] | None
-) -> AsyncIterator[CommunityEvent | tuple[str, presence.Readers]]:
-    """The stream's live part: events from the fan-out and, if it asked for them,
-    presence changes, as each arrives; ends when the subscription closes."""
+) -> AsyncIterator[list[Live]]:
+    """The stream's live part: what is ready to send, as it arrives (events from
+    the fan-out, the events already queued behind the first, presence changes
+    if the stream asked for them), or `[PING]` after `sse_ping_seconds` of
+    nothing; ends when the subscription closes."""
+    idle = settings.sse_ping_seconds
     if changes is None:
-        while (event := await sub.get()) is not None:
-            yield event
+        while (event := await sub.get(idle)) is not None:
+            yield [PING] if event is IDLE else [event, *sub.take(_BATCH - 1)]
         return
     next_event = asyncio.ensure_future(sub.get())
     next_change = asyncio.ensure_future(changes.get())
     try:
         while True:
-            done, _ = await asyncio.wait({next_event, next_change}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {next_event, next_change}, timeout=idle, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                yield [PING]
+                continue
             if next_change in done:
-                yield next_change.result()
+                yield [next_change.result()]
                 next_change = asyncio.ensure_future(changes.get())
             if next_event in done:
                 if (event := next_event.result()) is None:
                     return
-                yield event
+                yield [event, *sub.take(_BATCH - 1)]
                 next_event = asyncio.ensure_future(sub.get())
     finally:
         next_event.cancel()
         next_change.cancel()
+
+
+def _chunk(ready: list[Live], flt: StreamFilter, at: Position) -> tuple[bytes, list[CommunityEvent]]:
+    """What `ready` puts on the wire for this stream (one write), and the events in it."""
+    frames: list[bytes] = []
+    sent: list[CommunityEvent] = []
+    for item in ready:
+        if isinstance(item, bytes):
+            frames.append(item)  # a ping
+        elif isinstance(item, tuple):
+            metrics.PRESENCE_FRAMES.inc()
+            frames.append(_presence_frame(*item))
+        elif at.passes(item) and flt.accepts(item):  # not already replayed
+            frames.append(_frame(item, position=_position(flt, at)))
+            sent.append(item)
+    return (frames[0] if len(frames) == 1 else b"".join(frames)), sent
 
 
 def _presence_changes(flt: StreamFilter) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -436,18 +481,14 @@ async def _stream(
                             break
                         yield item
             async with contextlib.aclosing(_live(sub, changes)) as live:
-                async for item in live:
-                    if isinstance(item, tuple):
-                        metrics.PRESENCE_FRAMES.inc()
-                        yield _presence_frame(*item)
+                async for ready in live:
+                    chunk, sent = _chunk(ready, flt, at)
+                    if not chunk:
                         continue
-                    event = item
-                    if not at.passes(event):
-                        continue  # already replayed
-                    if flt.accepts(event):
-                        yield _frame(event, position=_position(flt, at))
-                        # Sent (the generator resumes once the frame is written). Public
-                        # events only: the metrics are public, drafts nobody's business.
+                    yield chunk
+                    # Sent (the generator resumes once the chunk is written). Public
+                    # events only: the metrics are public, drafts nobody's business.
+                    for event in sent:
                         analytics.delivered(event, "sse")
             if stopping.is_set():
                 yield _goodbye()
@@ -460,7 +501,7 @@ async def _stream(
         logger.info("SSE stream from %s closed%s", ip, " (server stopping)" if stopping.is_set() else "")
 
 
-class _EventStream(EventSourceResponse):
+class _EventStream(EventStreamResponse):
     def __init__(self, *args, lease: ratelimit.Lease, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.lease = lease
@@ -468,7 +509,7 @@ class _EventStream(EventSourceResponse):
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
-        except* SendTimeoutError:
+        except StreamStalled:
             # The client accepted nothing for `sse_send_timeout` seconds: it is gone.
             logger.info("SSE client stalled for %ss; stream closed", settings.sse_send_timeout)
         finally:
@@ -491,14 +532,12 @@ async def community_events(request: Request) -> Response:
             429, f"too many open event streams from {ip} (limit {settings.sse_max_per_ip})"
         )
     stopping = _Stopping()
-    return _EventStream(
+    stopping.response = _EventStream(
         _stream(flt, last_id, ip, stopping),
-        ping=settings.sse_ping_seconds,
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={"Cache-Control": "no-cache"},
         # A client that stops reading altogether is dropped instead of pinning memory.
         send_timeout=settings.sse_send_timeout,
+        on_client_gone=stopping.client_gone,
         lease=lease,
-        # Set by sse-starlette when the server stops (close_all_streams).
-        shutdown_event=stopping,
-        shutdown_grace_period=STOP_GRACE_SECONDS,
     )
+    return stopping.response

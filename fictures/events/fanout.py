@@ -17,8 +17,8 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 
 import redis.exceptions
 
@@ -32,37 +32,80 @@ logger = logging.getLogger(__name__)
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
-@dataclass(eq=False)
+class Idle:
+    """What `Subscription.get` returns when nothing arrived within its `idle` seconds."""
+
+
+IDLE = Idle()
+
+
 class Subscription:
-    """A local subscriber's bounded queue of events."""
+    """A local subscriber's bounded queue of events.
 
-    maxsize: int
-    queue: asyncio.Queue[CommunityEvent | None] = field(init=False)
-    overflowed: bool = False
-    closed: bool = False
+    A deque and one waiter future, not an `asyncio.Queue`: `dispatch` offers each
+    event to every subscriber (thousands of SSE streams), so an offer is an
+    append and, for a subscriber waiting, one `set_result`; and `get` can give
+    up after an idle time (an SSE stream's keep-alive ping) with a timer instead
+    of a task."""
 
-    def __post_init__(self) -> None:
-        # One slot kept for the closing sentinel.
-        self.queue = asyncio.Queue(self.maxsize + 1)
+    __slots__ = ("_items", "_waiter", "closed", "maxsize", "overflowed")
+
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self.overflowed = False
+        self.closed = False
+        self._items: deque[CommunityEvent] = deque()
+        self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, event: CommunityEvent) -> bool:
         if self.closed:
             return False
-        if self.queue.qsize() >= self.maxsize:
+        if len(self._items) >= self.maxsize:
             self.overflowed = True
             self.close()
             return False
-        self.queue.put_nowait(event)
+        self._items.append(event)
+        self._wake()
         return True
 
     def close(self) -> None:
+        """No more events; `get` returns what is queued, then None."""
         if not self.closed:
             self.closed = True
-            self.queue.put_nowait(None)
+            self._wake()
 
-    async def get(self) -> CommunityEvent | None:
-        """The next event, or None once closed (check `overflowed`)."""
-        return await self.queue.get()
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def pending(self) -> int:
+        return len(self._items)
+
+    async def get(self, idle: float | None = None) -> CommunityEvent | Idle | None:
+        """The next event; None once closed and drained (check `overflowed`);
+        `IDLE` if `idle` seconds passed with nothing."""
+        if not self._items and not self.closed:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            timer = None if idle is None else waiter.get_loop().call_later(idle, _settle, waiter)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+        if self._items:
+            return self._items.popleft()
+        return None if self.closed else IDLE
+
+    def take(self, limit: int) -> list[CommunityEvent]:
+        """Up to `limit` more events already queued, without waiting."""
+        items = self._items
+        return [items.popleft() for _ in range(min(limit, len(items)))]
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class Fanout:

@@ -5,6 +5,7 @@ them into the event's record."""
 from __future__ import annotations
 
 import asyncio
+import re
 import contextlib
 import logging
 import time
@@ -41,8 +42,8 @@ def _sse(name: str) -> float:
 async def _read(seen: list[int]) -> None:
     async for item in sse._stream(ANONYMOUS, None, "test-client"):
         raw = item if isinstance(item, bytes) else item.encode()
-        if b"\nid: " in raw or raw.startswith(b"id: "):
-            seen.append(int(raw.split(b"id: ")[1].split(b"\r\n")[0]))
+        # One chunk may carry several frames (the events queued behind the first).
+        seen.extend(int(m) for m in re.findall(rb"(?:^|\n)id: (\d+)\r\n", raw))
 
 
 async def test_sse_deliveries_are_observed_and_recorded(event_service):

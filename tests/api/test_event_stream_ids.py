@@ -75,8 +75,10 @@ class Reader:
     async def _read(self, flt: StreamFilter, resume: ResumePoint | None) -> None:
         async for item in sse._stream(flt, resume, "test-client"):
             raw = item if isinstance(item, bytes) else item.encode()
-            if (frame := _parse(raw)) is not None:
-                self.frames.append(frame)
+            # One chunk may carry several frames (the events queued behind the first).
+            for part in raw.split(b"\r\n\r\n"):
+                if part and (frame := _parse(part)) is not None:
+                    self.frames.append(frame)
 
     async def wait_for(self, predicate: Callable[[Frame], bool], what: str) -> Frame:
         await wait_until(lambda: any(predicate(f) for f in self.frames), message=what)

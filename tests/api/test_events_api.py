@@ -30,7 +30,12 @@ async def test_publishing_a_story_emits_story_published(api_client, relay_runnin
         "title": story["title"],
         "authorId": user.id,
         "genre": "horror",
+        # The card a reader's page shows, carried so the fan-out reads no database.
+        "author": user.username,
+        "excerpt": story["summary"],
+        "publishedAt": event["publishedAt"],
     }
+    assert datetime.fromisoformat(event["publishedAt"]) == datetime.fromisoformat(story["published_at"])
 
 
 async def test_a_story_and_its_posts_through_their_lives(api_client, relay_running, listen):
@@ -61,6 +66,11 @@ async def test_a_story_and_its_posts_through_their_lives(api_client, relay_runni
             "authorId": reader.id,
             "title": "First!",
             "type": "question",
+            # The card a reader's page shows.
+            "author": reader.username,
+            "excerpt": post["body"],
+            "storyTitle": "Retitled",
+            "createdAt": created["createdAt"],
         }
 
         await api_client.patch(

@@ -1,6 +1,6 @@
-"""A stopping process ends its event streams with a retry hint, through
-sse-starlette's own shutdown (AppStatus.should_exit, each response's
-shutdown_event), over real HTTP on the real Redis."""
+"""A stopping process ends its event streams with a retry hint (fictures.shutdown
+closes each stream's subscription; what is left after the grace period is
+cancelled), over real HTTP on the real Redis."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import uvicorn
-from sse_starlette.sse import AppStatus
 
 from fictures import shutdown
 from fictures.api import sse
@@ -30,7 +29,6 @@ async def server(database) -> AsyncIterator[str]:
     try:
         yield f"http://127.0.0.1:{config.port}"
     finally:
-        AppStatus.should_exit = False  # process-wide: the next tests' streams must live
         instance.should_exit = True
         await task
 
@@ -66,5 +64,5 @@ async def test_streams_get_a_retry_hint_and_end_when_the_process_stops(server, q
         # The hint, then the end of the response (not a cut connection: that raises).
         assert "retry: 1000" in lines, lines
         assert lines.index("retry: 1000") > lines.index("event: connected")
-        # sse-starlette polls its flag every half second; the stream then ends at once.
+        # Each stream leaves its live loop at once, says goodbye and ends.
         assert at - started < sse.STOP_GRACE_SECONDS

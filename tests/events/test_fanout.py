@@ -253,3 +253,39 @@ async def test_draft_activity_stays_out_of_the_public_metrics(relay_running):
         await next_event(sub, lambda e: e.story_id_or_none == story_id and e.public)
     assert _published_total("story:published") == before["story:published"] + 1
     assert _published_total(PRIVATE_CHANNEL) == before[PRIVATE_CHANNEL] == 0
+
+
+async def test_a_subscription_hands_out_events_in_order_says_when_idle_and_ends_after_its_last_event():
+    from fictures.events.fanout import IDLE, Subscription
+
+    sub = Subscription(maxsize=3)
+    events = [StoryDeleted(id=i, story_id=i) for i in (1, 2, 3)]
+    started = asyncio.get_running_loop().time()
+    assert await sub.get(idle=0.05) is IDLE  # nothing within the idle time
+    assert asyncio.get_running_loop().time() - started >= 0.04
+    waiting = asyncio.create_task(sub.get(idle=5))
+    await asyncio.sleep(0)
+    assert all(sub.offer(e) for e in events)
+    assert await waiting is events[0]  # woken by the offer, not the timer
+    assert sub.take(10) == events[1:] and sub.pending() == 0
+    for e in events:
+        sub.offer(e)
+    assert not sub.offer(events[0]) and sub.overflowed and sub.closed  # a fourth: too far behind
+    assert [await sub.get(), await sub.get(), await sub.get()] == events  # what was queued still comes
+    assert await sub.get() is None and await sub.get(idle=0.01) is None
+
+
+async def test_a_stream_writes_the_events_queued_behind_the_first_in_one_chunk():
+    from fictures.api import sse
+    from fictures.events.fanout import Subscription
+
+    sub = Subscription(maxsize=100)
+    for i in (1, 2, 3):
+        sub.offer(StoryDeleted(id=10_000 + i, story_id=i))
+    live = sse._live(sub, None)
+    [first] = [await anext(live)]
+    flt = sse.StreamFilter(channels=frozenset({"story:deleted"}), story_id=None, user_id=None)
+    chunk, sent = sse._chunk(first, flt, sse.Position(10_001, 0))  # 10001 was already replayed
+    assert [e.id for e in sent] == [10_002, 10_003]
+    assert chunk.count(b"event: story:deleted") == 2 and b"id: 10003" in chunk
+    await live.aclose()

@@ -1,0 +1,139 @@
+"""The Server-Sent Events response: one task writes the stream, one notices the client leave.
+
+It replaced sse-starlette's `EventSourceResponse`, which runs four tasks per
+stream (the body, a ping timer, a shutdown watcher, a disconnect listener)
+under an anyio task group and wraps every write in a cancel scope for its send
+timeout. At thousands of streams that was most of the cost of a delivery and
+of an idle stream's memory (benchmarks/RESULTS.md, "issue10" sections). Here:
+
+- **the body** is an async iterator of chunks (bytes, or sse-starlette's
+  `ServerSentEvent`, still used to encode frames); the request's own task
+  writes them in order;
+- **keep-alive pings** come from the body itself: it waits for its next event
+  with an idle timeout (`Subscription.get(idle=...)`) and yields `PING` when it
+  elapses, so a busy stream sends no pings at all;
+- **a client that stopped reading** (one write pending for `send_timeout`
+  seconds) is found by one timer per stream, which looks every
+  `send_timeout / 2` seconds, instead of a cancel scope per write;
+- **the client leaving**: a second task waits for `http.disconnect` and calls
+  `on_client_gone` (the stream closes its subscription, so the body stops
+  waiting and ends); the writer stops at its next chunk (some servers' `send`
+  to a closed connection returns quietly, without an error);
+- **the server stopping** is the body's business (fictures.api.sse ends each
+  stream with a `retry:` hint); `cancel` ends what is left after a grace period;
+- **HEAD** gets the headers and no body, like any GET route's HEAD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+
+from sse_starlette import ServerSentEvent
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
+
+# A comment line: keeps proxies and clients from timing the connection out.
+PING = b": ping\r\n\r\n"
+
+
+class StreamStalled(Exception):
+    """The client accepted nothing for `send_timeout` seconds."""
+
+
+class EventStreamResponse(Response):
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        body: AsyncIterator[bytes | ServerSentEvent],
+        *,
+        send_timeout: float,
+        on_client_gone: Callable[[], None] | None = None,
+        headers: Mapping[str, str] | None = None,
+        status_code: int = 200,
+    ) -> None:
+        self.body_iterator = body
+        self.on_client_gone = on_client_gone
+        self.status_code = status_code
+        self.background = None
+        self.send_timeout = send_timeout
+        self.init_headers({
+            "Cache-Control": "no-store", **(headers or {}),
+            "Connection": "keep-alive", "X-Accel-Buffering": "no",
+        })
+        self._writer: asyncio.Task | None = None
+        self._pending_since: float | None = None  # a write not finished yet began then
+        self._ended_by: str | None = None  # "client" | "stall" | "cancel": why the writer was cancelled
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    def cancel(self) -> None:
+        """End the stream now (the server stops and its grace period is over)."""
+        self._end("cancel")
+
+    def _end(self, why: str) -> None:
+        if self._writer is None or self._writer.done() or self._ended_by is not None:
+            return
+        self._ended_by = why
+        if why == "client" and self.on_client_gone is not None:
+            # Wake the body where it waits (its subscription closes): it ends,
+            # and the writer stops at its next chunk. No cancel: one that lands
+            # while the writer is between awaits would be delivered later, in
+            # its cleanup.
+            self.on_client_gone()
+        else:
+            self._writer.cancel()  # stuck in a write, or the server is stopping
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        if scope.get("method", "GET").upper() == "HEAD":
+            await send(start)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        loop = asyncio.get_running_loop()
+        self._writer = asyncio.current_task()
+        listener = asyncio.create_task(self._wait_for_disconnect(receive))
+        self._watchdog = loop.call_later(self.send_timeout / 2, self._watch, loop)
+        try:
+            await send(start)
+            async for chunk in self.body_iterator:
+                if self._ended_by is not None:
+                    break  # the cancel was swallowed on its way (a client library's cleanup)
+                self._pending_since = loop.time()
+                await send({
+                    "type": "http.response.body",
+                    "body": chunk.encode() if isinstance(chunk, ServerSentEvent) else chunk,
+                    "more_body": True,
+                })
+                self._pending_since = None
+            if self._ended_by is None:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if self._ended_by is None:
+                raise  # not ours: the server is cancelling the request
+        finally:
+            if self._ended_by in ("stall", "cancel") and self._writer.cancelling():
+                self._writer.uncancel()  # ours, delivered and handled: the request ends normally
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            listener.cancel()
+            with contextlib.suppress(Exception):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
+        if self._ended_by == "stall":
+            raise StreamStalled()
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        since = self._pending_since
+        if since is not None and loop.time() - since >= self.send_timeout:
+            self._end("stall")
+            return
+        self._watchdog = loop.call_later(self.send_timeout / 2, self._watch, loop)
+
+    async def _wait_for_disconnect(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._end("client")
