@@ -5,9 +5,9 @@ them into the event's record."""
 from __future__ import annotations
 
 import asyncio
-import re
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 
