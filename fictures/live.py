@@ -653,6 +653,7 @@ class FollowNavigation(rx.Middleware):
 async def lifespan(app: rx.App) -> AsyncIterator[None]:
     """Runs the process's TabHub (registered on the app after the event service)."""
     tune_gc()  # this worker is about to hold many tabs: see fictures.server_limits
+    reflex_compat.lighter_socket_writer()  # no task per frame per tab
     hub = TabHub(app)
     reflex_compat.on_tab_disconnect(app, hub.unregister)
     rooms.attach(app)

@@ -374,6 +374,51 @@ async def emit_to_room(app: rx.App, room: str, update: StateUpdate) -> int:
     return sent
 
 
+# python-engineio's own AsyncSocket.poll, once replaced (the contract test compares them).
+_original_poll: dict[str, Any] = {}
+
+
+def lighter_socket_writer() -> None:
+    """Make python-engineio's per-socket writer wait for its next packet without
+    a task per wait.
+
+    Each websocket's writer task loops on `AsyncSocket.poll()`, which on Python
+    3.11 waits with `asyncio.wait_for(queue.get(), ...)`: a new Task for every
+    wake, that is for every frame every tab receives (a broadcast to 1,000 tabs
+    made 1,000 of them). This `poll` is the same code waiting under
+    `asyncio.timeout` instead: the same packets, the same batching of what is
+    queued, the same `QueueEmpty` on the ping timeout or a cancel. Idempotent."""
+    from engineio import exceptions as engine_exceptions
+    from engineio.async_socket import AsyncSocket
+
+    if _original_poll:
+        return
+    _original_poll["poll"] = AsyncSocket.poll
+
+    async def poll(self: Any) -> list[Any]:
+        try:
+            async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
+                packets = [await self.queue.get()]
+            self.queue.task_done()
+        except (TimeoutError, asyncio.CancelledError):
+            raise engine_exceptions.QueueEmpty() from None
+        if packets == [None]:
+            return []
+        while True:
+            try:
+                pkt = self.queue.get_nowait()
+                self.queue.task_done()
+                if pkt is None:
+                    self.queue.put_nowait(None)
+                    break
+                packets.append(pkt)
+            except asyncio.QueueEmpty:
+                break
+        return packets
+
+    AsyncSocket.poll = poll
+
+
 async def run_in_tab(
     app: rx.App,
     token: str,

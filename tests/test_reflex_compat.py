@@ -15,6 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import reflex as rx
 
 from fictures import reflex_compat
@@ -428,3 +429,44 @@ async def test_room_frames_go_on_each_socket_queue_as_python_socketio_would_send
         for sock, sid in probes.values():
             await app.sio.manager.disconnect(sid, namespace.namespace)
             eio.sockets.pop(sock.sid, None)
+
+
+async def test_the_lighter_socket_writer_polls_as_python_engineio_does():
+    """`lighter_socket_writer` replaces python-engineio's AsyncSocket.poll with the
+    same code waiting under asyncio.timeout (no task per wait): for the same
+    queue contents both give the same packets, the sentinel's empty list, and
+    QueueEmpty on the timeout."""
+    import asyncio
+    import inspect
+
+    from engineio import exceptions as engine_exceptions
+    from engineio.async_socket import AsyncSocket
+
+    from fictures.fictures import app
+
+    reflex_compat.lighter_socket_writer()
+    ours, theirs = AsyncSocket.poll, reflex_compat._original_poll["poll"]
+    assert ours is not theirs
+    # The code replaced is still engineio's 4.x poll (an upgrade that changes it fails here).
+    assert "asyncio.wait_for(" in inspect.getsource(theirs) and "QueueEmpty" in inspect.getsource(theirs)
+    reflex_compat.lighter_socket_writer()
+    assert AsyncSocket.poll is ours  # idempotent
+
+    eio = app.sio.eio
+    before = eio.ping_interval, eio.ping_timeout
+    try:
+        for poll in (ours, theirs):
+            sock = AsyncSocket(eio, "eio-poll")
+            for pkt in ("a", "b", None, "c"):
+                sock.queue.put_nowait(pkt)
+            # What is queued up to the sentinel; the sentinel goes back (behind "c"),
+            # and then reads as the end: an empty list.
+            assert [await poll(sock) for _ in range(3)] == [["a", "b"], ["c"], []]
+            eio.ping_interval, eio.ping_timeout = 0.05, 0.05
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(engine_exceptions.QueueEmpty):
+                await poll(sock)  # nothing within the ping timeout
+            assert asyncio.get_running_loop().time() - started >= 0.09
+            eio.ping_interval, eio.ping_timeout = before
+    finally:
+        eio.ping_interval, eio.ping_timeout = before
