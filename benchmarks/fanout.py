@@ -5,6 +5,7 @@ One command (from the repository root)::
     .venv/bin/python benchmarks/fanout.py --label before|after [--tabs 1,200,1000,5000]
         [--streams 1000,5000] [--events 20] [--workers 1] [--redis-url URL]
         [--database-url URL] [--replay 10000] [--no-profile] [--app-dir DIR]
+        [--runs 3] [--publish-path 30]
 
 The whole default run takes 4-5 minutes on 2 cores. --app-dir runs the app
 from another checkout, to measure older code with today's harness:
@@ -27,10 +28,14 @@ simulated readers in a separate process (benchmarks/_clients.py):
   deliveries/s, bytes per event per reader, server CPU per 1,000 deliveries,
   and server memory per idle connection;
 - for streams, a throughput burst: events sent to the bus as fast as possible;
+- publish path: with no readers, --publish-path stories one at a time, and
+  where the API call's time goes before the PUBLISH (HTTP, token check, the
+  write and commit, the relay's own histogram);
 - replay: an SSE client resuming from the oldest retained id of a --replay
   events stream; and a polling baseline (GET /api/stories every 5 minutes).
 
-It prints a table and writes benchmarks/RESULTS.md, keeping the sections of
+--runs N measures N times, the app restarted each time; each row shows the
+run with its median p99 and lists the others' figures. It prints a table and writes benchmarks/RESULTS.md, keeping the sections of
 other labels (so a "before" and an "after" sit side by side). It reports
 figures; it never passes or fails. Everything it started is stopped at the end,
 Ctrl+C included.
