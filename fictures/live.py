@@ -156,6 +156,7 @@ class LiveState(LiveHooks, rx.State, mixin=True):
         hub.register(token, type(self), dict(self.router_data), user)
         await hub.enter(token, self.router.session.session_id, self._live_room_names(),
                         receive=self.live_paused != "1")
+        await rooms.refresh(self, self.live_rooms)
         self.live_ok = hub.healthy
         if self.live_last_id < 0 or self.live_paused == "1":
             # A fresh page load: the page just read the DB; start from now.
@@ -199,6 +200,7 @@ class LiveState(LiveHooks, rx.State, mixin=True):
             self.live_paused = ""
             self.live_last_id = hub.last_id
             await hub.enter(token, sid, self._live_room_names(), receive=True)
+            await rooms.refresh(self, self.live_rooms)  # what changed while paused
             return self.live_reload()
         self.live_paused = "1"
         await hub.enter(token, sid, self._live_room_names(), receive=False)
@@ -218,6 +220,7 @@ class LiveState(LiveHooks, rx.State, mixin=True):
             return
         await hub.enter(token, self.router.session.session_id, self._live_room_names(),
                         receive=self.live_paused != "1")
+        await rooms.refresh(self, self.live_rooms)
 
     # -- run by the TabHub (never browser-callable) --------------------------------
 
@@ -654,6 +657,7 @@ async def lifespan(app: rx.App) -> AsyncIterator[None]:
     """Runs the process's TabHub (registered on the app after the event service)."""
     tune_gc()  # this worker is about to hold many tabs: see fictures.server_limits
     reflex_compat.lighter_socket_writer()  # no task per frame per tab
+    rooms.values_by_hydrate_and_frames()  # not recomputed for every event of every tab
     hub = TabHub(app)
     reflex_compat.on_tab_disconnect(app, hub.unregister)
     rooms.attach(app)

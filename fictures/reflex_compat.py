@@ -315,6 +315,44 @@ def room_size(app: rx.App, room: str) -> int:
     return len(app.sio.manager.rooms.get(namespace.namespace, {}).get(room, ()))
 
 
+def values_only_when_asked(state_classes: Iterable[type[rx.State]]) -> None:
+    """Stop Reflex recomputing these states' uncached vars for every event of every tab.
+
+    A var with `cache=False` is "always dirty": Reflex recomputes it for each
+    event a tab sends (and encodes it to compare with what the browser has),
+    and loads its state for that. Room values (fictures.rooms) reach the browser
+    by the hydrate (which reads every var) and by broadcast frames, and a tab
+    entering a room asks for them once (`send_values`), so per event they are
+    pure cost. Applied once the app's pages are registered."""
+    classes = set(state_classes)
+    for state_cls in classes:
+        state_cls._always_dirty_computed_vars = set()
+    # Each ancestor keeps only the substates that still lead to an always-dirty var.
+    for state_cls in classes:
+        name, parent = state_cls.get_name(), state_cls.get_parent_state()
+        while parent is not None:
+            child = parent.get_class_substate(name)
+            if child._always_dirty_computed_vars or child._always_dirty_substates:
+                break
+            parent._always_dirty_substates.discard(name)
+            name, parent = parent.get_name(), parent.get_parent_state()
+
+
+def send_values(state: rx.State) -> None:
+    """Put every var of `state` in the delta of the event being processed."""
+    state.dirty_vars.update(name for name in state.computed_vars if name in state._frontend_var_names)
+    state._mark_ancestors_dirty()
+
+
+def always_dirty(state_cls: type[rx.State]) -> set[str]:
+    """The uncached vars Reflex recomputes for every event (for the contract test)."""
+    return set(state_cls._always_dirty_computed_vars)
+
+
+def always_dirty_substates(state_cls: type[rx.State]) -> set[str]:
+    return set(state_cls._always_dirty_substates)
+
+
 def delta_frame(state_cls: type[rx.State], values: Mapping[str, Any]) -> StateUpdate:
     """A Reflex update setting `values` (var name -> value) of `state_cls` in the browser."""
     delta = {f"{name}{FIELD_MARKER}": value for name, value in values.items()}

@@ -111,6 +111,31 @@ class of:
         return self.rooms
 
 
+def all_room_classes() -> list[type[Room]]:
+    """Every Room state (every subclass, at any depth)."""
+    found, todo = [], list(Room.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def values_by_hydrate_and_frames() -> None:
+    """Room values reach a browser by the hydrate, by broadcast frames and when
+    its tab enters the room (`refresh`), never recomputed for its other events
+    (see reflex_compat.values_only_when_asked). Called once the pages are registered."""
+    reflex_compat.values_only_when_asked(all_room_classes())
+
+
+async def refresh(state: Any, room_classes: Any) -> None:
+    """Send the current values of `room_classes` with the delta of the event
+    `state` is handling (a tab enters their rooms: it may have navigated from
+    another page since its hydrate)."""
+    for room_cls in room_classes:
+        reflex_compat.send_values(await state.get_state(room_cls))
+
+
 def room_class(room: str) -> type[Room] | None:
     """The Room class showing `room` ("story:7" -> the class whose kind is "story")."""
     return _kinds.get(room.partition(":")[0])

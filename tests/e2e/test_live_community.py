@@ -338,3 +338,39 @@ def test_tabs_joining_while_stories_arrive_get_their_hydrate_before_any_room_fra
         stop.set()
         for tab in tabs:
             tab.close()
+
+
+def test_room_values_come_with_the_hydrate_and_frames_not_with_every_event(app_server: AppServer):
+    """Reflex would recompute (and compare) every uncached room value for each
+    event a tab sends; room values reach a tab by its hydrate, its entering the
+    room and broadcast frames only (rooms.values_by_hydrate_and_frames)."""
+    from fictures.pages.community import CommunityState
+
+    _, token = app_server.register()
+    app_server.create_story(token, _title("Already There"))
+    room = CommunityRoom.get_full_name()
+    tab = RawTab(app_server.url, "/community")
+    try:
+        tab.hydrated()
+        tab.wait_for(lambda updates: any(
+            v is False for u in updates for v in [(u.get("delta") or {}).get(CommunityState.get_full_name(), {})
+                                                  .get("loading_rx_state_")]), what="the page loaded")
+        assert any(room in (u.get("delta") or {}) for u in tab.updates)  # hydrate / room entry
+        seen = len(tab.updates)
+        tab.send(f"{CommunityState.get_full_name()}.set_genre", {"genre": "horror"})
+        tab.wait_for(lambda updates: any(
+            (u.get("delta") or {}).get(CommunityState.get_full_name(), {}).get("genre_rx_state_") == "horror"
+            for u in updates[seen:]), what="the genre change")
+        # The event's own deltas (the page's state) carry no room value; a room's
+        # frames (e.g. presence's readers) are frames of their own.
+        page = CommunityState.get_full_name()
+        ours = [u.get("delta") or {} for u in tab.updates[seen:] if page in (u.get("delta") or {})]
+        assert ours and not [d for d in ours if room in d], ours
+        # A story arriving still reaches it, as one broadcast frame.
+        story = app_server.create_story(token, _title("Arriving"), genre="horror")
+        tab.wait_for(lambda updates: any(
+            isinstance(v, dict) and v.get("id") == story["id"]
+            for u in updates[seen:] for v in (u.get("delta") or {}).get(room, {}).values()
+        ), what="the broadcast frame")
+    finally:
+        tab.close()
