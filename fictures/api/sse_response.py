@@ -68,7 +68,7 @@ class EventStreamResponse(Response):
         })
         self._writer: asyncio.Task | None = None
         self._pending_since: float | None = None  # a write not finished yet began then
-        self._ended_by: str | None = None  # "client" | "stall" | "cancel": why the writer was cancelled
+        self._ended_by: str | None = None  # "client" | "stall" | "cancel": why the stream ends early
         self._watchdog: asyncio.TimerHandle | None = None
 
     def cancel(self) -> None:
@@ -102,7 +102,7 @@ class EventStreamResponse(Response):
             await send(start)
             async for chunk in self.body_iterator:
                 if self._ended_by is not None:
-                    break  # the cancel was swallowed on its way (a client library's cleanup)
+                    break  # the client left (or a cancel was swallowed on its way): stop writing
                 self._pending_since = loop.time()
                 await send({
                     "type": "http.response.body",
