@@ -106,10 +106,16 @@ def test_a_member_reaches_every_navbar_action_and_no_page_scrolls_sideways(
     for selector in ("#nav-home", "#live-indicator", "#notification-bell", "#dark-mode", "#nav-menu"):
         _on_screen(page, selector)
     expect(page.locator("#logout")).to_be_hidden()
-    for path in ("/community", f"/community/story/{story['id']}", "/writing"):
+    # Each page's own long-worded data, rendered before the width is measured.
+    rendered = {
+        "/community": page.locator(f"#story-{story['id']}"),
+        f"/community/story/{story['id']}": page.locator("#story-posts .post-card", has_text=LONG_WORD),
+        "/writing": page.get_by_text(f"{LONG_WORD} draft").first,
+    }
+    for path, data in rendered.items():
         page.goto(path)
         expect(page.locator("#nav-menu")).to_be_visible()
-        page.wait_for_timeout(300)  # the page's data has rendered
+        expect(data).to_be_visible()
         _no_sideways_scroll(page, path)
 
     # The bell opens its list, inside the screen.
