@@ -11,11 +11,11 @@ import dataclasses
 from datetime import UTC, datetime
 from functools import lru_cache
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from fictures import db, posts, stories
 from fictures.events.schema import PostCreated, StoryPublished, StoryUpdated, excerpt
-from fictures.models import Post, Story, User
+from fictures.models import OutboxEvent, Post, Story, User
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +144,27 @@ def story_post_cards(story_id: int, limit: int = POSTS_PAGE, after: str = "") ->
         names = _names(s, {r.author_id for r in rows})
         cards = [_post_card(r, names.get(r.author_id, "?")) for r in rows]
         return Page(cards, cursor_after(rows[-1].created_at, rows[-1].id) if more else "")
+
+
+def published_since(event_id: int, limit: int) -> dict[int, int]:
+    """Stories published after the event `event_id`: story id -> the id of the
+    event that published it (its latest publication), the newest `limit` of them.
+
+    Read from the outbox, which records the id Redis gave each event: a tab that
+    was away (a reconnect, another instance) learns from it which of the stories
+    it reads were published while it was gone, beyond the broadcast ring's slots.
+    Whether each is still published is for the list it reads to say."""
+    with db.session() as s:
+        rows = s.exec(
+            select(OutboxEvent.event_id, OutboxEvent.payload)
+            .where(OutboxEvent.channel == StoryPublished.channel, col(OutboxEvent.event_id) > event_id)
+            .order_by(col(OutboxEvent.event_id).desc())
+            .limit(limit)
+        ).all()
+    published: dict[int, int] = {}
+    for row_event_id, payload in rows:
+        published.setdefault(StoryPublished.model_validate_json(payload).story_id, row_event_id)
+    return published
 
 
 def story_card_of(event: StoryPublished | StoryUpdated) -> StoryCard | None:

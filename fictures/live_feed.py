@@ -178,15 +178,22 @@ class FeedToaster(rx.Fragment):
     make ONE summary toast, "3 new stories while you were away", instead of one
     per arrival (a single one toasts as usual); the banner and NEW badges show
     them all.
+
+    A page that lists missed arrivals beyond the slots (cards carrying the
+    `event_id` that published them, see fictures.pages.community) subclasses
+    this with `missed` set to that list, and the summary counts them too.
     """
+
+    missed: ClassVar[Var | None] = None
 
     def add_hooks(self) -> list[str | Var]:
         stories = LiteralArrayVar.create(story_slots())
         posts = LiteralArrayVar.create(post_slots())
+        missed = self.missed if self.missed is not None else LiteralArrayVar.create([])
         hydrated = rx.State.is_hydrated
         effect = Var(
             _js_expr=f"""() => {{
-  const stories = {stories!s};
+  const stories = [...{stories!s}, ...{missed!s}.filter((c) => c.event_id > 0)];
   const posts = {posts!s};
   const newest = Math.max(0, ...stories.map((c) => c.event_id), ...posts.map((c) => c.event_id));
   if (!{hydrated!s}) {{
@@ -234,7 +241,8 @@ class FeedToaster(rx.Fragment):
   }}
 }}""",
             _var_data=VarData.merge(
-                stories._get_all_var_data(), posts._get_all_var_data(), hydrated._get_all_var_data()
+                stories._get_all_var_data(), posts._get_all_var_data(), missed._get_all_var_data(),
+                hydrated._get_all_var_data(),
             ),
         )
         react = VarData(imports={"react": [rx.ImportVar(tag="useRef")]})

@@ -19,10 +19,11 @@ still unseen. Readers who are not logged in keep per-tab arrivals only.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import operator
 import time
 from functools import reduce
-from typing import Any
+from typing import Any, ClassVar
 
 import reflex as rx
 from reflex.vars import LiteralArrayVar, ObjectVar, Var, VarData
@@ -48,6 +49,9 @@ ALL = "all"
 CATCH_UP_SECONDS = 2.0
 # Ids of stories a tab remembers as seen (arrivals' badges); older ones fall off.
 MAX_SEEN = 200
+# At most this many stories published while a tab was away come back NEW (the
+# newest; any older ones are in the list as usual).
+MAX_MISSED = 500
 
 
 def _visit(token: str, story_ids: list[int]) -> tuple[int, list[int]]:
@@ -76,6 +80,10 @@ class CommunityState(LiveState, rx.State):
     Live arrivals are not in this state: they are the broadcast slots of
     `live_feed.CommunityRoom` (one frame per event for every reader); this tab shows
     those that arrived after `since_id`, and the banner counts those after `seen_id`.
+    A tab that was away (its connection dropped, perhaps to another instance)
+    may have missed more arrivals than the slots hold: on its reload those come
+    in the list, each card carrying the `event_id` that published it, so they are
+    NEW and counted just the same (`_missed`).
     """
 
     live_rooms = rooms.of(live_feed.CommunityRoom)
@@ -110,6 +118,11 @@ class CommunityState(LiveState, rx.State):
     def _genre_filter(self) -> str | None:
         return None if self.genre == ALL else self.genre
 
+    def _missed(self) -> list[StoryCard]:
+        """Listed stories published after this tab's page loaded: arrivals it missed
+        while away that the broadcast slots no longer hold (see `load`)."""
+        return [c for c in self.stories if c.event_id > self.since_id]
+
     def _arrived(self, ring: live_feed.Ring) -> set[int]:
         """Ids this tab shows as live arrivals (kept out of the lists read from the DB)."""
         return {c.id for c in ring.slots if c.event_id > self.since_id}
@@ -138,12 +151,21 @@ class CommunityState(LiveState, rx.State):
         reload = self.since_id >= 0 and self.live_paused != "1"
         if not reload:
             self.since_id = self.seen_id = TabHub.current().last_id
-        stories = await run_in_threadpool(feed.published_cards, self._genre_filter(), self._stories_limit)
+        # Reloading (a reconnect): which stories were published since this page
+        # loaded, to show those the slots no longer hold as the arrivals they are.
+        missed = await run_in_threadpool(feed.published_since, self.since_id, MAX_MISSED) if reload else {}
+        stories = await run_in_threadpool(
+            feed.published_cards, self._genre_filter(), self._stories_limit + len(missed)
+        )
         live_stories = (await self._arrivals_caught_up(stories.cards) if reload
                         else self._arrived(live_feed.stories))
         live_posts = self._arrived(live_feed.posts)
         posts = await run_in_threadpool(feed.recent_post_cards, self._posts_limit)
-        self.stories = [c for c in stories.cards if c.id not in live_stories]
+        self.stories = [
+            dataclasses.replace(c, event_id=missed[c.id]) if c.id in missed else c
+            for c in stories.cards
+            if c.id not in live_stories
+        ]
         self.story_ids = [c.id for c in self.stories]
         self.posts = [p for p in posts.cards if p.id not in live_posts]
         self.post_ids = [p.id for p in self.posts]
@@ -206,7 +228,7 @@ class CommunityState(LiveState, rx.State):
 
     @rx.event
     def view_new(self):
-        self.seen_id = max(self.seen_id, live_feed.stories.head())
+        self.seen_id = max(self.seen_id, live_feed.stories.head(), *(c.event_id for c in self._missed()))
         return rx.scroll_to("new-stories")
 
     @rx.event
@@ -215,7 +237,10 @@ class CommunityState(LiveState, rx.State):
         Taken only for a logged-in reader and a story this tab shows as new."""
         if not self.viewer_id or story_id in self.seen_ids:
             return
-        arrived = any(c.id == story_id and c.event_id > self.since_id for c in live_feed.stories.slots)
+        arrived = any(
+            c.id == story_id and c.event_id > self.since_id
+            for c in (*live_feed.stories.slots, *self._missed())
+        )
         if not arrived and story_id not in self.visit_new_ids:
             return
         user = await (await self.get_state(SessionState))._current_user()
@@ -245,7 +270,9 @@ class CommunityState(LiveState, rx.State):
         if event.story_id in self.story_ids and (
             card := feed.story_card_of(event) or feed.story_card(event.story_id, event.id)
         ):
-            self.stories = [card if c.id == card.id else c for c in self.stories]
+            # A missed arrival stays one (its event id marks it NEW).
+            self.stories = [dataclasses.replace(card, event_id=c.event_id) if c.id == card.id else c
+                            for c in self.stories]
 
     def on_story_deleted(self, event: StoryDeleted):
         self._drop_story(event.story_id)
@@ -295,13 +322,23 @@ def _unseen(card) -> Var:
 
 
 def _banner_count() -> Var:
-    return reduce(
+    """Arrivals not yet viewed ("View now") nor seen: in the slots, and missed
+    ones in the list (see CommunityState)."""
+    in_slots = reduce(
         operator.add,
         [
             rx.cond(_is_new_story(c) & (c.event_id > CommunityState.seen_id) & _unseen(c), 1, 0)
             for c in story_slots()
         ],
     )
+    probe = Var(_js_expr="c", _var_type=StoryCard).to(ObjectVar, StoryCard)
+    condition = (probe.event_id > CommunityState.seen_id) & _unseen(probe)
+    missed = Var(
+        _js_expr=f"{CommunityState.stories!s}.filter((c) => {condition!s}).length",
+        _var_type=int,
+        _var_data=VarData.merge(CommunityState.stories._get_all_var_data(), condition._get_all_var_data()),
+    ).to(int)
+    return in_slots + missed
 
 
 def _visit_banner() -> rx.Component:
@@ -453,6 +490,12 @@ class SeenTracker(rx.Fragment):
         ]
 
 
+class CommunityToaster(live_feed.FeedToaster):
+    """The feed's toasts, counting the missed arrivals the list carries after a reconnect."""
+
+    missed: ClassVar[Var | None] = CommunityState.stories
+
+
 def _genre_filter() -> rx.Component:
     return rx.hstack(
         label("Genre", "genre-filter"),
@@ -495,7 +538,11 @@ def _stories() -> rx.Component:
         ),
         rx.foreach(
             CommunityState.stories,
-            lambda c: story_card(c, is_new=CommunityState.visit_new_ids.contains(c.id)),
+            lambda c: story_card(
+                c,
+                is_new=CommunityState.visit_new_ids.contains(c.id)
+                | ((c.event_id > CommunityState.since_id) & _unseen(c)),
+            ),
         ),
         rx.cond(
             CommunityState.stories.length() == 0,
@@ -549,7 +596,7 @@ def community() -> rx.Component:
         ),
         _visit_banner(),
         _banner(),
-        live_feed.FeedToaster.create(),
+        CommunityToaster.create(),
         SeenTracker.create(),
         rx.grid(
             rx.vstack(

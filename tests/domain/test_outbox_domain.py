@@ -11,12 +11,12 @@ from reflex.model import get_engine
 from sqlalchemy import text
 from sqlmodel import Session
 
-from fictures import db, stories
+from fictures import db, feed, stories
 from fictures.events import outbox
 from fictures.events.bus import EventBus
 from fictures.events.outbox import OutboxRelay
 from fictures.events.schema import PRIVATE_CHANNEL, StoryUpdated
-from fictures.models import Story, StoryUpdate, User
+from fictures.models import Story, StoryStatus, StoryUpdate, User
 from fictures.settings import settings
 from tests.conftest import in_db, make_bus, outbox_mark, outbox_since, wait_until
 from tests.factories import make_post, make_story, make_user
@@ -268,3 +268,33 @@ async def test_two_changes_to_one_story_are_announced_in_commit_order(bus, liste
         )
     assert earlier["id"] < later["id"]
     assert [r.id for r in events.received] == [earlier["id"], later["id"]]
+
+
+
+async def test_published_since_names_each_story_published_after_an_event_by_its_latest_publication(
+    db_session, bus
+):
+    """What a tab that was away reads to mark the stories it missed (feed.published_since)."""
+    relay = OutboxRelay(bus)
+    author = make_user(db_session)
+    mark = outbox_mark()
+    before = make_story(db_session, author)
+    await relay.flush()
+    [floor] = [r.event_id for r in outbox_since(mark)]
+    mark = outbox_mark()
+    first, second = make_story(db_session, author), make_story(db_session, author)
+    make_story(db_session, author, published=False)  # a draft: not public, never named
+    for status in (StoryStatus.draft, StoryStatus.published):  # first: published again, later
+        stories.set_visibility(session=db_session, author=author, story_id=first.id, status=status)
+    await relay.flush()
+    published = [(json.loads(r.payload)["storyId"], r.event_id)
+                 for r in outbox_since(mark) if r.channel == "story:published"]
+    assert [story_id for story_id, _ in published] == [first.id, second.id, first.id]
+    latest = dict(published)
+
+    since = feed.published_since(floor, limit=10)
+    assert since == {first.id: latest[first.id], second.id: latest[second.id]}
+    assert before.id not in since and since[first.id] > since[second.id]
+    # The newest publications when there are more than the limit.
+    assert feed.published_since(floor, limit=1) == {first.id: latest[first.id]}
+    assert feed.published_since(latest[first.id], limit=10) == {}

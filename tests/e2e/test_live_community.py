@@ -8,7 +8,7 @@ import uuid
 
 from playwright.sync_api import expect
 
-from fictures.live_feed import CommunityRoom
+from fictures.live_feed import SLOTS, CommunityRoom
 from tests.e2e.conftest import POLL_SECONDS, AppServer, FlakyNetwork
 from tests.e2e.raw_socket import RawTab
 
@@ -230,6 +230,61 @@ def test_tab_catches_up_after_losing_its_connection_with_one_summary_toast(app_s
         app_server.create_story(token, after)
         expect(reader.get_by_text(f"New story: {after}")).to_be_visible()
         expect(reader.locator("#new-stories-count")).to_have_text("4 new stories published")
+    finally:
+        context.close()
+
+
+def test_a_tab_away_for_more_arrivals_than_the_slots_hold_gets_every_one_back_new(
+    app_server: AppServer, browser
+):
+    """The broadcast slots hold the latest 20 arrivals; a tab that missed more
+    (a long drop, or a move to another instance) shows every one NEW on
+    reconnect, counted by the banner and the summary toast, once each."""
+    _, token = app_server.register()
+    older = _title("Before The Drop")
+    app_server.create_story(token, older)
+    context = browser.new_context(base_url=app_server.url)
+    try:
+        reader = context.new_page()
+        network = FlakyNetwork(reader)
+        reader.goto("/community")
+        _wait_live(reader)
+        expect(reader.locator(".story-card", has_text=older)).to_be_visible()
+        network.cut()
+        expect(reader.locator("#live-indicator")).to_have_attribute("data-status", "offline", timeout=15_000)
+
+        missed = SLOTS + 7
+        run = uuid.uuid4().hex[:6]
+        titles = [f"Gone {run} {i:02d}" for i in range(missed)]
+        for title in titles:
+            app_server.create_story(token, title)
+        app_server.wait_for_log(r"Fanned out story:published #\d+", count=missed + 1)
+
+        reader.evaluate(RECORD_TOASTS)
+        network.restore()
+        _wait_live(reader)
+        for title in titles:
+            card = reader.locator(".story-card", has_text=title)
+            expect(card).to_have_count(1)
+            expect(card.locator(".new-badge")).to_be_visible()
+        # Newest first, the slots' arrivals above the missed ones in the list.
+        in_dom = [t for t in reader.locator(".story-card").all_inner_texts() if f"Gone {run} " in t]
+        assert [next(x for x in titles if x in t) for t in in_dom] == titles[::-1], in_dom
+        expect(reader.locator(".story-card", has_text=older).locator(".new-badge")).to_have_count(0)
+        expect(reader.locator("#new-stories-count")).to_have_text(f"{missed} new stories published")
+        reader.wait_for_function("window.fxToasts.some((t) => !t.startsWith('Cannot connect'))")
+        reader.wait_for_timeout(1_000)  # nothing else follows it
+        [summary] = _toasts_seen(reader)
+        assert f"{missed} new stories while you were away" in summary, summary
+        assert f"{titles[-1]}, {titles[-2]}, {titles[-3]} and {missed - 3} more" in summary, summary
+
+        # "View now" counts them all as viewed; the next arrival counts alone.
+        reader.locator("#view-now").click()
+        expect(reader.locator("#new-stories-banner")).to_have_count(0)
+        after = _title("Back Online")
+        app_server.create_story(token, after)
+        expect(reader.get_by_text(f"New story: {after}")).to_be_visible()
+        expect(reader.locator("#new-stories-count")).to_have_text("1 new story published")
     finally:
         context.close()
 
