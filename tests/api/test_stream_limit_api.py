@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import uuid
 from collections.abc import AsyncIterator
 
@@ -100,7 +101,8 @@ async def _none_held(address: str) -> bool:
 
 async def test_clients_behind_a_trusted_proxy_have_their_own_limit(server, monkeypatch):
     monkeypatch.setattr(settings, "trusted_proxies", "127.0.0.1")
-    first, second = (f"2001:db8::{uuid.uuid4().hex[:4]}" for _ in range(2))
+    # In canonical form ("::255", not "::0255"), as the server names them.
+    first, second = (str(ipaddress.ip_address(f"2001:db8::{uuid.uuid4().hex[:4]}")) for _ in range(2))
     async with open_streams(server, LIMIT + 2, {"X-Forwarded-For": first}) as (_, mine):
         assert [r.status_code for r in mine].count(200) == LIMIT
         assert f"from {first} " in next(r for r in mine if r.status_code == 429).json()["detail"]
