@@ -1,3 +1,5 @@
+import os
+
 import reflex as rx
 
 from fictures.server_limits import bound_worker_stop, raise_connection_limits
@@ -10,6 +12,9 @@ raise_connection_limits(settings.max_connections)
 bound_worker_stop(settings.stop_seconds)
 
 _shared = settings.shared_tab_state
+# Read by Reflex when it creates the engine (rx.session()).
+os.environ.setdefault("SQLALCHEMY_POOL_SIZE", str(settings.db_pool_size))
+os.environ.setdefault("SQLALCHEMY_MAX_OVERFLOW", str(settings.db_max_overflow))
 
 config = rx.Config(
     app_name="fictures",

@@ -112,7 +112,9 @@ class Page:
 def published_cards(genre: str | None = None, limit: int = STORIES_PAGE, after: str = "") -> Page:
     """Published stories, newest first: `limit` of them after the cursor `after`."""
     with db.session() as s:
-        rows = stories.list_published(session=s, genre=genre, limit=limit + 1, before=_parse_cursor(after))
+        rows = stories.list_published(
+            session=s, genre=genre, limit=limit + 1, before=_parse_cursor(after), without_content=True
+        )
         more = len(rows) > limit
         rows = rows[:limit]
         names = _names(s, {r.author_id for r in rows})

@@ -28,7 +28,9 @@ process's fan-out subscription and runs the hook in each tab whose websocket
 this process serves, under that tab's state lock (`reflex_compat.run_in_tab`),
 so each tab's server-side state always matches what its browser shows. A tab
 that reconnects replays what it missed from the Redis stream, and every handler
-sees each event id once.
+sees each event id once. A page whose `on_load` reads all its data again right
+after `live_start` (the community page) sets `live_loads_on_reconnect = True`
+and skips that replay: its load is the catch-up.
 
 Private events (one user's: their notifications) reach that user's tabs only,
 on any page: every login check files the tab under its user (`set_user`), and
@@ -44,7 +46,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import redis.exceptions
 import reflex as rx
@@ -122,6 +124,10 @@ class LiveState(LiveHooks, rx.State, mixin=True):
     # The Room states this page shows (fictures.rooms): `live_start` joins their
     # rooms, so the page gets their values in one frame per change.
     live_rooms = rooms.of()
+    # True when the page's `on_load` reads all its data again after `live_start`:
+    # a reconnecting tab then needs no replay of what it missed (reading and
+    # applying up to 500 events per tab, for a result the load replaces).
+    live_loads_on_reconnect: ClassVar[bool] = False
 
     # "1" while the reader paused live updates; remembered by the browser.
     live_paused: str = rx.LocalStorage("", name="fictures_live_paused", sync=True)
@@ -158,8 +164,9 @@ class LiveState(LiveHooks, rx.State, mixin=True):
                         receive=self.live_paused != "1")
         await rooms.refresh(self, self.live_rooms)
         self.live_ok = hub.healthy
-        if self.live_last_id < 0 or self.live_paused == "1":
-            # A fresh page load: the page just read the DB; start from now.
+        if self.live_last_id < 0 or self.live_paused == "1" or self.live_loads_on_reconnect:
+            # A fresh page load, or a page whose load (next in its on_load) reads
+            # everything again: start from now.
             self.live_last_id = hub.last_id
             return None
         missed = await hub.history_after(self.live_last_id)

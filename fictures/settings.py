@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     # exits; one still running this long after the signal is killed. Keep it
     # under the service manager's stop timeout (deploy/README.md).
     stop_seconds: int = Field(8, ge=2, le=60)
+    # Database connections each worker keeps open (and may open beyond that
+    # while busy). SQLAlchemy's default of 5 (+10) made a reconnect storm (500
+    # tabs reloading on one instance) open and close connections by the hundred.
+    # Mind PostgreSQL's max_connections: instances x workers x (both).
+    db_pool_size: int = Field(10, ge=1, le=200)
+    db_max_overflow: int = Field(5, ge=0, le=200)
     port: int = Field(3000, ge=1, le=65535)
     token_ttl_hours: int = Field(24 * 14, ge=1)
 

@@ -10,6 +10,7 @@ import logging
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from fictures.errors import Forbidden, NotFound
@@ -95,8 +96,12 @@ def list_published(
     genre: str | None = None,
     limit: int = 50,
     before: int | tuple[datetime, int] | None = None,
+    without_content: bool = False,
 ) -> list[Story]:
     """Published stories, newest first (by when they were published).
+
+    `without_content`: leave out the story's text (a list of cards needs its
+    summary, not 50 chapters); reading `content` from such a row is an error.
 
     `before`: the page after that story in this order (a keyset cursor: stories
     published meanwhile shift nothing), given as (published_at, id) of the last
@@ -105,6 +110,8 @@ def list_published(
     since still marks its place).
     """
     query = select(Story).where(Story.status == PUBLISHED)
+    if without_content:
+        query = query.options(defer(Story.content, raiseload=True))
     if genre:
         query = query.where(Story.genre == genre)
     if before is not None:

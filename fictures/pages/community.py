@@ -67,6 +67,29 @@ def _visit(token: str, story_ids: list[int]) -> tuple[int, list[int]]:
         return user.id, visits.new_since(session=s, user_id=user.id, since=previous, story_ids=story_ids)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Read:
+    missed: dict[int, int]
+    stories: feed.Page
+    posts: feed.Page
+    viewer_id: int
+    visit_new_ids: list[int]
+
+
+def _read(token: str, genre: str | None, stories_limit: int, posts_limit: int, since_id: int | None) -> _Read:
+    """What the page reads at load, in one trip to a worker thread (a reconnect
+    storm queues hundreds of loads for the thread pool; each trip is a wait).
+
+    `since_id` (a reload): the stories published after it come back as the
+    missed arrivals they are (story id -> event id), and the list reads that
+    many more, so none falls off its end."""
+    missed = feed.published_since(since_id, MAX_MISSED) if since_id is not None else {}
+    stories = feed.published_cards(genre, stories_limit + len(missed))
+    posts = feed.recent_post_cards(posts_limit)
+    viewer_id, visit_new_ids = _visit(token, [c.id for c in stories.cards])
+    return _Read(missed, stories, posts, viewer_id, visit_new_ids)
+
+
 def _new_since_visit(user_id: int, story_ids: list[int]) -> list[int]:
     """Which of `story_ids` (a further page) are new since the reader's last visit."""
     with db.session() as s:
@@ -87,6 +110,8 @@ class CommunityState(LiveState, rx.State):
     """
 
     live_rooms = rooms.of(live_feed.CommunityRoom)
+    # `load` follows `live_start` in on_load and is this page's catch-up.
+    live_loads_on_reconnect: ClassVar[bool] = True
 
     stories: list[StoryCard] = []
     story_ids: list[int] = []
@@ -151,28 +176,28 @@ class CommunityState(LiveState, rx.State):
         reload = self.since_id >= 0 and self.live_paused != "1"
         if not reload:
             self.since_id = self.seen_id = TabHub.current().last_id
-        # Reloading (a reconnect): which stories were published since this page
-        # loaded, to show those the slots no longer hold as the arrivals they are.
-        missed = await run_in_threadpool(feed.published_since, self.since_id, MAX_MISSED) if reload else {}
-        stories = await run_in_threadpool(
-            feed.published_cards, self._genre_filter(), self._stories_limit + len(missed)
+        token = (await self.get_state(SessionState)).auth_token
+        read = await run_in_threadpool(
+            _read, token, self._genre_filter(), self._stories_limit, self._posts_limit,
+            self.since_id if reload else None,
         )
-        live_stories = (await self._arrivals_caught_up(stories.cards) if reload
+        live_stories = (await self._arrivals_caught_up(read.stories.cards) if reload
                         else self._arrived(live_feed.stories))
         live_posts = self._arrived(live_feed.posts)
-        posts = await run_in_threadpool(feed.recent_post_cards, self._posts_limit)
         self.stories = [
-            dataclasses.replace(c, event_id=missed[c.id]) if c.id in missed else c
-            for c in stories.cards
+            dataclasses.replace(c, event_id=read.missed[c.id]) if c.id in read.missed else c
+            for c in read.stories.cards
             if c.id not in live_stories
         ]
         self.story_ids = [c.id for c in self.stories]
-        self.posts = [p for p in posts.cards if p.id not in live_posts]
+        self.posts = [p for p in read.posts.cards if p.id not in live_posts]
         self.post_ids = [p.id for p in self.posts]
-        self._stories_after, self.more_stories = stories.next, stories.next != ""
-        self._posts_after, self.more_posts = posts.next, posts.next != ""
-        token = (await self.get_state(SessionState)).auth_token
-        self.viewer_id, self.visit_new_ids = await run_in_threadpool(_visit, token, self.story_ids)
+        self._stories_after, self.more_stories = read.stories.next, read.stories.next != ""
+        self._posts_after, self.more_posts = read.posts.next, read.posts.next != ""
+        listed = set(self.story_ids)
+        self.viewer_id = read.viewer_id
+        # A missed arrival counts as an arrival, not also as new since the last visit.
+        self.visit_new_ids = [i for i in read.visit_new_ids if i in listed and i not in read.missed]
         live_receipts.watch_seen(self.router.session.client_token, self.viewer_id)
         self.loading = False
 
