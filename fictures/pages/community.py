@@ -85,6 +85,10 @@ def _read(token: str, genre: str | None, stories_limit: int, posts_limit: int, s
     many more, so none falls off its end."""
     missed = feed.published_since(since_id, MAX_MISSED) if since_id is not None else {}
     stories = feed.published_cards(genre, stories_limit + len(missed))
+    if missed:  # each missed card carries the event that published it (NEW, counted)
+        stories = dataclasses.replace(stories, cards=[
+            dataclasses.replace(c, event_id=missed[c.id]) if c.id in missed else c for c in stories.cards
+        ])
     posts = feed.recent_post_cards(posts_limit)
     viewer_id, visit_new_ids = _visit(token, [c.id for c in stories.cards])
     return _Read(missed, stories, posts, viewer_id, visit_new_ids)
@@ -184,17 +188,15 @@ class CommunityState(LiveState, rx.State):
         live_stories = (await self._arrivals_caught_up(read.stories.cards) if reload
                         else self._arrived(live_feed.stories))
         live_posts = self._arrived(live_feed.posts)
-        self.stories = [
-            dataclasses.replace(c, event_id=read.missed[c.id]) if c.id in read.missed else c
-            for c in read.stories.cards
-            if c.id not in live_stories
-        ]
-        self.story_ids = [c.id for c in self.stories]
-        self.posts = [p for p in read.posts.cards if p.id not in live_posts]
-        self.post_ids = [p.id for p in self.posts]
+        # Built as plain lists first: reading them back from the state would wrap
+        # every card in Reflex's change-tracking proxy.
+        stories = [c for c in read.stories.cards if c.id not in live_stories]
+        posts = [p for p in read.posts.cards if p.id not in live_posts]
+        self.stories, self.story_ids = stories, [c.id for c in stories]
+        self.posts, self.post_ids = posts, [p.id for p in posts]
         self._stories_after, self.more_stories = read.stories.next, read.stories.next != ""
         self._posts_after, self.more_posts = read.posts.next, read.posts.next != ""
-        listed = set(self.story_ids)
+        listed = {c.id for c in stories}
         self.viewer_id = read.viewer_id
         # A missed arrival counts as an arrival, not also as new since the last visit.
         self.visit_new_ids = [i for i in read.visit_new_ids if i in listed and i not in read.missed]
