@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import sqlite3
-from typing import Any
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import reflex as rx
 import sqlalchemy as sa
 import sqlmodel
@@ -13,10 +19,35 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from fictures.reflex_compat import forget_inherited_db_connections
 
+T = TypeVar("T")
+
+# Worker threads for pages' loads (reads), at most this many at once per process.
+PAGE_THREADS = 8
+# One limiter per event loop (a worker's; tests run several loops in turn).
+_page_threads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
 
 def session() -> sqlmodel.Session:
     """A new session; use as ``with db.session() as s:``."""
     return rx.session()
+
+
+async def page_read(fn: Callable[..., T], *args: Any) -> T:
+    """Run a page load's blocking DB reads in a worker thread of the pages' own.
+
+    The REST API runs its work in Starlette's shared pool (40 threads). Pages
+    queue apart: a reconnect storm (an instance's 500 tabs reloading on another)
+    queues hundreds of page loads, and in the shared pool an author's publish
+    waited behind all of them (43 of 12,000 publish requests took over 10 s in
+    the soak, benchmarks/RESULTS.md). Here the loads wait their turn among
+    themselves, a few at a time, and each is done sooner. Writes (publishing
+    from /writing, posting) keep the shared pool: they never queue behind loads."""
+    loop = asyncio.get_running_loop()
+    if (limiter := _page_threads.get(loop)) is None:
+        limiter = _page_threads[loop] = anyio.CapacityLimiter(PAGE_THREADS)
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter)
 
 
 def insert_ignore(

@@ -27,7 +27,6 @@ from typing import Any, ClassVar
 
 import reflex as rx
 from reflex.vars import LiteralArrayVar, ObjectVar, Var, VarData
-from starlette.concurrency import run_in_threadpool
 
 from fictures import auth, db, feed, live_feed, live_receipts, rooms, visits
 from fictures.components import presence as presence_ui
@@ -181,7 +180,7 @@ class CommunityState(LiveState, rx.State):
         if not reload:
             self.since_id = self.seen_id = TabHub.current().last_id
         token = (await self.get_state(SessionState)).auth_token
-        read = await run_in_threadpool(
+        read = await db.page_read(
             _read, token, self._genre_filter(), self._stories_limit, self._posts_limit,
             self.since_id if reload else None,
         )
@@ -221,7 +220,7 @@ class CommunityState(LiveState, rx.State):
         self.loading_more = True
         yield
         try:
-            page = await run_in_threadpool(
+            page = await db.page_read(
                 feed.published_cards, self._genre_filter(), feed.STORIES_PAGE, self._stories_after
             )
             shown = set(self.story_ids) | self._arrived(live_feed.stories)
@@ -231,7 +230,7 @@ class CommunityState(LiveState, rx.State):
             self._stories_after, self.more_stories = page.next, page.next != ""
             self._stories_limit += feed.STORIES_PAGE
             if self.viewer_id and added:
-                new = await run_in_threadpool(_new_since_visit, self.viewer_id, [c.id for c in added])
+                new = await db.page_read(_new_since_visit, self.viewer_id, [c.id for c in added])
                 self.visit_new_ids = [*self.visit_new_ids, *new]
         finally:
             self.loading_more = False
@@ -244,7 +243,7 @@ class CommunityState(LiveState, rx.State):
         self.loading_more = True
         yield
         try:
-            page = await run_in_threadpool(feed.recent_post_cards, feed.POSTS_PAGE, self._posts_after)
+            page = await db.page_read(feed.recent_post_cards, feed.POSTS_PAGE, self._posts_after)
             shown = set(self.post_ids) | self._arrived(live_feed.posts)
             self.posts = [*self.posts, *(p for p in page.cards if p.id not in shown)]
             self.post_ids = [p.id for p in self.posts]

@@ -121,12 +121,12 @@ class StoryState(LiveState, rx.State):
         self.current_id = story_id
         session = await self.get_state(SessionState)
         viewer = await session._current_user()
-        data = await run_in_threadpool(_load_story, self.current_id, viewer) if self.current_id > 0 else None
+        data = await db.page_read(_load_story, self.current_id, viewer) if self.current_id > 0 else None
         self.found = data is not None
         if data:
             for key, value in data.items():
                 setattr(self, key, value)
-            page = await run_in_threadpool(feed.story_post_cards, self.current_id, self._posts_limit)
+            page = await db.page_read(feed.story_post_cards, self.current_id, self._posts_limit)
             self.posts = page.cards
             self._posts_after, self.more_posts = page.next, page.next != ""
             await self._opened(viewer)
@@ -193,7 +193,7 @@ class StoryState(LiveState, rx.State):
         self.loading_more = True
         yield
         try:
-            page = await run_in_threadpool(
+            page = await db.page_read(
                 feed.story_post_cards, self.current_id, feed.POSTS_PAGE, self._posts_after
             )
             shown = {p.id for p in self.posts}
