@@ -610,12 +610,16 @@ class TabHub:
         shows readers the same recent arrivals as the others."""
         try:
             recent = await self.fanout.bus.read_last(200)
+            # What this process now knows every publication after (live_feed.Published):
+            # the history it read, and all it receives from here on.
+            known_after = recent[0].id - 1 if recent else await self.fanout.bus.head()
         except Exception as exc:  # noqa: BLE001 (the feed simply starts empty)
             logger.warning("Could not warm the live feed from history: %s", exc)
             return
         for item in recent:
             with contextlib.suppress(MalformedEvent):
                 live_feed.warm(await live_feed.apply(parse_event(item.channel, item.data)))
+        live_feed.published.complete_after = max(live_feed.published.complete_after or 0, known_after)
 
     def _broadcast_status(self, ok: bool) -> None:
         connected = reflex_compat.connected_tokens(self.app)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -85,8 +86,52 @@ class Ring(Generic[C]):
         return max((c.event_id for c in self.slots), default=0)
 
 
+class Published:
+    """The stories this process saw published, newest last: what a reconnecting
+    tab missed beyond the ring's slots, without a query (a reconnect storm is
+    hundreds of tabs asking at once).
+
+    Complete for every publication after `complete_after` (an event id; None:
+    not known yet, before the feed was warmed from the stream), up to `size` of
+    them; kept current as stories are updated, unpublished and deleted."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.cards: OrderedDict[int, StoryCard] = OrderedDict()  # story id -> card, by event id
+        self.complete_after: int | None = None
+
+    def put(self, card: StoryCard, event_id: int) -> None:
+        self.cards.pop(card.id, None)
+        self.cards[card.id] = dataclasses.replace(card, event_id=event_id)
+        while len(self.cards) > self.size:
+            _, oldest = self.cards.popitem(last=False)
+            if self.complete_after is not None:
+                self.complete_after = max(self.complete_after, oldest.event_id)
+
+    def update(self, story_id: int, card: StoryCard) -> None:
+        if (old := self.cards.get(story_id)) is not None:
+            self.cards[story_id] = dataclasses.replace(card, event_id=old.event_id)
+
+    def remove(self, story_id: int) -> None:
+        self.cards.pop(story_id, None)
+
+    def since(self, event_id: int, limit: int) -> list[StoryCard] | None:
+        """Stories published after `event_id` and still published, newest first
+        (at most `limit`); None when this process does not know them all."""
+        if self.complete_after is None or event_id < self.complete_after:
+            return None
+        found: list[StoryCard] = []
+        for card in reversed(self.cards.values()):
+            if card.event_id <= event_id or len(found) == limit:
+                break
+            found.append(card)
+        return found
+
+
 stories: Ring[StoryCard] = Ring(StoryCard())
 posts: Ring[PostCard] = Ring(PostCard())
+# Twice what a tab takes back at most (fictures.pages.community.MAX_MISSED).
+published = Published(size=2_000)
 
 
 class CommunityRoom(rooms.Room):
@@ -138,11 +183,14 @@ async def apply(event: CommunityEvent) -> dict[str, Any]:
             if (card := feed.story_card_of(event) or await asyncio.to_thread(
                     feed.story_card, event.story_id, event.id)) is not None:
                 stories_changed(stories.put(card, event.id))
+                published.put(card, event.id)
         case StoryUpdated(status="published"):
             if (card := feed.story_card_of(event) or await asyncio.to_thread(
                     feed.story_card, event.story_id, event.id)) is not None:
                 stories_changed(stories.update(event.story_id, card))
+                published.update(event.story_id, card)
         case StoryUpdated() | StoryDeleted():
+            published.remove(event.story_id)
             stories_changed(stories.remove(lambda c: c.id == event.story_id))
             posts_changed(posts.remove(lambda c: c.story_id == event.story_id))
         case PostCreated():

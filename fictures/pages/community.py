@@ -79,9 +79,10 @@ def _read(token: str, genre: str | None, stories_limit: int, posts_limit: int, s
     """What the page reads at load, in one trip to a worker thread (a reconnect
     storm queues hundreds of loads for the thread pool; each trip is a wait).
 
-    `since_id` (a reload): the stories published after it come back as the
-    missed arrivals they are (story id -> event id), and the list reads that
-    many more, so none falls off its end."""
+    `since_id` (a reload this process cannot answer from memory): the stories
+    published after it come back as the missed arrivals they are (story id ->
+    event id, from the outbox), and the list reads that many more, so none
+    falls off its end."""
     missed = feed.published_since(since_id, MAX_MISSED) if since_id is not None else {}
     stories = feed.published_cards(genre, stories_limit + len(missed))
     if missed:  # each missed card carries the event that published it (NEW, counted)
@@ -180,16 +181,28 @@ class CommunityState(LiveState, rx.State):
         if not reload:
             self.since_id = self.seen_id = TabHub.current().last_id
         token = (await self.get_state(SessionState)).auth_token
+        # Reloading (a reconnect): the stories published since this page loaded
+        # come back as the arrivals they are, NEW, beyond the ring's 20 slots:
+        # from this process's memory (live_feed.published), or, when it does
+        # not reach back that far (it started since), from the outbox.
+        known = live_feed.published.since(self.since_id, MAX_MISSED) if reload else []
         read = await db.page_read(
             _read, token, self._genre_filter(), self._stories_limit, self._posts_limit,
-            self.since_id if reload else None,
+            self.since_id if known is None else None,
         )
-        live_stories = (await self._arrivals_caught_up(read.stories.cards) if reload
+        cards, missed_ids = read.stories.cards, set(read.missed)
+        if known:
+            genre = self._genre_filter()
+            missed = [c for c in known if genre is None or c.genre == genre]
+            missed_ids = {c.id for c in missed}
+            cards = sorted([*missed, *(c for c in cards if c.id not in missed_ids)],
+                           key=lambda c: (c.published_at, c.id), reverse=True)
+        live_stories = (await self._arrivals_caught_up(cards) if reload
                         else self._arrived(live_feed.stories))
         live_posts = self._arrived(live_feed.posts)
         # Built as plain lists first: reading them back from the state would wrap
         # every card in Reflex's change-tracking proxy.
-        stories = [c for c in read.stories.cards if c.id not in live_stories]
+        stories = [c for c in cards if c.id not in live_stories]
         posts = [p for p in read.posts.cards if p.id not in live_posts]
         self.stories, self.story_ids = stories, [c.id for c in stories]
         self.posts, self.post_ids = posts, [p.id for p in posts]
@@ -198,7 +211,7 @@ class CommunityState(LiveState, rx.State):
         listed = {c.id for c in stories}
         self.viewer_id = read.viewer_id
         # A missed arrival counts as an arrival, not also as new since the last visit.
-        self.visit_new_ids = [i for i in read.visit_new_ids if i in listed and i not in read.missed]
+        self.visit_new_ids = [i for i in read.visit_new_ids if i in listed and i not in missed_ids]
         live_receipts.watch_seen(self.router.session.client_token, self.viewer_id)
         self.loading = False
 
