@@ -385,7 +385,7 @@ def render(soak: Soak, report: dict, *, wall: float, load: tuple[float, float], 
     lines += ["", "Lost: reader × event pairs for events published while the reader existed (after it was "
               "first live, up to 5 s before the end) that it never received in any frame (a broadcast, "
               "the 20 slots of a hydrate, or its page's list: a reconnecting /community tab gets every "
-              "story published since its page loaded, up to 500, in its list, NEW); "
+              "story published since its page loaded, up to 1,000, in its list, NEW); "
               "\"while live\" counts only events published while the tab was live and "
               "still live 5 s later. Duplicated: for streams, an event id received twice (the stream's "
               "exactly-once promise); for tabs, an arrival broadcast to a tab that already had it "

@@ -130,8 +130,8 @@ class Published:
 
 stories: Ring[StoryCard] = Ring(StoryCard())
 posts: Ring[PostCard] = Ring(PostCard())
-# Twice what a tab takes back at most (fictures.pages.community.MAX_MISSED).
-published = Published(size=2_000)
+# Three times what a tab takes back at most (fictures.pages.community.MAX_MISSED).
+published = Published(size=3_000)
 
 
 class CommunityRoom(rooms.Room):

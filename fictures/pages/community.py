@@ -50,7 +50,7 @@ CATCH_UP_SECONDS = 2.0
 MAX_SEEN = 200
 # At most this many stories published while a tab was away come back NEW (the
 # newest; any older ones are in the list as usual).
-MAX_MISSED = 500
+MAX_MISSED = 1_000
 
 
 def _visit(token: str, story_ids: list[int]) -> tuple[int, list[int]]:
