@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -39,6 +40,25 @@ def _toasts_seen(page) -> list[str]:
 
 def _wait_live(page) -> None:
     expect(page.locator("#live-indicator")).to_have_attribute("data-status", "live", timeout=15_000)
+
+
+@contextlib.contextmanager
+def _reader_gone_offline(app_server: AppServer, browser, path: str, before=None):
+    """A reader on `path`, Live, then cut off from the server until it shows
+    Offline: yields (page, network); `network.restore()` brings it back."""
+    context = browser.new_context(base_url=app_server.url)
+    try:
+        reader = context.new_page()
+        network = FlakyNetwork(reader)
+        reader.goto(path)
+        _wait_live(reader)
+        if before is not None:
+            before(reader)
+        network.cut()
+        expect(reader.locator("#live-indicator")).to_have_attribute("data-status", "offline", timeout=15_000)
+        yield reader, network
+    finally:
+        context.close()
 
 
 def test_published_story_arrives_live_with_toast_banner_badge_and_view_now(app_server: AppServer, new_page):
@@ -192,14 +212,7 @@ def test_pause_and_resume_live_updates_is_remembered(app_server: AppServer, new_
 
 def test_tab_catches_up_after_losing_its_connection_with_one_summary_toast(app_server: AppServer, browser):
     _, token = app_server.register()
-    context = browser.new_context(base_url=app_server.url)
-    try:
-        reader = context.new_page()
-        network = FlakyNetwork(reader)
-        reader.goto("/community")
-        _wait_live(reader)
-        network.cut()
-        expect(reader.locator("#live-indicator")).to_have_attribute("data-status", "offline", timeout=15_000)
+    with _reader_gone_offline(app_server, browser, "/community") as (reader, network):
 
         titles = [_title("Missed While Asleep"), _title("Also Missed"), _title("Missed Too")]
         stories = [app_server.create_story(token, title) for title in titles]
@@ -230,8 +243,6 @@ def test_tab_catches_up_after_losing_its_connection_with_one_summary_toast(app_s
         app_server.create_story(token, after)
         expect(reader.get_by_text(f"New story: {after}")).to_be_visible()
         expect(reader.locator("#new-stories-count")).to_have_text("4 new stories published")
-    finally:
-        context.close()
 
 
 def test_a_tab_away_for_more_arrivals_than_the_slots_hold_gets_every_one_back_new(
@@ -243,16 +254,11 @@ def test_a_tab_away_for_more_arrivals_than_the_slots_hold_gets_every_one_back_ne
     _, token = app_server.register()
     older = _title("Before The Drop")
     app_server.create_story(token, older)
-    context = browser.new_context(base_url=app_server.url)
-    try:
-        reader = context.new_page()
-        network = FlakyNetwork(reader)
-        reader.goto("/community")
-        _wait_live(reader)
-        expect(reader.locator(".story-card", has_text=older)).to_be_visible()
-        network.cut()
-        expect(reader.locator("#live-indicator")).to_have_attribute("data-status", "offline", timeout=15_000)
 
+    def shows_older(page) -> None:
+        expect(page.locator(".story-card", has_text=older)).to_be_visible()
+
+    with _reader_gone_offline(app_server, browser, "/community", before=shows_older) as (reader, network):
         missed = SLOTS + 7
         run = uuid.uuid4().hex[:6]
         titles = [f"Gone {run} {i:02d}" for i in range(missed)]
@@ -285,20 +291,11 @@ def test_a_tab_away_for_more_arrivals_than_the_slots_hold_gets_every_one_back_ne
         app_server.create_story(token, after)
         expect(reader.get_by_text(f"New story: {after}")).to_be_visible()
         expect(reader.locator("#new-stories-count")).to_have_text("1 new story published")
-    finally:
-        context.close()
 
 
 def test_a_single_missed_story_toasts_as_usual_after_a_reconnect(app_server: AppServer, browser):
     _, token = app_server.register()
-    context = browser.new_context(base_url=app_server.url)
-    try:
-        reader = context.new_page()
-        network = FlakyNetwork(reader)
-        reader.goto("/community")
-        _wait_live(reader)
-        network.cut()
-        expect(reader.locator("#live-indicator")).to_have_attribute("data-status", "offline", timeout=15_000)
+    with _reader_gone_offline(app_server, browser, "/community") as (reader, network):
         title = _title("Only One Missed")
         app_server.create_story(token, title)
         app_server.wait_for_log(r"Fanned out story:published #\d+")
@@ -309,21 +306,12 @@ def test_a_single_missed_story_toasts_as_usual_after_a_reconnect(app_server: App
         reader.wait_for_timeout(1_000)
         [toast] = _toasts_seen(reader)
         assert f"New story: {title}" in toast, toast
-    finally:
-        context.close()
 
 
 def test_story_page_catches_up_with_one_summary_toast(app_server: AppServer, browser):
     _, token = app_server.register()
     story = app_server.create_story(token, _title("Chatty Story"))
-    context = browser.new_context(base_url=app_server.url)
-    try:
-        reader = context.new_page()
-        network = FlakyNetwork(reader)
-        reader.goto(f"/community/story/{story['id']}")
-        _wait_live(reader)
-        network.cut()
-        expect(reader.locator("#live-indicator")).to_have_attribute("data-status", "offline", timeout=15_000)
+    with _reader_gone_offline(app_server, browser, f"/community/story/{story['id']}") as (reader, network):
 
         posts = [_title(f"Missed Post {i}") for i in range(3)]
         for title in posts:
@@ -346,8 +334,6 @@ def test_story_page_catches_up_with_one_summary_toast(app_server: AppServer, bro
         r = app_server.api("POST", f"/api/stories/{story['id']}/posts", token, json={"title": after, "body": "b"})
         assert r.status_code == 201, r.text
         expect(reader.get_by_text(f"New discussion: {after}")).to_be_visible()
-    finally:
-        context.close()
 
 
 def test_tabs_joining_while_stories_arrive_get_their_hydrate_before_any_room_frame(app_server: AppServer):
