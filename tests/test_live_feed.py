@@ -36,7 +36,10 @@ async def test_an_event_stored_by_an_older_version_has_its_card_read_from_the_da
 async def test_the_process_remembers_publications_for_reconnecting_tabs_while_it_knows_them_all():
     """live_feed.Published: what a reconnecting /community tab missed beyond the slots."""
     index = live_feed.Published(size=3)
-    card = lambda story_id, title="t": live_feed.StoryCard(id=story_id, title=title)  # noqa: E731
+
+    def card(story_id: int, title: str = "t") -> live_feed.StoryCard:
+        return live_feed.StoryCard(id=story_id, title=title)
+
     assert index.since(0, 10) is None  # not warmed: it knows nothing for sure
     index.complete_after = 100
     for event_id, story_id in ((101, 1), (102, 2), (103, 3)):

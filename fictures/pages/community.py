@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
 import operator
 import time
 from functools import reduce
@@ -68,7 +69,7 @@ def _visit(token: str, story_ids: list[int]) -> tuple[int, list[int]]:
 
 @dataclasses.dataclass(frozen=True)
 class _Read:
-    missed: dict[int, int]
+    missed: list[StoryCard]
     stories: feed.Page
     posts: feed.Page
     viewer_id: int
@@ -80,15 +81,12 @@ def _read(token: str, genre: str | None, stories_limit: int, posts_limit: int, s
     storm queues hundreds of loads for the thread pool; each trip is a wait).
 
     `since_id` (a reload this process cannot answer from memory): the stories
-    published after it come back as the missed arrivals they are (story id ->
-    event id, from the outbox), and the list reads that many more, so none
-    falls off its end."""
-    missed = feed.published_since(since_id, MAX_MISSED) if since_id is not None else {}
-    stories = feed.published_cards(genre, stories_limit + len(missed))
-    if missed:  # each missed card carries the event that published it (NEW, counted)
-        stories = dataclasses.replace(stories, cards=[
-            dataclasses.replace(c, event_id=missed[c.id]) if c.id in missed else c for c in stories.cards
-        ])
+    published after it, from the outbox, as the missed arrivals they are (each
+    card carrying the event that published it); the list reads that many more,
+    so none falls off its end."""
+    published = feed.published_since(since_id, MAX_MISSED) if since_id is not None else {}
+    stories = feed.published_cards(genre, stories_limit + len(published))
+    missed = [dataclasses.replace(c, event_id=published[c.id]) for c in stories.cards if c.id in published]
     posts = feed.recent_post_cards(posts_limit)
     viewer_id, visit_new_ids = _visit(token, [c.id for c in stories.cards])
     return _Read(missed, stories, posts, viewer_id, visit_new_ids)
@@ -190,13 +188,13 @@ class CommunityState(LiveState, rx.State):
             _read, token, self._genre_filter(), self._stories_limit, self._posts_limit,
             self.since_id if known is None else None,
         )
-        cards, missed_ids = read.stories.cards, set(read.missed)
-        if known:
-            genre = self._genre_filter()
-            missed = [c for c in known if genre is None or c.genre == genre]
-            missed_ids = {c.id for c in missed}
-            cards = sorted([*missed, *(c for c in cards if c.id not in missed_ids)],
-                           key=lambda c: (c.published_at, c.id), reverse=True)
+        genre = self._genre_filter()
+        missed = read.missed if known is None else [c for c in known if genre is None or c.genre == genre]
+        # The missed cards (NEW: they carry their event id) in place of the list's
+        # copies; both newest first, merged keeping each one's order.
+        missed_ids = {c.id for c in missed}
+        cards = list(heapq.merge(missed, (c for c in read.stories.cards if c.id not in missed_ids),
+                                 key=lambda c: (c.published_at, c.id), reverse=True))
         live_stories = (await self._arrivals_caught_up(cards) if reload
                         else self._arrived(live_feed.stories))
         live_posts = self._arrived(live_feed.posts)

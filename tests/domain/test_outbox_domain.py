@@ -298,3 +298,31 @@ async def test_published_since_names_each_story_published_after_an_event_by_its_
     # The newest publications when there are more than the limit.
     assert feed.published_since(floor, limit=1) == {first.id: latest[first.id]}
     assert feed.published_since(latest[first.id], limit=10) == {}
+
+
+async def test_a_reload_this_process_cannot_answer_from_memory_reads_the_missed_stories_from_the_outbox(
+    db_session, bus
+):
+    """/community's load in one trip (pages.community._read): the stories published
+    after the tab's page loaded come back as missed cards carrying their event ids,
+    and the list reads that many more so none falls off its end."""
+    from fictures.pages import community
+
+    relay = OutboxRelay(bus)
+    author = make_user(db_session)
+    mark = outbox_mark()
+    make_story(db_session, author)
+    await relay.flush()
+    [floor] = [r.event_id for r in outbox_since(mark)]
+    mark = outbox_mark()
+    after = [make_story(db_session, author) for _ in range(3)]
+    await relay.flush()
+    event_ids = {json.loads(r.payload)["storyId"]: r.event_id for r in outbox_since(mark)}
+
+    read = community._read("", None, 2, 1, floor)
+    assert [(c.id, c.event_id) for c in read.missed] == [(s.id, event_ids[s.id]) for s in reversed(after)]
+    assert len(read.stories.cards) == 2 + 3
+    assert [c.id for c in read.stories.cards[:3]] == [s.id for s in reversed(after)]
+    # A first load (no since_id): nothing missed, the page as asked.
+    first = community._read("", None, 2, 1, None)
+    assert first.missed == [] and len(first.stories.cards) == 2
