@@ -2,13 +2,14 @@ import os
 
 import reflex as rx
 
-from fictures.server_limits import bound_worker_stop, raise_connection_limits
+from fictures.server_limits import bound_worker_stop, http1_only, raise_connection_limits
 from fictures.settings import redis_url, settings
 
 # Started here, in the `reflex` command's own process, so the embedded server
 # (when no REDIS_URL is set) exists once per app run and every worker reuses it.
 _redis_url = redis_url()
 raise_connection_limits(settings.max_connections)
+http1_only()
 bound_worker_stop(settings.stop_seconds)
 
 _shared = settings.shared_tab_state

@@ -523,6 +523,20 @@ def raise_granian_limits(limit: int) -> None:
     _wrap_granian_server()
 
 
+def serve_http1_only() -> None:
+    """Make every Granian server constructed from now on speak HTTP/1.1 only.
+
+    Granian's default (`http="auto"`) keeps, per connection, the machinery to
+    switch to HTTP/2: 28 KiB per idle connection against 17 KiB in HTTP/1 mode
+    (3,000 idle streams, benchmarks/RESULTS.md "issue10" sections). Nothing here
+    uses HTTP/2: browsers only speak it over TLS, which nginx terminates (its
+    upstream is HTTP/1.1), and websockets upgrade from HTTP/1.1. A server
+    given an explicit `http` keeps it.
+    """
+    _granian["http1"] = 1
+    _wrap_granian_server()
+
+
 def bound_granian_worker_stop(seconds: int) -> None:
     """Make Granian's main process stop its workers promptly and quietly.
 
@@ -582,9 +596,9 @@ def _wrap_granian_server() -> None:
         return
     original = AbstractServer.__init__
     params = inspect.signature(original).parameters
-    if not {"backlog", "backpressure", "workers_kill_timeout"} <= params.keys():
+    if not {"backlog", "backpressure", "workers_kill_timeout", "http"} <= params.keys():
         raise RuntimeError(
-            "Granian's server no longer takes backlog/backpressure/workers_kill_timeout: "
+            "Granian's server no longer takes backlog/backpressure/workers_kill_timeout/http: "
             "update reflex_compat"
         )
 
@@ -593,6 +607,10 @@ def _wrap_granian_server() -> None:
         self, *args, backlog: int = 1024, backpressure: int | None = None,
         workers_kill_timeout: int | None = None, **kwargs,
     ):
+        if _granian.get("http1") and "http" not in kwargs:
+            from granian.constants import HTTPModes
+
+            kwargs["http"] = HTTPModes.http1
         if (limit := _granian.get("limit")) is not None:
             backlog, backpressure = max(backlog, limit), backpressure or limit
         if workers_kill_timeout is None:
@@ -635,6 +653,11 @@ def serve_built_frontend() -> Path:
 def granian_limits(server: Any) -> tuple[int, int]:
     """(backlog, backpressure) of a constructed Granian server (for tests)."""
     return server.backlog, server.backpressure
+
+
+def granian_http_mode(server: Any) -> str:
+    """The HTTP version(s) a constructed Granian server speaks ("1", "2" or "auto")."""
+    return str(getattr(server.http, "value", server.http))
 
 
 def granian_kill_timeout(server: Any) -> int | None:

@@ -87,6 +87,22 @@ def test_granian_servers_get_the_raised_limits():
     assert reflex_compat.granian_limits(Granian("x:y", interface="asgi")) == (4321, 4321)
 
 
+def test_granian_servers_speak_http1_only():
+    import inspect
+
+    from granian import Granian
+    from granian.constants import HTTPModes
+    from granian.server.common import AbstractServer
+
+    reflex_compat.serve_http1_only()
+    own = inspect.signature(inspect.unwrap(AbstractServer.__init__)).parameters["http"].default
+    assert own == HTTPModes.auto  # Granian's default, which the wrapper changes
+    reflex_compat.raise_granian_limits(4321)  # one wrapper for all
+    assert reflex_compat.granian_http_mode(Granian("fictures.fictures:app", interface="asgi")) == "1"
+    # A server given its own mode keeps it.
+    assert reflex_compat.granian_http_mode(Granian("x:y", interface="asgi", http="2")) == "2"
+
+
 def test_granian_servers_kill_a_worker_that_does_not_stop_in_time():
     from granian import Granian
 
