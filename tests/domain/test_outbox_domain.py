@@ -9,14 +9,14 @@ from collections.abc import Awaitable, Callable
 import pytest
 from reflex.model import get_engine
 from sqlalchemy import text
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from fictures import db, feed, stories
 from fictures.events import outbox
 from fictures.events.bus import EventBus
 from fictures.events.outbox import OutboxRelay
 from fictures.events.schema import PRIVATE_CHANNEL, StoryUpdated
-from fictures.models import Story, StoryStatus, StoryUpdate, User
+from fictures.models import OutboxEvent, Story, StoryStatus, StoryUpdate, User
 from fictures.settings import settings
 from tests.conftest import in_db, make_bus, outbox_mark, outbox_since, wait_until
 from tests.factories import make_post, make_story, make_user
@@ -150,6 +150,62 @@ async def test_a_row_that_reuses_the_number_of_one_being_sent_is_not_marked_sent
     assert row.id == first_row.id and row.event_key != first_row.event_key
     # Marked with the id of its own event, not with the id of the event that had its number.
     assert row.event_id == second["id"] != first["id"]
+
+
+class _CountingBus(EventBus):
+    """The real bus; counts the sends that reach Redis."""
+
+    def __init__(self) -> None:
+        super().__init__(settings.redis_url, stream_key=settings.stream_key, maxlen=settings.stream_maxlen)
+        self.sends: list[str] = []
+
+    async def send(self, channel: str, *args, **kwargs) -> int:
+        self.sends.append(channel)
+        return await super().send(channel, *args, **kwargs)
+
+
+async def test_a_commit_hands_its_rows_to_the_relay_which_publishes_without_reading_them_again(
+    bus, listen, monkeypatch
+):
+    """The committing thread reads the unsent rows and hands them over with the
+    wake-up; the relay sends them as they are, and an offer of rows it already
+    sent (read before their mark) sends nothing twice."""
+    await OutboxRelay(bus).flush()
+    reads: list[int] = []
+    real_unsent = outbox._unsent
+
+    def counted_unsent(limit: int):
+        reads.append(limit)
+        return real_unsent(limit)
+
+    monkeypatch.setattr(outbox, "_unsent", counted_unsent)
+    counting = _CountingBus()
+    relay = OutboxRelay(counting)
+    task = asyncio.create_task(relay.run())
+    try:
+        await wait_until(lambda: len(reads) == 1, message="the relay's first sweep")
+        async with listen("story:published") as events:
+            story_id = await _new_story()
+            event = await events.next("story:published", lambda e: e["storyId"] == story_id)
+        await wait_until(lambda: all(r.sent_at is not None for r in outbox_since(0)), message="marked sent")
+        assert reads == [outbox._BATCH]  # only the start-up sweep read the outbox
+        assert counting.sends.count("story:published") == 1
+        [row] = [r for r in outbox_since(0) if r.event_id == event["id"]]
+
+        # An offer read before that row was marked: nothing is sent again.
+        sends = len(counting.sends)
+        stale = await in_db(lambda s: list(s.exec(
+            select(*outbox._UNSENT_COLUMNS).where(OutboxEvent.id == row.id)
+        )))
+        relay.wake(stale)
+        await wait_until(lambda: relay._offered is None and not relay._wake.is_set(), message="offer taken")
+        await asyncio.sleep(0.1)
+        assert len(counting.sends) == sends
+        assert reads == [outbox._BATCH]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await counting.close()
 
 
 # ---------------------------------------------------------------- several relays
