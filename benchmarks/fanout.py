@@ -702,7 +702,8 @@ class Bench:
                 await self.measure("tabs", n)
             if self.args.replay:
                 await self.replay()
-            await self.polling_baseline()
+            if self.args.poll_samples:
+                await self.polling_baseline()
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
