@@ -188,8 +188,12 @@ class OutboxRelay:
                 self._loop.call_soon_threadsafe(self._take_offer, rows)
 
     def _take_offer(self, rows: list[Any]) -> None:
-        # A later read replaces an earlier one: it holds every row the earlier
-        # one did that was still unsent, and the newer rows.
+        # Two committing threads' reads may arrive in either order: an offer not
+        # taken yet is merged with the new one (by event key, in row order), so
+        # an earlier read arriving last cannot hide the rows of a later one.
+        if self._offered:
+            merged = {row.event_key: row for row in (*self._offered, *rows)}
+            rows = sorted(merged.values(), key=lambda row: row.id)
         self._offered = rows
         self._wake.set()
 

@@ -208,6 +208,31 @@ async def test_a_commit_hands_its_rows_to_the_relay_which_publishes_without_read
         await counting.close()
 
 
+async def test_offers_arriving_out_of_order_hide_no_row(bus, monkeypatch):
+    """Two committing threads read the outbox one after the other; their offers
+    reach the relay the other way round. The later read's rows are still sent."""
+    await OutboxRelay(bus).flush()
+    mark = outbox_mark()
+    await _new_story()
+    await _new_story()
+    first, second = await in_db(lambda s: outbox._unsent_rows(s, outbox._BATCH))
+    reads: list[int] = []
+    monkeypatch.setattr(outbox, "_unsent", lambda limit: reads.append(limit) or [])
+    counting = _CountingBus()
+    try:
+        relay = OutboxRelay(counting)
+        relay._take_offer([first, second])  # the later read
+        relay._take_offer([first])  # the earlier read, arriving last
+        assert await relay.flush() == 2
+        assert counting.sends == ["story:published", "story:published"]
+        assert reads == []  # both came from the offers
+        assert [r.event_key for r in outbox_since(mark) if r.sent_at is not None] == [
+            first.event_key, second.event_key,
+        ]
+    finally:
+        await counting.close()
+
+
 # ---------------------------------------------------------------- several relays
 
 
