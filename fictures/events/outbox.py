@@ -14,8 +14,10 @@ mark a row that was never sent.
 Several relays (one per worker or instance) on one database send nothing
 twice and nothing out of order, without locking rows:
 
-- Each relay sends its batch one row at a time in row-id order, and only
-  reads the next batch after recording the last one.
+- Each relay sends its batch one row at a time in row-id order. A batch is
+  its own read, made after recording the last batch, or the read a committing
+  thread of its process made right after its commit (`kick`): either lists
+  the rows unsent when it was read, oldest first.
 - Redis dedupes by event key: whichever relay sends a row first gives it its
   id; the others get that same id back, publish nothing, and record the same
   id (marking only rows still unsent, so the first record stands).
