@@ -36,8 +36,8 @@ def raise_connection_limits(limit: int) -> None:
 
 
 def http1_only() -> None:
-    """Serve HTTP/1.1 only: an idle connection (an SSE stream, a tab's
-    websocket) then costs 11 KiB less (see reflex_compat.serve_http1_only)."""
+    """Serve HTTP/1.1 only: an idle HTTP connection (an SSE stream) then costs
+    11 KiB less; a websocket costs the same (see reflex_compat.serve_http1_only)."""
     serve_http1_only()
 
 

@@ -9,6 +9,7 @@ import threading
 from starlette.concurrency import run_in_threadpool
 
 from fictures import db
+from tests.conftest import wait_until
 
 
 async def test_page_reads_run_a_few_at_a_time_and_never_take_the_apis_threads():
@@ -28,11 +29,7 @@ async def test_page_reads_run_a_few_at_a_time_and_never_take_the_apis_threads():
 
     loads = [asyncio.ensure_future(db.page_read(slow_read)) for _ in range(db.PAGE_THREADS * 3)]
     try:
-        for _ in range(200):
-            if running == db.PAGE_THREADS:
-                break
-            await asyncio.sleep(0.01)
-        assert running == db.PAGE_THREADS
+        await wait_until(lambda: running == db.PAGE_THREADS, message="every page thread busy")
         # Every page thread is busy and 16 loads wait: an API call still runs at once.
         assert await asyncio.wait_for(run_in_threadpool(lambda: "published"), 2) == "published"
         assert running == db.PAGE_THREADS

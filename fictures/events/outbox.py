@@ -247,11 +247,10 @@ class OutboxRelay:
             self._floors[private] = max(self._floors[private], self._seen_id(private))
         while True:
             offered, self._offered = self._offered, None
-            rows = offered if offered is not None else await asyncio.to_thread(_unsent, _BATCH)
-            if not rows:
+            batch = offered if offered is not None else await asyncio.to_thread(_unsent, _BATCH)
+            if not batch:
                 break
-            if offered is not None:
-                rows = [row for row in offered if row.event_key not in self._recently_sent]
+            rows = batch if offered is None else [r for r in batch if r.event_key not in self._recently_sent]
             metrics.OUTBOX_BACKLOG.set(len(rows))
             sent: list[tuple[str, int]] = []
             try:
@@ -268,7 +267,7 @@ class OutboxRelay:
                     await asyncio.to_thread(_mark_sent, sent)
                     total += len(sent)
                     metrics.OUTBOX_BACKLOG.dec(len(sent))
-            if len(offered if offered is not None else rows) < _BATCH:
+            if len(batch) < _BATCH:
                 break
         metrics.OUTBOX_BACKLOG.set(0)
         return total

@@ -184,11 +184,11 @@ class CommunityState(LiveState, rx.State):
         # from this process's memory (live_feed.published), or, when it does
         # not reach back that far (it started since), from the outbox.
         known = live_feed.published.since(self.since_id, MAX_MISSED) if reload else []
+        genre = self._genre_filter()
         read = await db.page_read(
-            _read, token, self._genre_filter(), self._stories_limit, self._posts_limit,
+            _read, token, genre, self._stories_limit, self._posts_limit,
             self.since_id if known is None else None,
         )
-        genre = self._genre_filter()
         missed = read.missed if known is None else [c for c in known if genre is None or c.genre == genre]
         # The missed cards (NEW: they carry their event id) in place of the list's
         # copies; both newest first, merged keeping each one's order.
