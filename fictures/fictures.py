@@ -1,4 +1,4 @@
-"""Builds `app`: pages, API routes and lifespan tasks. Nothing else."""
+"""Builds `app`: pages, API routes, lifespan tasks, and the event stream's lane in front. Nothing else."""
 
 import reflex as rx
 
@@ -18,15 +18,25 @@ from fictures import (  # noqa: F401  (pages register themselves)
     typing_indicator,
 )
 from fictures.analytics import service as analytics
+from fictures.api import stream_lane
 from fictures.events import service
 from fictures.settings import settings
+
+
+class App(rx.App):
+    """Reflex's app, with the event stream served ahead of its middleware
+    (fictures.api.stream_lane: an open stream keeps every layer it passed alive)."""
+
+    def __call__(self):
+        return stream_lane.ahead_of(super().__call__())
+
 
 logs.configure()
 if settings.prebuilt_frontend:
     # Before the app's ASGI app is built: pages come from the release step's build.
     reflex_compat.serve_built_frontend()
 
-app = rx.App(
+app = App(
     api_transformer=api.build(),
     stylesheets=["/styles.css"],
     # System notifications and Web Push in the browser (the bell and account menu call it).

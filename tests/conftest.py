@@ -425,8 +425,9 @@ def embedded_redis() -> Iterator[Callable[..., EmbeddedRedis]]:
 
 @pytest.fixture
 async def api_client(database: None) -> AsyncIterator[httpx.AsyncClient]:
-    from fictures.api import build
+    from fictures.api import build, stream_lane
 
-    transport = httpx.ASGITransport(app=build())
+    # As the app serves it: the event stream ahead of the API's middleware.
+    transport = httpx.ASGITransport(app=stream_lane.ahead_of(build()))
     async with httpx.AsyncClient(transport=transport, base_url="http://fictures.test") as client:
         yield client

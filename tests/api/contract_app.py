@@ -1,6 +1,7 @@
 """The API app as the contract test serves it: `fictures.api.build()` with the
 process's event service (outbox relay and Redis subscription) running, as in
-the real app, so the event stream streams and /api/health/ready is ready.
+the real app (the event stream in its lane ahead of the API's middleware,
+fictures.api.stream_lane), so the event stream streams and /api/health/ready is ready.
 
 Run in a process of its own (tests/api/test_contract_api.py starts it with
 uvicorn): its Redis clients and event loop are its own, not the test session's.
@@ -12,11 +13,12 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 
-def app() -> FastAPI:
+def app() -> ASGIApp:
     from fictures import logs
-    from fictures.api import build
+    from fictures.api import build, stream_lane
     from fictures.events import service
 
     logs.configure()
@@ -28,4 +30,5 @@ def app() -> FastAPI:
             yield
 
     api.router.lifespan_context = lifespan
-    return api
+    # As the app serves it: the event stream ahead of the API's middleware.
+    return stream_lane.ahead_of(api)

@@ -26,10 +26,10 @@ LIMIT = 5
 
 @pytest.fixture
 async def server(database, monkeypatch) -> AsyncIterator[str]:
-    from fictures.api import build
+    from fictures.api import build, stream_lane
 
     monkeypatch.setattr(settings, "sse_max_per_ip", LIMIT)
-    config = uvicorn.Config(build(), host="127.0.0.1", port=free_port(), lifespan="off",
+    config = uvicorn.Config(stream_lane.ahead_of(build()), host="127.0.0.1", port=free_port(), lifespan="off",
                             log_level="warning")
     instance = uvicorn.Server(config)
     task = asyncio.create_task(instance.serve())

@@ -19,9 +19,9 @@ from tests.conftest import free_port, wait_until
 
 @pytest.fixture
 async def server(database) -> AsyncIterator[str]:
-    from fictures.api import build
+    from fictures.api import build, stream_lane
 
-    config = uvicorn.Config(build(), host="127.0.0.1", port=free_port(), lifespan="off",
+    config = uvicorn.Config(stream_lane.ahead_of(build()), host="127.0.0.1", port=free_port(), lifespan="off",
                             log_level="warning")
     instance = uvicorn.Server(config)
     task = asyncio.create_task(instance.serve())

@@ -144,6 +144,19 @@ def test_stream_headers_connected_and_ordered_events(app_server: AppServer):
             assert "T" in e.data["timestamp"]
 
 
+def test_the_stream_answers_cors_and_request_ids_as_every_route_does(app_server: AppServer):
+    # The stream is served ahead of the middleware (fictures.api.stream_lane):
+    # what a client sees of CORS and request ids must not differ from other routes.
+    headers = {"Origin": "https://elsewhere.example", "X-Request-ID": "stream-e2e-0001"}
+    other = httpx.get(f"{app_server.url}/api/health/live", headers=headers, timeout=10)
+    with httpx.stream("GET", f"{app_server.url}{EVENTS}", headers=headers, timeout=10) as response:
+        assert response.status_code == 200
+        assert response.headers["x-request-id"] == "stream-e2e-0001"
+        cors = {k: v for k, v in response.headers.items() if k.startswith("access-control-")}
+        assert cors == {k: v for k, v in other.headers.items() if k.startswith("access-control-")}
+        assert next(response.iter_lines()) == "event: connected"
+
+
 def test_keepalive_ping_comments(app_server: AppServer):
     with httpx.stream("GET", f"{app_server.url}{EVENTS}", timeout=10) as response:
         lines = []
