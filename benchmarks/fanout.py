@@ -468,7 +468,8 @@ class Bench:
         log(f"{kind} {n:,}: {len(markers)} events in {time.monotonic() - t0:.1f}s; "
             f"p50/p99 from PUBLISH {_f(pct(phase.lat_pub, 50))}/{_f(pct(phase.lat_pub, 99))} ms; "
             f"bytes/event {_f(phase.bytes_per_event, '{:.0f}')}")
-        if kind == "tabs" and n == self.args.profile and self.args.profile_events:
+        profile_at = self.args.profile if kind == "tabs" else self.args.profile_streams
+        if n == profile_at and self.args.profile_events:
             await self.profile(phase)
         if kind == "streams" and self.args.burst:
             await self.throughput_burst(phase)
@@ -542,7 +543,7 @@ class Bench:
             self.notes.append(f"py-spy could not attach: {err.strip()}")
             return
         await self.clients.call("reset", kind=phase.kind)
-        log(f"profiling: {self.args.profile_events} more events to {phase.ready:,} tabs under py-spy")
+        log(f"profiling: {self.args.profile_events} more events to {phase.ready:,} {phase.kind} under py-spy")
         await self.publish_spaced(phase, self.args.profile_events)
         proc.send_signal(signal.SIGINT)
         try:
@@ -553,7 +554,8 @@ class Bench:
         if out.exists():
             self.extra["profile"] = summarise_profile(out.read_text(errors="replace"), phase.ready,
                                                       self.args.profile_events)
-            keep = HERE / "profiles" / f"{self.args.label}-{phase.ready}tabs.txt"
+            self.extra["profile"]["kind"] = phase.kind
+            keep = HERE / "profiles" / f"{self.args.label}-{phase.ready}{phase.kind}.txt"
             keep.parent.mkdir(exist_ok=True)
             shutil.copy(out, keep)
             self.extra["profile_file"] = str(keep.relative_to(HERE)) + " (not committed)"
@@ -965,7 +967,7 @@ def render_profile(prof: dict, raw_file: str) -> list[str]:
     busy = prof["samples"] - prof["idle_samples"]
     return [
         f"Profile (py-spy, 1,000 Hz, whole server tree, {prof['events']} events to "
-        f"{prof['tabs']:,} tabs; {prof['samples']:,} samples, ~{busy:,} not idle; raw file "
+        f"{prof['tabs']:,} {prof.get('kind', 'tabs')}; {prof['samples']:,} samples, ~{busy:,} not idle; raw file "
         f"{raw_file}):",
         "",
         "Where the busy samples are (a stack can count in several rows): "
@@ -1110,6 +1112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tab count at which to profile the server with py-spy (0: never)")
     p.add_argument("--profile-events", type=int, default=3, help="events published while profiling")
     p.add_argument("--no-profile", dest="profile", action="store_const", const=0)
+    p.add_argument("--profile-streams", type=int, default=0,
+                   help="SSE stream count at which to profile the server with py-spy (0: never)")
     p.add_argument("--clear-states", action="store_true",
                    help="first delete the saved tab states (*.pkl) in the app dir's .states "
                    "(leftovers of earlier runs; don't use on a folder a running app shares)")
@@ -1213,7 +1217,7 @@ async def amain(args: argparse.Namespace, cmd: str) -> int:
     for run in range(args.runs):
         run_args = argparse.Namespace(**vars(args))
         if run:
-            run_args.profile = 0  # profiled once, in the first run
+            run_args.profile = run_args.profile_streams = 0  # profiled once, in the first run
             run_args.replay = 0
         if args.runs > 1:
             log(f"=== run {run + 1} of {args.runs}")

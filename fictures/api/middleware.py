@@ -106,6 +106,12 @@ async def _answer(exc: PayloadTooLarge, scope: Scope, receive: Receive, send: Se
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
+def request_id_for(scope: Scope) -> str:
+    """The request's id: the client's or proxy's `X-Request-ID` if it looks like one, else a new one."""
+    given = Headers(scope=scope).get("x-request-id", "")
+    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
 class RequestId:
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -114,8 +120,7 @@ class RequestId:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = Headers(scope=scope).get("x-request-id", "")
-        rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        rid = request_id_for(scope)
         token = request_id.set(rid)
 
         async def send_with_id(message: Message) -> None:

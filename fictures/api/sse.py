@@ -61,7 +61,7 @@ from fictures.api.deps import bearer_token, optional_user
 from fictures.api.sse_response import PING, EventStreamResponse, StreamStalled
 from fictures.events import service
 from fictures.events.bus import StoredEvent
-from fictures.events.fanout import IDLE, Subscription
+from fictures.events.fanout import IDLE, Idle, Subscription
 from fictures.events.schema import (
     EVENT_BY_CHANNEL,
     PRIVATE_CHANNELS,
@@ -392,18 +392,46 @@ _BATCH = 64
 Live = CommunityEvent | tuple[str, presence.Readers] | bytes
 
 
-async def _live(
-    sub: Subscription, changes: asyncio.Queue[tuple[str, presence.Readers]] | None
+def _ready(sub: Subscription, event: CommunityEvent | Idle) -> list[Live]:
+    """What to write after `sub.get` gave `event`: the events queued behind it too
+    (a burst: one write instead of one per event), or a ping."""
+    return [PING] if event is IDLE else [event, *sub.take(_BATCH - 1)]
+
+
+async def _opening(
+    flt: StreamFilter,
+    last_id: ResumePoint | None,
+    at: Position,
+    changes: asyncio.Queue[tuple[str, presence.Readers]] | None,
+    stopping: _Stopping,
+) -> AsyncIterator[ServerSentEvent | bytes]:
+    """What a stream starts with: `connected`, the story's readers if it follows
+    their presence, then what it missed if it resumes."""
+    yield ServerSentEvent(
+        data=json.dumps({"lastEventId": at.label(flt), "channels": sorted(flt.channels)}),
+        event="connected",
+    )
+    if flt.presence_room is not None and changes is not None:
+        if (now := await presence.read(flt.presence_room, all_names=False)) is not None:
+            yield _presence_frame(flt.presence_room, now)
+    if last_id is not None:
+        # Closed here, not whenever it is collected, if the client leaves mid-replay.
+        async with contextlib.aclosing(_resume(flt, last_id, at)) as replayed:
+            async for item in replayed:
+                if stopping.is_set():
+                    break
+                yield item
+
+
+async def _live_with_presence(
+    sub: Subscription, changes: asyncio.Queue[tuple[str, presence.Readers]]
 ) -> AsyncIterator[list[Live]]:
-    """The stream's live part: what is ready to send, as it arrives (events from
-    the fan-out, the events already queued behind the first, presence changes
-    if the stream asked for them), or `[PING]` after `sse_ping_seconds` of
-    nothing; ends when the subscription closes."""
+    """A stream's live part when it asked for presence: what is ready to send, as
+    it arrives (events from the fan-out, the events already queued behind the
+    first, presence changes), or `[PING]` after `sse_ping_seconds` of nothing;
+    ends when the subscription closes. (Without presence, `_stream` reads the
+    subscription itself: one generator less to pass for each event.)"""
     idle = settings.sse_ping_seconds
-    if changes is None:
-        while (event := await sub.get(idle)) is not None:
-            yield [PING] if event is IDLE else [event, *sub.take(_BATCH - 1)]
-        return
     next_event = asyncio.ensure_future(sub.get())
     next_change = asyncio.ensure_future(changes.get())
     try:
@@ -420,7 +448,7 @@ async def _live(
             if next_event in done:
                 if (event := next_event.result()) is None:
                     return
-                yield [event, *sub.take(_BATCH - 1)]
+                yield _ready(sub, event)
                 next_event = asyncio.ensure_future(sub.get())
     finally:
         next_event.cancel()
@@ -441,6 +469,13 @@ def _chunk(ready: list[Live], flt: StreamFilter, at: Position) -> tuple[bytes, l
             frames.append(_frame(item, position=_position(flt, at)))
             sent.append(item)
     return (frames[0] if len(frames) == 1 else b"".join(frames)), sent
+
+
+def _delivered(sent: list[CommunityEvent]) -> None:
+    # Public events only (analytics skips the rest): the metrics are public,
+    # drafts nobody's business.
+    for event in sent:
+        analytics.delivered(event, "sse")
 
 
 def _presence_changes(flt: StreamFilter) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -466,30 +501,26 @@ async def _stream(
             # Read in the same step as subscribing: every later event is in the
             # queue, every earlier one at or below these ids.
             at = Position(fanout.last_id, fanout.last_private_id)
-            yield ServerSentEvent(
-                data=json.dumps({"lastEventId": at.label(flt), "channels": sorted(flt.channels)}),
-                event="connected",
-            )
-            if flt.presence_room is not None and changes is not None:
-                if (now := await presence.read(flt.presence_room, all_names=False)) is not None:
-                    yield _presence_frame(flt.presence_room, now)
-            if last_id is not None:
-                # Closed here, not whenever it is collected, if the client leaves mid-replay.
-                async with contextlib.aclosing(_resume(flt, last_id, at)) as replayed:
-                    async for item in replayed:
-                        if stopping.is_set():
-                            break
-                        yield item
-            async with contextlib.aclosing(_live(sub, changes)) as live:
-                async for ready in live:
-                    chunk, sent = _chunk(ready, flt, at)
-                    if not chunk:
-                        continue
-                    yield chunk
-                    # Sent (the generator resumes once the chunk is written). Public
-                    # events only: the metrics are public, drafts nobody's business.
-                    for event in sent:
-                        analytics.delivered(event, "sse")
+            async with contextlib.aclosing(_opening(flt, last_id, at, changes, stopping)) as opening:
+                async for item in opening:
+                    yield item
+            # Live: what is ready (the events queued behind the first in the same
+            # chunk), or a ping after `sse_ping_seconds` of nothing. After each
+            # yield the chunk is written: its events count as delivered.
+            if changes is None:
+                idle = settings.sse_ping_seconds
+                while (event := await sub.get(idle)) is not None:
+                    chunk, sent = _chunk(_ready(sub, event), flt, at)
+                    if chunk:
+                        yield chunk
+                        _delivered(sent)
+            else:
+                async with contextlib.aclosing(_live_with_presence(sub, changes)) as live:
+                    async for ready in live:
+                        chunk, sent = _chunk(ready, flt, at)
+                        if chunk:
+                            yield chunk
+                            _delivered(sent)
             if stopping.is_set():
                 yield _goodbye()
             elif sub.overflowed:

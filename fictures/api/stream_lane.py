@@ -11,13 +11,19 @@ stream passes each layer's `send` on its way out.
 
 `ahead_of(app)` puts a lane in front of an ASGI app (the full app, see
 `fictures.fictures.App`; the bare API app in tests): a GET or HEAD of the event
-stream's path goes straight to the endpoint, wrapped only in what it needs:
+stream's path goes straight to the endpoint, with what it needs of the stack:
 
 - CORS, configured as Reflex configures it for every other route (the
-  app's `cors_allowed_origins`, credentials allowed);
-- the request id (`fictures.api.middleware.RequestId`);
+  app's `cors_allowed_origins`, credentials allowed), by Starlette's own
+  `CORSMiddleware` logic;
+- the request id (`fictures.api.middleware.request_id_for`), echoed and in
+  every log line written while the request is served;
 - the API's error answers (`fictures.api.errors`): a refusal raised before the
   stream starts is the same JSON as on any route, never a stack trace.
+
+Both kinds of headers depend on the request alone, so they are added to the
+response's own headers before it starts: nothing wraps `send`, and each event
+written goes straight to the server.
 
 Everything else (a preflight `OPTIONS`, another method, any other path,
 websockets, the lifespan) goes on to `app` unchanged. The route is still
@@ -28,13 +34,16 @@ from __future__ import annotations
 
 import logging
 
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fictures.api import sse
 from fictures.api.errors import exception_handlers
-from fictures.api.middleware import RequestId
+from fictures.api.middleware import request_id_for
+from fictures.logs import request_id
 
 logger = logging.getLogger(__name__)
 
@@ -48,44 +57,46 @@ def _cors_origins() -> list[str]:
     return list(rx.config.get_config().cors_allowed_origins)
 
 
-async def _serve(scope: Scope, receive: Receive, send: Send) -> None:
-    """The endpoint, with the API's error answers for what it raises before streaming."""
-    request = Request(scope, receive)
-    started = False
-
-    async def watched_send(message: Message) -> None:
-        nonlocal started
-        started = True
-        await send(message)
-
-    try:
-        response = await sse.community_events(request)
-        await response(scope, receive, watched_send)
-    except Exception as exc:
-        if started:
-            raise  # mid-stream: the server closes the connection, as on any route
-        handler = next(h for cls in type(exc).__mro__ if (h := exception_handlers.get(cls)))
-        answer = await handler(request, exc)
-        await answer(scope, receive, send)
+async def _nowhere(message: Message) -> None:
+    pass
 
 
 class StreamLane:
     def __init__(self, app: ASGIApp, cors_origins: list[str] | None = None):
         self.app = app
         origins = _cors_origins() if cors_origins is None else cors_origins
-        self.lane = CORSMiddleware(
-            RequestId(_serve),
-            allow_origins=origins,
-            allow_credentials=True,
-            allow_methods=["*"],
-            allow_headers=["*"],
+        # Only its header logic is used (`send` on the start message), never as a layer.
+        self.cors = CORSMiddleware(
+            _nowhere, allow_origins=origins, allow_credentials=True, allow_methods=["*"], allow_headers=["*"],
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == PATH and scope["method"] in _METHODS:
-            await self.lane(scope, receive, send)
+            await self._serve(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rid = request_id_for(scope)
+        token = request_id.set(rid)
+        try:
+            request = Request(scope, receive)
+            try:
+                response = await sse.community_events(request)
+            except Exception as exc:  # noqa: BLE001  (answered below, as the API answers any error)
+                handler = next(h for cls in type(exc).__mro__ if (h := exception_handlers.get(cls)))
+                response = await handler(request, exc)
+            await self._add_headers(response, scope, rid)
+            await response(scope, receive, send)
+        finally:
+            request_id.reset(token)
+
+    async def _add_headers(self, response: Response, scope: Scope, rid: str) -> None:
+        """The request id's and CORS's headers, as their middleware would add them."""
+        start: Message = {"type": "http.response.start", "status": response.status_code,
+                          "headers": [*response.raw_headers, (b"x-request-id", rid.encode())]}
+        await self.cors.send(start, _nowhere, Headers(scope=scope))
+        response.raw_headers = start["headers"]
 
 
 def ahead_of(app: ASGIApp, cors_origins: list[str] | None = None) -> StreamLane:

@@ -102,7 +102,7 @@ async def test_an_error_before_the_stream_starts_is_a_json_500_not_a_trace(serve
         async def acquire(self, ip: str, limit: int):
             raise RuntimeError("the slot store broke")
 
-    monkeypatch.setattr(ratelimit, "stream_slots", lambda: Broken())
+    monkeypatch.setattr(ratelimit, "stream_slots", Broken)
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         answer = await client.get(stream_lane.PATH)
     assert answer.status_code == 500

@@ -1,6 +1,7 @@
 """OutboxRelay -> Redis -> Fanout -> local subscribers, against the real Redis."""
 
 import asyncio
+import contextlib
 import json
 import uuid
 
@@ -275,6 +276,44 @@ async def test_a_subscription_hands_out_events_in_order_says_when_idle_and_ends_
     assert await sub.get() is None and await sub.get(idle=0.01) is None
 
 
+async def test_a_busy_subscription_is_never_idle_and_keeps_one_timer():
+    from fictures.events.fanout import IDLE, Subscription
+
+    sub = Subscription(maxsize=100)
+    loop = asyncio.get_running_loop()
+
+    async def feed() -> None:  # an event every 0.05 s for a second: never 0.5 s of nothing
+        for i in range(20):
+            await asyncio.sleep(0.05)
+            sub.offer(StoryDeleted(id=i + 1, story_id=i + 1))
+
+    feeder = asyncio.create_task(feed())
+    got, timers = [], set()
+    while len(got) < 20:
+        waiting = asyncio.create_task(sub.get(idle=0.5))
+        await asyncio.sleep(0)
+        timers.add(id(sub._timer))
+        got.append(await waiting)
+    await feeder
+    assert IDLE not in got and [e.id for e in got] == list(range(1, 21))
+    # Each get moved the deadline instead of making a timer: one timer, slept on.
+    assert len(timers) <= 3, len(timers)
+    # Then nothing: the deadline the last get set still holds.
+    started = loop.time()
+    assert await sub.get(idle=0.1) is IDLE
+    assert loop.time() - started >= 0.09
+    # A shorter idle time than the pending timer's is not kept waiting for it.
+    waiting = asyncio.create_task(sub.get(idle=5))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    assert sub._timer is not None  # the 5 s one, still pending
+    started = loop.time()
+    assert await sub.get(idle=0.05) is IDLE
+    assert loop.time() - started < 2
+
+
 async def test_a_stream_writes_the_events_queued_behind_the_first_in_one_chunk():
     from fictures.api import sse
     from fictures.events.fanout import Subscription
@@ -282,10 +321,8 @@ async def test_a_stream_writes_the_events_queued_behind_the_first_in_one_chunk()
     sub = Subscription(maxsize=100)
     for i in (1, 2, 3):
         sub.offer(StoryDeleted(id=10_000 + i, story_id=i))
-    live = sse._live(sub, None)
-    [first] = [await anext(live)]
+    first = sse._ready(sub, await sub.get(idle=5))
     flt = sse.StreamFilter(channels=frozenset({"story:deleted"}), story_id=None, user_id=None)
     chunk, sent = sse._chunk(first, flt, sse.Position(10_001, 0))  # 10001 was already replayed
     assert [e.id for e in sent] == [10_002, 10_003]
     assert chunk.count(b"event: story:deleted") == 2 and b"id: 10003" in chunk
-    await live.aclose()
