@@ -1,10 +1,11 @@
-"""Builds `app`: pages, API routes, lifespan tasks, and the event stream's lane in front. Nothing else."""
+"""Builds `app`: pages, API routes, lifespan tasks, and the fast paths in front (fictures.fast_paths). Nothing else."""
 
 import reflex as rx
 
 from fictures import (  # noqa: F401  (pages register themselves)
     api,
     browser_events,
+    fast_paths,
     live,
     live_receipts,
     liveness,
@@ -18,17 +19,17 @@ from fictures import (  # noqa: F401  (pages register themselves)
     typing_indicator,
 )
 from fictures.analytics import service as analytics
-from fictures.api import stream_lane
 from fictures.events import service
 from fictures.settings import settings
 
 
 class App(rx.App):
-    """Reflex's app, with the event stream served ahead of its middleware
-    (fictures.api.stream_lane: an open stream keeps every layer it passed alive)."""
+    """Reflex's app, with the event stream and the tabs' websocket served ahead of
+    its middleware (fictures.fast_paths: an open connection keeps every layer it passed alive)."""
 
     def __call__(self):
-        return stream_lane.ahead_of(super().__call__())
+        served = super().__call__()
+        return fast_paths.ahead_of(served, socket=reflex_compat.event_socket(self))
 
 
 logs.configure()

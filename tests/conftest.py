@@ -425,9 +425,10 @@ def embedded_redis() -> Iterator[Callable[..., EmbeddedRedis]]:
 
 @pytest.fixture
 async def api_client(database: None) -> AsyncIterator[httpx.AsyncClient]:
-    from fictures.api import build, stream_lane
+    from fictures import fast_paths
+    from fictures.api import build
 
     # As the app serves it: the event stream ahead of the API's middleware.
-    transport = httpx.ASGITransport(app=stream_lane.ahead_of(build()))
+    transport = httpx.ASGITransport(app=fast_paths.ahead_of(build()))
     async with httpx.AsyncClient(transport=transport, base_url="http://fictures.test") as client:
         yield client

@@ -26,10 +26,11 @@ LIMIT = 5
 
 @pytest.fixture
 async def server(database, monkeypatch) -> AsyncIterator[str]:
-    from fictures.api import build, stream_lane
+    from fictures import fast_paths
+    from fictures.api import build
 
     monkeypatch.setattr(settings, "sse_max_per_ip", LIMIT)
-    config = uvicorn.Config(stream_lane.ahead_of(build()), host="127.0.0.1", port=free_port(), lifespan="off",
+    config = uvicorn.Config(fast_paths.ahead_of(build()), host="127.0.0.1", port=free_port(), lifespan="off",
                             log_level="warning")
     instance = uvicorn.Server(config)
     task = asyncio.create_task(instance.serve())

@@ -145,7 +145,7 @@ def test_stream_headers_connected_and_ordered_events(app_server: AppServer):
 
 
 def test_the_stream_answers_cors_and_request_ids_as_every_route_does(app_server: AppServer):
-    # The stream is served ahead of the middleware (fictures.api.stream_lane):
+    # The stream is served ahead of the middleware (fictures.fast_paths):
     # what a client sees of CORS and request ids must not differ from other routes.
     headers = {"Origin": "https://elsewhere.example", "X-Request-ID": "stream-e2e-0001"}
     other = httpx.get(f"{app_server.url}/api/health/live", headers=headers, timeout=10)

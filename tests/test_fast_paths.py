@@ -1,8 +1,9 @@
-"""The event stream's lane ahead of the middleware (fictures.api.stream_lane).
+"""The fast paths ahead of the middleware (fictures.fast_paths).
 
-The lane answers `GET`/`HEAD /api/community/events` itself, with the API's CORS,
-request id and error answers, and hands everything else to the app behind it.
-The streams here are real HTTP responses from uvicorn, on the real Redis.
+`GET`/`HEAD /api/community/events` is answered there, with the API's CORS,
+request id and error answers; the tabs' websocket goes straight to Reflex's
+socket app; everything else to the app behind. Requests here are real HTTP and
+websocket connections to uvicorn; the streams run on the real Redis.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import uvicorn
+import websockets
 from starlette.responses import PlainTextResponse
 
-from fictures import ratelimit
-from fictures.api import build, stream_lane
+from fictures import fast_paths, ratelimit
+from fictures.api import build
 from tests.conftest import free_port, wait_until
 
 
@@ -30,12 +32,28 @@ class Behind:
         self.seen.append((scope["type"], scope.get("method", ""), scope.get("path", "")))
         if scope["type"] == "http":
             await PlainTextResponse("behind")(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.send", "text": "behind"})
+            await send({"type": "websocket.close"})
+
+
+class Socket:
+    """Stands for Reflex's socket app: accepts, says which path it got, closes."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        assert scope["type"] == "websocket"
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": f"socket {scope['path']}"})
+        await send({"type": "websocket.close"})
 
 
 @pytest.fixture
 async def served(database) -> AsyncIterator[tuple[str, Behind]]:
     behind = Behind()
-    lane = stream_lane.ahead_of(behind, cors_origins=["https://reader.example"])
+    lane = fast_paths.ahead_of(behind, socket=("/_event/", Socket()), cors_origins=["https://reader.example"])
     config = uvicorn.Config(lane, host="127.0.0.1", port=free_port(), lifespan="off", log_level="warning")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -61,7 +79,7 @@ async def test_the_stream_is_served_in_the_lane_and_nothing_else_is(served):
     url, behind = served
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         async with client.stream(
-            "GET", stream_lane.PATH,
+            "GET", fast_paths.STREAM_PATH,
             headers={"Origin": "https://reader.example", "X-Request-ID": "lane-test-0001"},
         ) as response:
             assert response.status_code == 200
@@ -71,25 +89,35 @@ async def test_the_stream_is_served_in_the_lane_and_nothing_else_is(served):
             assert response.headers["access-control-allow-origin"] == "https://reader.example"
             assert response.headers["access-control-allow-credentials"] == "true"
             assert (await _first_event(response))[0] == "event: connected"
-        head = await client.head(stream_lane.PATH)
+        head = await client.head(fast_paths.STREAM_PATH)
         assert head.status_code == 200 and head.content == b""
         assert behind.seen == []
 
         # Everything else goes on to the app behind, untouched.
-        for method, path in [("GET", "/api/stories"), ("POST", stream_lane.PATH),
-                             ("OPTIONS", stream_lane.PATH), ("GET", stream_lane.PATH + "/")]:
+        for method, path in [("GET", "/api/stories"), ("POST", fast_paths.STREAM_PATH),
+                             ("OPTIONS", fast_paths.STREAM_PATH), ("GET", fast_paths.STREAM_PATH + "/")]:
             answer = await client.request(method, path)
             assert answer.text == "behind", (method, path)
         assert [(m, p) for _, m, p in behind.seen] == [
-            ("GET", "/api/stories"), ("POST", stream_lane.PATH),
-            ("OPTIONS", stream_lane.PATH), ("GET", stream_lane.PATH + "/"),
+            ("GET", "/api/stories"), ("POST", fast_paths.STREAM_PATH),
+            ("OPTIONS", fast_paths.STREAM_PATH), ("GET", fast_paths.STREAM_PATH + "/"),
         ]
+
+
+async def test_the_tabs_websocket_goes_straight_to_the_socket_app(served):
+    url, behind = served
+    ws_url = url.replace("http://", "ws://")
+    async with websockets.connect(f"{ws_url}/_event/?EIO=4&transport=websocket") as socket:
+        assert await socket.recv() == "socket /_event/"
+    async with websockets.connect(f"{ws_url}/elsewhere") as other:
+        assert await other.recv() == "behind"
+    assert behind.seen == [("websocket", "", "/elsewhere")]
 
 
 async def test_a_refusal_in_the_lane_is_the_apis_json_with_a_request_id(served):
     url, _ = served
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-        answer = await client.get(stream_lane.PATH, params={"channels": "story:exploded"})
+        answer = await client.get(fast_paths.STREAM_PATH, params={"channels": "story:exploded"})
     assert answer.status_code == 422
     assert "story:exploded" in answer.json()["detail"]
     assert len(answer.headers["x-request-id"]) >= 8
@@ -104,18 +132,18 @@ async def test_an_error_before_the_stream_starts_is_a_json_500_not_a_trace(serve
 
     monkeypatch.setattr(ratelimit, "stream_slots", Broken)
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-        answer = await client.get(stream_lane.PATH)
+        answer = await client.get(fast_paths.STREAM_PATH)
     assert answer.status_code == 500
     assert answer.json() == {"detail": "internal error"}
     assert "the slot store broke" not in answer.text
 
 
 async def test_the_api_app_behind_the_lane_still_answers_its_routes(database):
-    transport = httpx.ASGITransport(app=stream_lane.ahead_of(build(), cors_origins=["*"]))
+    transport = httpx.ASGITransport(app=fast_paths.ahead_of(build(), cors_origins=["*"]))
     async with httpx.AsyncClient(transport=transport, base_url="http://fictures.test") as client:
         assert (await client.get("/api/health/live")).json() == {"status": "live"}
         assert (await client.get("/api/no-such-thing")).status_code == 404
-        assert (await client.delete(stream_lane.PATH)).status_code == 405
+        assert (await client.delete(fast_paths.STREAM_PATH)).status_code == 405
 
 
 def test_the_app_puts_the_lane_ahead_of_reflexs_asgi_app(monkeypatch):
@@ -127,4 +155,6 @@ def test_the_app_puts_the_lane_ahead_of_reflexs_asgi_app(monkeypatch):
     # Reflex's own __call__ compiles the pages; only what wraps its result is tested here.
     monkeypatch.setattr(rx.App, "__call__", lambda self: behind)
     served = app()
-    assert isinstance(served, stream_lane.StreamLane) and served.app is behind
+    assert isinstance(served, fast_paths.FastPaths) and served.app is behind
+    # Reflex's socket app, found where Reflex mounts it (fictures.reflex_compat.event_socket).
+    assert served.socket_prefix == "/_event/" and served.socket_app is not None

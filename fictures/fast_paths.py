@@ -1,0 +1,119 @@
+"""Fast paths ahead of the middleware: the connections that stay open for hours skip the stacks.
+
+An event stream (`GET /api/community/events`) or a tab's websocket stays open
+for hours, and its request keeps alive every ASGI layer it passed on the way
+in. Through the whole app that is about twenty: Reflex's outer app (its error
+middleware, CORS, its context middleware, its exception middleware, the router
+and a mount), this API's FastAPI app (the same again, plus the body-size limit,
+the JSON 404s, the request id and, for a route, FastAPI's six
+`AsyncExitStack`s), and for the websocket Reflex's inner app (the same again).
+Each keeps a coroutine frame and its closures for the connection's whole life,
+and every frame written passes each layer's `send` wrapper on its way out.
+
+`ahead_of(app, socket=...)` puts the fast paths in front of an ASGI app (the full app
+in `fictures.fictures.App`; the bare API app in tests):
+
+- **the event stream**: a GET or HEAD of its path goes straight to the
+  endpoint (`fictures.api.sse.community_events`), with what it needs of the
+  stack: the request id (`fictures.api.middleware.request_id_for`, echoed and
+  in every log line written while serving it), CORS as Reflex configures it for
+  every route (its `cors_allowed_origins`, credentials allowed; Starlette's own
+  `CORSMiddleware` logic), and the API's error answers (`fictures.api.errors`: a
+  refusal before the stream starts is the same JSON as on any route). The
+  headers depend on the request alone, so they are added to the response's own
+  before it starts: nothing wraps `send`;
+- **the tabs' websocket** (`socket`: the path prefix and the app Reflex mounts
+  there, from `fictures.reflex_compat.event_socket`, which sets Reflex's contexts
+  as its outer middleware does): straight to it. Nothing of the stacks applies
+  to a websocket besides those contexts (CORS, the request id, the body limit
+  and the JSON 404s are HTTP's; the origin check is Engine.IO's own).
+
+Everything else (a preflight `OPTIONS`, another method, any other path, the
+lifespan) goes on to `app` unchanged. The stream's route is still registered in
+the API app: the OpenAPI schema documents it there.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fictures.api import sse
+from fictures.api.errors import exception_handlers
+from fictures.api.middleware import request_id_for
+from fictures.logs import request_id
+
+logger = logging.getLogger(__name__)
+
+STREAM_PATH = "/api/community/events"
+_STREAM_METHODS = frozenset({"GET", "HEAD"})
+
+
+def _cors_origins() -> list[str]:
+    import reflex as rx
+
+    return list(rx.config.get_config().cors_allowed_origins)
+
+
+async def _nowhere(message: Message) -> None:
+    pass
+
+
+class FastPaths:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        socket: tuple[str, ASGIApp] | None = None,
+        cors_origins: list[str] | None = None,
+    ):
+        self.app = app
+        self.socket_prefix, self.socket_app = socket or ("", None)
+        origins = _cors_origins() if cors_origins is None else cors_origins
+        # Only its header logic is used (`send` on the start message), never as a layer.
+        self.cors = CORSMiddleware(
+            _nowhere, allow_origins=origins, allow_credentials=True, allow_methods=["*"], allow_headers=["*"],
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http" and scope["path"] == STREAM_PATH and scope["method"] in _STREAM_METHODS:
+            await self._stream(scope, receive, send)
+        elif kind == "websocket" and self.socket_app is not None and scope["path"].startswith(self.socket_prefix):
+            await self.socket_app(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rid = request_id_for(scope)
+        token = request_id.set(rid)
+        try:
+            request = Request(scope, receive)
+            try:
+                response = await sse.community_events(request)
+            except Exception as exc:  # noqa: BLE001  (answered below, as the API answers any error)
+                handler = next(h for cls in type(exc).__mro__ if (h := exception_handlers.get(cls)))
+                response = await handler(request, exc)
+            await self._add_headers(response, scope, rid)
+            await response(scope, receive, send)
+        finally:
+            request_id.reset(token)
+
+    async def _add_headers(self, response: Response, scope: Scope, rid: str) -> None:
+        """The request id's and CORS's headers, as their middleware would add them."""
+        start: Message = {"type": "http.response.start", "status": response.status_code,
+                          "headers": [*response.raw_headers, (b"x-request-id", rid.encode())]}
+        await self.cors.send(start, _nowhere, Headers(scope=scope))
+        response.raw_headers = start["headers"]
+
+
+def ahead_of(
+    app: ASGIApp, *, socket: tuple[str, ASGIApp] | None = None, cors_origins: list[str] | None = None
+) -> FastPaths:
+    """`app`, with the event stream (and, given `socket`, the tabs' websocket) served ahead of it."""
+    return FastPaths(app, socket=socket, cors_origins=cors_origins)
