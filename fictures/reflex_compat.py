@@ -418,14 +418,17 @@ _original_poll: dict[str, Any] = {}
 
 def lighter_socket_writer() -> None:
     """Make python-engineio's per-socket writer wait for its next packet without
-    a task per wait.
+    a task, or a timer, per wait.
 
     Each websocket's writer task loops on `AsyncSocket.poll()`, which on Python
     3.11 waits with `asyncio.wait_for(queue.get(), ...)`: a new Task for every
     wake, that is for every frame every tab receives (a broadcast to 1,000 tabs
-    made 1,000 of them). This `poll` is the same code waiting under
-    `asyncio.timeout` instead: the same packets, the same batching of what is
-    queued, the same `QueueEmpty` on the ping timeout or a cancel. Idempotent."""
+    made 1,000 of them). This `poll` is the same code waiting on the queue
+    itself, with one timer per socket for the ping timeout: each wait only moves
+    the socket's deadline, and the timer, when it fires early, sleeps on to it
+    (a timer made and cancelled per wait, as `asyncio.timeout` does, was a heap
+    push and a cancel per frame per tab). The same packets, the same batching of
+    what is queued, the same `QueueEmpty` on the ping timeout or a cancel. Idempotent."""
     from engineio import exceptions as engine_exceptions
     from engineio.async_socket import AsyncSocket
 
@@ -435,8 +438,7 @@ def lighter_socket_writer() -> None:
 
     async def poll(self: Any) -> list[Any]:
         try:
-            async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
-                packets = [await self.queue.get()]
+            packets = [await _next_packet(self, self.server.ping_interval + self.server.ping_timeout)]
             self.queue.task_done()
         except (TimeoutError, asyncio.CancelledError):
             raise engine_exceptions.QueueEmpty() from None
@@ -455,6 +457,44 @@ def lighter_socket_writer() -> None:
         return packets
 
     AsyncSocket.poll = poll
+
+
+async def _next_packet(sock: Any, limit: float) -> Any:
+    """The socket's next packet, waiting at most `limit` seconds (TimeoutError)."""
+    queue = sock.queue
+    if not queue.empty():
+        return queue.get_nowait()
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    until = loop.time() + limit
+    sock.fx_wait, sock.fx_timed_out = (task, until), False
+    timer = getattr(sock, "fx_timer", None)
+    if timer is None or timer.when() > until:
+        if timer is not None:
+            timer.cancel()
+        sock.fx_timer = loop.call_at(until, _ping_deadline, sock, loop)
+    try:
+        return await queue.get()
+    except asyncio.CancelledError:
+        if sock.fx_timed_out:
+            if task is not None:
+                task.uncancel()  # ours: as asyncio.timeout does, a timeout and not a cancel
+            raise TimeoutError from None
+        raise
+    finally:
+        sock.fx_wait = None
+
+
+def _ping_deadline(sock: Any, loop: asyncio.AbstractEventLoop) -> None:
+    sock.fx_timer = None
+    if (wait := sock.fx_wait) is None:
+        return  # not waiting: its next wait starts a timer again
+    task, until = wait
+    if loop.time() >= until:
+        sock.fx_timed_out = True
+        task.cancel()
+    else:
+        sock.fx_timer = loop.call_at(until, _ping_deadline, sock, loop)
 
 
 async def run_in_tab(

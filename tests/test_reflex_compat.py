@@ -480,9 +480,9 @@ async def test_room_frames_go_on_each_socket_queue_as_python_socketio_would_send
 
 async def test_the_lighter_socket_writer_polls_as_python_engineio_does():
     """`lighter_socket_writer` replaces python-engineio's AsyncSocket.poll with the
-    same code waiting under asyncio.timeout (no task per wait): for the same
-    queue contents both give the same packets, the sentinel's empty list, and
-    QueueEmpty on the timeout."""
+    same code waiting on the queue with one timer per socket (no task, no timer
+    per wait): for the same queue contents both give the same packets, the
+    sentinel's empty list, and QueueEmpty on the timeout."""
     import asyncio
     import inspect
 
@@ -515,5 +515,30 @@ async def test_the_lighter_socket_writer_polls_as_python_engineio_does():
                 await poll(sock)  # nothing within the ping timeout
             assert asyncio.get_running_loop().time() - started >= 0.09
             eio.ping_interval, eio.ping_timeout = before
+        # A busy socket: each wait moves the deadline of the one timer it has.
+        sock = AsyncSocket(eio, "eio-busy")
+        timers = set()
+        for i in range(5):
+            waiting = asyncio.create_task(ours(sock))
+            await asyncio.sleep(0)
+            timers.add(id(sock.fx_timer))
+            sock.queue.put_nowait(str(i))
+            assert await waiting == [str(i)]
+        assert len(timers) == 1
+        # A wait cancelled from outside ends as engineio's does (QueueEmpty); after
+        # a timeout the writer's task has no cancel pending (it goes on to close).
+        waiting = asyncio.create_task(ours(sock))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(engine_exceptions.QueueEmpty):
+            await waiting
+        eio.ping_interval, eio.ping_timeout = 0.02, 0.02
+
+        async def timed_out() -> int:
+            with pytest.raises(engine_exceptions.QueueEmpty):
+                await ours(sock)
+            return asyncio.current_task().cancelling()
+
+        assert await asyncio.create_task(timed_out()) == 0
     finally:
         eio.ping_interval, eio.ping_timeout = before
