@@ -24,12 +24,11 @@ from fictures.settings import settings
 
 
 class App(rx.App):
-    """Reflex's app, with the event stream and the tabs' websocket served ahead of
-    its middleware (fictures.fast_paths: an open connection keeps every layer it passed alive)."""
+    """Reflex's app, with the event stream served ahead of its middleware
+    (fictures.fast_paths: an open stream keeps every layer it passed alive)."""
 
     def __call__(self):
-        served = super().__call__()
-        return fast_paths.ahead_of(served, socket=reflex_compat.event_socket(self))
+        return fast_paths.ahead_of(super().__call__())
 
 
 logs.configure()

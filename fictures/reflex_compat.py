@@ -766,36 +766,6 @@ def on_worker_stop_signal(callback: Callable[[int], None]) -> None:
     _signals.set_loop_signals = set_loop_signals
 
 
-class EventSocket:
-    """Reflex's event websocket app, called ahead of the middleware stacks: sets
-    Reflex's contexts first, as its outer `_ContextMiddleware` does for every request."""
-
-    def __init__(self, app: rx.App, mounted: Callable[..., Awaitable[None]]):
-        self.reflex_app = app
-        self.mounted = mounted  # what Reflex mounts: its subprotocol-header fix around Engine.IO
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        self.reflex_app._set_contexts_internal()
-        await self.mounted(scope, receive, send)
-
-
-def event_socket(app: rx.App) -> tuple[str, EventSocket]:
-    """Reflex's event websocket, to be served ahead of the middleware stacks:
-    the path its requests start with (``/_event/``) and the ASGI app Reflex
-    mounts there. Call after the app's ASGI app is built (`App.__call__`)."""
-    from reflex_base.config import get_config
-    from reflex_base.constants import Endpoint
-    from starlette.routing import Mount
-
-    path = get_config().prepend_backend_path(str(Endpoint.EVENT))
-    mounted = next(
-        (r.app for r in getattr(app._api, "routes", ()) if isinstance(r, Mount) and r.path == path), None
-    )
-    if mounted is None:
-        raise RuntimeError(f"Reflex mounts no event websocket at {path}")
-    return path + "/", EventSocket(app, mounted)
-
-
 def open_sockets(app: rx.App) -> int:
     """Websockets (tabs) open on this process."""
     return len(app.sio.eio.sockets) if app.sio is not None else 0

@@ -1,9 +1,9 @@
-"""The fast paths ahead of the middleware (fictures.fast_paths).
+"""The fast path ahead of the middleware (fictures.fast_paths).
 
 `GET`/`HEAD /api/community/events` is answered there, with the API's CORS,
-request id and error answers; the tabs' websocket goes straight to Reflex's
-socket app; everything else to the app behind. Requests here are real HTTP and
-websocket connections to uvicorn; the streams run on the real Redis.
+request id and error answers; everything else (websockets included) goes to the
+app behind. Requests here are real HTTP and websocket connections to uvicorn;
+the streams run on the real Redis.
 """
 
 from __future__ import annotations
@@ -39,21 +39,10 @@ class Behind:
             await send({"type": "websocket.close"})
 
 
-class Socket:
-    """Stands for Reflex's socket app: accepts, says which path it got, closes."""
-
-    async def __call__(self, scope, receive, send) -> None:
-        assert scope["type"] == "websocket"
-        await receive()  # websocket.connect
-        await send({"type": "websocket.accept"})
-        await send({"type": "websocket.send", "text": f"socket {scope['path']}"})
-        await send({"type": "websocket.close"})
-
-
 @pytest.fixture
 async def served(database) -> AsyncIterator[tuple[str, Behind]]:
     behind = Behind()
-    lane = fast_paths.ahead_of(behind, socket=("/_event/", Socket()), cors_origins=["https://reader.example"])
+    lane = fast_paths.ahead_of(behind, cors_origins=["https://reader.example"])
     config = uvicorn.Config(lane, host="127.0.0.1", port=free_port(), lifespan="off", log_level="warning")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -104,14 +93,11 @@ async def test_the_stream_is_served_in_the_lane_and_nothing_else_is(served):
         ]
 
 
-async def test_the_tabs_websocket_goes_straight_to_the_socket_app(served):
+async def test_websockets_go_on_to_the_app_behind(served):
     url, behind = served
-    ws_url = url.replace("http://", "ws://")
-    async with websockets.connect(f"{ws_url}/_event/?EIO=4&transport=websocket") as socket:
-        assert await socket.recv() == "socket /_event/"
-    async with websockets.connect(f"{ws_url}/elsewhere") as other:
-        assert await other.recv() == "behind"
-    assert behind.seen == [("websocket", "", "/elsewhere")]
+    async with websockets.connect(f"{url.replace('http://', 'ws://')}/_event/?EIO=4&transport=websocket") as socket:
+        assert await socket.recv() == "behind"
+    assert behind.seen == [("websocket", "", "/_event/")]
 
 
 async def test_a_refusal_in_the_lane_is_the_apis_json_with_a_request_id(served):
@@ -156,5 +142,3 @@ def test_the_app_puts_the_lane_ahead_of_reflexs_asgi_app(monkeypatch):
     monkeypatch.setattr(rx.App, "__call__", lambda self: behind)
     served = app()
     assert isinstance(served, fast_paths.FastPaths) and served.app is behind
-    # Reflex's socket app, found where Reflex mounts it (fictures.reflex_compat.event_socket).
-    assert served.socket_prefix == "/_event/" and served.socket_app is not None

@@ -263,37 +263,6 @@ def test_socket_origin_check_is_engineio_s():
     ]
 
 
-async def test_the_event_socket_is_reflexs_engineio_app_with_its_contexts_set():
-    import asyncio
-    import contextvars
-
-    from engineio.async_drivers.asgi import ASGIApp as EngineIOApp
-    from reflex_base.registry import RegistrationContext
-
-    from fictures.fictures import app
-
-    prefix, socket = reflex_compat.event_socket(app)
-    assert prefix == "/_event/"
-    # What Reflex mounts there: its subprotocol-header fix around Engine.IO's app,
-    # which serves this app's Socket.IO server.
-    header_fix = socket.mounted
-    assert isinstance(header_fix.app, EngineIOApp) and header_fix.app.engineio_server is app.sio
-
-    # Reflex's contexts are set before the socket app runs, in a request's fresh
-    # context (as servers start each request), as Reflex's outer middleware does.
-    seen = []
-
-    async def probe(scope, receive, send) -> None:
-        seen.append(RegistrationContext.get())
-
-    socket.mounted = probe
-    try:
-        await asyncio.create_task(socket({"type": "websocket"}, None, None), context=contextvars.Context())
-    finally:
-        socket.mounted = header_fix
-    assert seen == [app._registration_context]
-
-
 async def test_socket_gate_and_disconnect_hook_are_installed_on_the_namespace():
     from fictures.fictures import app
 
