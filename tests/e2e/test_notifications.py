@@ -203,20 +203,27 @@ def test_service_worker_shows_a_push_and_the_menu_offers_the_toggle(app_server: 
         payload = {"id": 7, "title": f"New post on {TAG}", "body": f"ada: {TAG}",
                    "url": "/community/story/3", "tag": "fictures-notification-7"}
         # A push as the push service would deliver it, dispatched to the worker's handler.
-        worker.evaluate(
-            "(data) => self.dispatchEvent(new PushEvent('push', {data}))", json.dumps(payload)
-        )
-        shown = page.evaluate(
-            """async () => {
-              const reg = await navigator.serviceWorker.ready;
-              for (let i = 0; i < 100; i++) {
-                const list = await reg.getNotifications({tag: "fictures-notification-7"});
-                if (list.length) return list.map((n) => ({title: n.title, body: n.body, data: n.data}));
-                await new Promise((r) => setTimeout(r, 50));
-              }
-              return [];
-            }"""
-        )
+        # Headless Chromium once lost such a synthetic push (no notification in 5 s, in
+        # one CI run of many): it is dispatched again, to the newest worker, at most
+        # three times; one tag means a repeat replaces the notification, never adds one.
+        shown = []
+        for _ in range(3):
+            (context.service_workers[-1] if context.service_workers else worker).evaluate(
+                "(data) => self.dispatchEvent(new PushEvent('push', {data}))", json.dumps(payload)
+            )
+            shown = page.evaluate(
+                """async () => {
+                  const reg = await navigator.serviceWorker.ready;
+                  for (let i = 0; i < 60; i++) {
+                    const list = await reg.getNotifications({tag: "fictures-notification-7"});
+                    if (list.length) return list.map((n) => ({title: n.title, body: n.body, data: n.data}));
+                    await new Promise((r) => setTimeout(r, 50));
+                  }
+                  return [];
+                }"""
+            )
+            if shown:
+                break
         assert shown == [{"title": payload["title"], "body": payload["body"],
                           "data": {"url": f"{app_server.url}/community/story/3"}}]
     finally:
