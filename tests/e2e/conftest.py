@@ -320,6 +320,19 @@ def new_page(browser: Browser, app_server: AppServer) -> Iterator[Callable[..., 
         context.close()
 
 
+def wait_hydrated(page: Page, selector: str) -> None:
+    """Wait until React has hydrated `selector` (its event handlers are attached):
+    a click on a server-rendered button before that does nothing. (Events sent
+    before the websocket is up are queued by Reflex, not lost.)"""
+    page.wait_for_function(
+        """(sel) => {
+          const el = document.querySelector(sel);
+          return !!el && Object.keys(el).some((k) => k.startsWith("__reactProps"));
+        }""",
+        arg=selector,
+    )
+
+
 class FlakyNetwork:
     """Routes a page's websocket through Playwright so a test can cut it, and
     refuse reconnects until the network is "back"."""

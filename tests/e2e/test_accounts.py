@@ -11,6 +11,7 @@ from tests.e2e.conftest import (
     POST_LIMIT_PER_USER,
     AppServer,
     FlakyNetwork,
+    wait_hydrated,
 )
 
 
@@ -140,6 +141,8 @@ def test_login_form_shows_the_rate_limit_inline(app_server: AppServer, new_page)
         r = app_server.api("POST", "/api/auth/token", json={"username": victim, "password": f"guess-{i}"})
         assert r.status_code == 401
     page = new_page("/login")
+    # A click before hydration would be lost, and a second one would count twice.
+    wait_hydrated(page, "#submit")
     page.locator("#username").fill(victim)
     page.locator("#password").fill("wrong")  # short: still only "wrong"
     page.locator("#submit").click()
