@@ -41,6 +41,8 @@ from reflex_components_core.core.banner import has_connection_errors as _has_con
 from reflex_components_sonner.toast import ToastAction, toast_ref
 from socketio import packet as socket_packet
 
+from fictures.deadline import MovingDeadline
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -424,10 +426,9 @@ def lighter_socket_writer() -> None:
     3.11 waits with `asyncio.wait_for(queue.get(), ...)`: a new Task for every
     wake, that is for every frame every tab receives (a broadcast to 1,000 tabs
     made 1,000 of them). This `poll` is the same code waiting on the queue
-    itself, with one timer per socket for the ping timeout: each wait only moves
-    the socket's deadline, and the timer, when it fires early, sleeps on to it
-    (a timer made and cancelled per wait, as `asyncio.timeout` does, was a heap
-    push and a cancel per frame per tab). The same packets, the same batching of
+    itself, with one timer per socket for the ping timeout that each wait moves
+    (fictures.deadline; a timer made and cancelled per wait, as `asyncio.timeout`
+    does, was a heap push and a cancel per frame per tab). The same packets, the same batching of
     what is queued, the same `QueueEmpty` on the ping timeout or a cancel. Idempotent."""
     from engineio import exceptions as engine_exceptions
     from engineio.async_socket import AsyncSocket
@@ -464,37 +465,27 @@ async def _next_packet(sock: Any, limit: float) -> Any:
     queue = sock.queue
     if not queue.empty():
         return queue.get_nowait()
-    loop = asyncio.get_running_loop()
     task = asyncio.current_task()
-    until = loop.time() + limit
-    sock.fx_wait, sock.fx_timed_out = (task, until), False
-    timer = getattr(sock, "fx_timer", None)
-    if timer is None or timer.when() > until:
-        if timer is not None:
-            timer.cancel()
-        sock.fx_timer = loop.call_at(until, _ping_deadline, sock, loop)
+    assert task is not None
+    deadline = getattr(sock, "fx_deadline", None)
+    if deadline is None:
+        deadline = sock.fx_deadline = MovingDeadline()
+    sock.fx_timed_out = False
+    deadline.start(asyncio.get_running_loop(), limit, functools.partial(_ping_timeout, sock, task))
     try:
         return await queue.get()
     except asyncio.CancelledError:
         if sock.fx_timed_out:
-            if task is not None:
-                task.uncancel()  # ours: as asyncio.timeout does, a timeout and not a cancel
+            task.uncancel()  # ours: as asyncio.timeout does, a timeout and not a cancel
             raise TimeoutError from None
         raise
     finally:
-        sock.fx_wait = None
+        deadline.stop()
 
 
-def _ping_deadline(sock: Any, loop: asyncio.AbstractEventLoop) -> None:
-    sock.fx_timer = None
-    if (wait := sock.fx_wait) is None:
-        return  # not waiting: its next wait starts a timer again
-    task, until = wait
-    if loop.time() >= until:
-        sock.fx_timed_out = True
-        task.cancel()
-    else:
-        sock.fx_timer = loop.call_at(until, _ping_deadline, sock, loop)
+def _ping_timeout(sock: Any, task: asyncio.Task[Any]) -> None:
+    sock.fx_timed_out = True
+    task.cancel()
 
 
 async def run_in_tab(

@@ -23,7 +23,7 @@ from tests.conftest import free_port, wait_until
 
 
 class Behind:
-    """The app behind the lane: answers 'behind' and records what reached it."""
+    """The app behind the fast path: answers 'behind' and records what reached it."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, str]] = []
@@ -42,8 +42,8 @@ class Behind:
 @pytest.fixture
 async def served(database) -> AsyncIterator[tuple[str, Behind]]:
     behind = Behind()
-    lane = fast_paths.ahead_of(behind, cors_origins=["https://reader.example"])
-    config = uvicorn.Config(lane, host="127.0.0.1", port=free_port(), lifespan="off", log_level="warning")
+    served_app = fast_paths.ahead_of(behind, cors_origins=["https://reader.example"])
+    config = uvicorn.Config(served_app, host="127.0.0.1", port=free_port(), lifespan="off", log_level="warning")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     await wait_until(lambda: server.started, message="uvicorn to start")
@@ -64,7 +64,7 @@ async def _first_event(response: httpx.Response) -> list[str]:
     return lines
 
 
-async def test_the_stream_is_served_in_the_lane_and_nothing_else_is(served):
+async def test_the_stream_is_served_on_the_fast_path_and_nothing_else_is(served):
     url, behind = served
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         async with client.stream(
@@ -100,7 +100,7 @@ async def test_websockets_go_on_to_the_app_behind(served):
     assert behind.seen == [("websocket", "", "/_event/")]
 
 
-async def test_a_refusal_in_the_lane_is_the_apis_json_with_a_request_id(served):
+async def test_a_refusal_on_the_fast_path_is_the_apis_json_with_a_request_id(served):
     url, _ = served
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
         answer = await client.get(fast_paths.STREAM_PATH, params={"channels": "story:exploded"})
@@ -124,7 +124,7 @@ async def test_an_error_before_the_stream_starts_is_a_json_500_not_a_trace(serve
     assert "the slot store broke" not in answer.text
 
 
-async def test_the_api_app_behind_the_lane_still_answers_its_routes(database):
+async def test_the_api_app_behind_the_fast_path_still_answers_its_routes(database):
     transport = httpx.ASGITransport(app=fast_paths.ahead_of(build(), cors_origins=["*"]))
     async with httpx.AsyncClient(transport=transport, base_url="http://fictures.test") as client:
         assert (await client.get("/api/health/live")).json() == {"status": "live"}
@@ -132,7 +132,7 @@ async def test_the_api_app_behind_the_lane_still_answers_its_routes(database):
         assert (await client.delete(fast_paths.STREAM_PATH)).status_code == 405
 
 
-def test_the_app_puts_the_lane_ahead_of_reflexs_asgi_app(monkeypatch):
+def test_the_app_puts_the_fast_path_ahead_of_reflexs_asgi_app(monkeypatch):
     import reflex as rx
 
     from fictures.fictures import app

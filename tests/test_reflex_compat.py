@@ -490,7 +490,7 @@ async def test_the_lighter_socket_writer_polls_as_python_engineio_does():
         for i in range(5):
             waiting = asyncio.create_task(ours(sock))
             await asyncio.sleep(0)
-            timers.add(id(sock.fx_timer))
+            timers.add(id(sock.fx_deadline.timer))
             sock.queue.put_nowait(str(i))
             assert await waiting == [str(i)]
         assert len(timers) == 1

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 import redis.exceptions
 
 from fictures import metrics
+from fictures.deadline import MovingDeadline
 from fictures.events.bus import EventBus
 from fictures.events.schema import ALL_CHANNELS, CommunityEvent, MalformedEvent, parse_event
 from fictures.settings import settings
@@ -47,11 +47,10 @@ class Subscription:
     event to every subscriber (thousands of SSE streams), so an offer is an
     append and, for a subscriber waiting, one `set_result`; and `get` can give
     up after an idle time (an SSE stream's keep-alive ping) with a timer instead
-    of a task. That timer is not made anew by every `get`: each `get` only moves
-    the deadline, and the timer, when it fires early, sleeps on to the deadline
-    (a busy stream gets no timer per event, an idle one about one per ping)."""
+    of a task, one for the subscription's life that each `get` moves
+    (fictures.deadline: a busy stream makes no timer per event)."""
 
-    __slots__ = ("_idle_at", "_items", "_timer", "_waiter", "closed", "maxsize", "overflowed")
+    __slots__ = ("_idle", "_items", "_waiter", "closed", "maxsize", "overflowed")
 
     def __init__(self, maxsize: int):
         self.maxsize = maxsize
@@ -59,8 +58,7 @@ class Subscription:
         self.closed = False
         self._items: deque[CommunityEvent] = deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._idle_at = 0.0  # loop time when a `get(idle)` waiting now gives up
-        self._timer: asyncio.TimerHandle | None = None
+        self._idle = MovingDeadline()  # a `get(idle)` waiting that long returns IDLE
 
     def offer(self, event: CommunityEvent) -> bool:
         if self.closed:
@@ -78,9 +76,7 @@ class Subscription:
         if not self.closed:
             self.closed = True
             self._wake()
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._idle.cancel()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -95,29 +91,16 @@ class Subscription:
         if not self._items and not self.closed:
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
-            self._idle_at = math.inf if idle is None else loop.time() + idle
-            timer = self._timer
-            if idle is not None and (timer is None or timer.when() > self._idle_at):
-                if timer is not None:
-                    timer.cancel()
-                self._timer = loop.call_at(self._idle_at, self._idle_check, loop)
+            if idle is not None:
+                self._idle.start(loop, idle, self._wake)
             try:
                 await waiter
             finally:
                 self._waiter = None
+                self._idle.stop()
         if self._items:
             return self._items.popleft()
         return None if self.closed else IDLE
-
-    def _idle_check(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        waiter = self._waiter
-        if waiter is None or waiter.done() or self.closed or self._idle_at == math.inf:
-            return  # nobody waiting (or not with an idle time): the next `get(idle)` starts one again
-        if loop.time() >= self._idle_at:
-            waiter.set_result(None)  # idle for the whole time: `get` returns IDLE
-        else:
-            self._timer = loop.call_at(self._idle_at, self._idle_check, loop)
 
     def take(self, limit: int) -> list[CommunityEvent]:
         """Up to `limit` more events already queued, without waiting."""

@@ -292,7 +292,7 @@ async def test_a_busy_subscription_is_never_idle_and_keeps_one_timer():
     while len(got) < 20:
         waiting = asyncio.create_task(sub.get(idle=0.5))
         await asyncio.sleep(0)
-        timers.add(id(sub._timer))
+        timers.add(id(sub._idle.timer))
         got.append(await waiting)
     await feeder
     assert IDLE not in got and [e.id for e in got] == list(range(1, 21))
@@ -308,7 +308,7 @@ async def test_a_busy_subscription_is_never_idle_and_keeps_one_timer():
     waiting.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await waiting
-    assert sub._timer is not None  # the 5 s one, still pending
+    assert sub._idle.timer is not None  # the 5 s one, still pending
     started = loop.time()
     assert await sub.get(idle=0.05) is IDLE
     assert loop.time() - started < 2
