@@ -225,7 +225,8 @@ class FeedToaster(rx.Fragment):
     websocket reconnected: the page rehydrates, `is_hydrated` false then true)
     make ONE summary toast, "3 new stories while you were away", instead of one
     per arrival (a single one toasts as usual); the banner and NEW badges show
-    them all.
+    them all. A tab cut off before its first load finished (Live, but
+    `is_hydrated` not yet true) counts from the newest arrival it had shown.
 
     A page that lists missed arrivals beyond the slots (cards carrying the
     `event_id` that published them, see fictures.pages.community) subclasses
@@ -239,14 +240,21 @@ class FeedToaster(rx.Fragment):
         posts = LiteralArrayVar.create(post_slots())
         missed = self.missed if self.missed is not None else LiteralArrayVar.create([])
         hydrated = rx.State.is_hydrated
+        lost = reflex_compat.connection_errors()
         effect = Var(
             _js_expr=f"""() => {{
   const stories = [...{stories!s}, ...{missed!s}.filter((c) => c.event_id > 0)];
   const posts = {posts!s};
   const newest = Math.max(0, ...stories.map((c) => c.event_id), ...posts.map((c) => c.event_id));
-  if (!{hydrated!s}) {{
-    // Rehydrating after a reconnect: what arrived meanwhile is a catch-up.
+  const lost = {lost!s};
+  if (lost || !{hydrated!s}) {{
+    // Offline, or rehydrating after a reconnect: what arrives next is a catch-up.
+    if (fxToasted.current === null && lost && fxShown.current > 0) {{
+      // Cut off before the first load finished: what the page showed is the mark.
+      fxToasted.current = fxShown.current;
+    }}
     if (fxToasted.current !== null) fxFeedAway.current = true;
+    else fxShown.current = newest;
     return;
   }}
   if (fxToasted.current === null
@@ -290,7 +298,7 @@ class FeedToaster(rx.Fragment):
 }}""",
             _var_data=VarData.merge(
                 stories._get_all_var_data(), posts._get_all_var_data(), missed._get_all_var_data(),
-                hydrated._get_all_var_data(),
+                hydrated._get_all_var_data(), lost._get_all_var_data(),
             ),
         )
         react = VarData(imports={"react": [rx.ImportVar(tag="useRef")]})
@@ -298,6 +306,8 @@ class FeedToaster(rx.Fragment):
             Var(f"const fxToast = {reflex_compat.toast_ref};"),
             Var("const fxToasted = useRef(null);", _var_data=react),
             Var("const fxFeedAway = useRef(false);", _var_data=react),
+            # The newest arrival shown while the first load was still hydrating.
+            Var("const fxShown = useRef(0);", _var_data=react),
             # A statement of its own (";"), so it cannot run on from the hook before it.
             Var(
                 _js_expr=f"useEffect({effect!s});",

@@ -337,9 +337,12 @@ class FlakyNetwork:
     """Routes a page's websocket through Playwright so a test can cut it, and
     refuse reconnects until the network is "back"."""
 
-    def __init__(self, page):
+    def __init__(self, page, cut_before: str | None = None):
+        """`cut_before`: a regex; the first server frame matching it is not
+        delivered, the network is cut there instead (a drop at an exact moment)."""
         self.up = True
         self.routes = []
+        self.cut_before = re.compile(cut_before) if cut_before else None
         page.route_web_socket(re.compile(r".*/_event/.*"), self._handle)
 
     def _handle(self, ws) -> None:
@@ -348,8 +351,17 @@ class FlakyNetwork:
             # retries with backoff); an engine.io error packet does that.
             ws.send("x")
             return
-        ws.connect_to_server()
+        server = ws.connect_to_server()
         self.routes.append(ws)
+        if self.cut_before is not None:
+            def relay(message) -> None:
+                if self.cut_before is not None and isinstance(message, str) and self.cut_before.search(message):
+                    self.cut_before = None
+                    self.cut()
+                    return
+                ws.send(message)
+
+            server.on_message(relay)
 
     def cut(self) -> None:
         self.up = False

@@ -245,6 +245,45 @@ def test_tab_catches_up_after_losing_its_connection_with_one_summary_toast(app_s
         expect(reader.locator("#new-stories-count")).to_have_text("4 new stories published")
 
 
+def test_a_tab_cut_off_before_its_first_load_finished_still_sums_up_what_it_missed(
+    app_server: AppServer, browser
+):
+    """Live, but the frame that ends the first load (`is_hydrated` true) never
+    arrives: the network drops right there. Back online, the arrivals it missed
+    still make one summary toast (the tab counts from what it had shown)."""
+    _, token = app_server.register()
+    shown = app_server.create_story(token, _title("Shown Before The Drop"))
+    context = browser.new_context(base_url=app_server.url)
+    try:
+        reader = context.new_page()
+        network = FlakyNetwork(reader, cut_before=r'"is_hydrated_rx_state_":\s*true')
+        reader.goto("/community")
+        expect(reader.locator(".story-card", has_text=shown["title"])).to_be_visible()
+        expect(reader.locator("#live-indicator")).to_have_attribute("data-status", "offline", timeout=15_000)
+        assert network.cut_before is None  # the drop came where the first load would have ended
+
+        titles = [_title("Missed Early"), _title("Missed Early Too")]
+        stories = [app_server.create_story(token, title) for title in titles]
+        r = app_server.api("POST", f"/api/stories/{stories[0]['id']}/posts", token,
+                           json={"title": _title("Missed Early Post"), "body": "b"})
+        assert r.status_code == 201, r.text
+        app_server.wait_for_log(r"Fanned out (story:published|post:created) #\d+", count=3)
+
+        reader.evaluate(RECORD_TOASTS)
+        network.restore()
+        _wait_live(reader)
+        for title in titles:
+            expect(reader.locator(".story-card", has_text=title).locator(".new-badge")).to_be_visible()
+        reader.wait_for_function("window.fxToasts.some((t) => !t.startsWith('Cannot connect'))")
+        reader.wait_for_timeout(1_000)  # nothing else follows it
+        [summary] = _toasts_seen(reader)
+        assert "2 new stories and 1 new post while you were away" in summary, summary
+        assert f"{titles[1]}, {titles[0]}" in summary, summary
+        assert shown["title"] not in summary, summary
+    finally:
+        context.close()
+
+
 def test_a_tab_away_for_more_arrivals_than_the_slots_hold_gets_every_one_back_new(
     app_server: AppServer, browser
 ):
