@@ -25,11 +25,16 @@ Everything else (a preflight `OPTIONS`, another method, any other path,
 websockets, the lifespan) goes on to `app` unchanged. The stream's route is
 still registered in the API app: the OpenAPI schema documents it there.
 
-The tabs' websocket is not taken ahead: served that way (straight to Reflex's
-socket app) it measured a little leaner (a tab 220 → 207 KiB), but one
-end-to-end test of a tab catching up after a cut connection then failed about
-once in seven runs (its summary toast never showed), against none in twenty
-without it; the cause is not found, so it stays on Reflex's path.
+A websocket's scope gets the server's own `send` (`reflex_compat.RAW_SEND`):
+room frames go to it at once when nothing is ahead of them in the tab's queue
+(`reflex_compat.emit_to_room`), past the middleware's `send` wrappers.
+
+The tabs' websocket itself stays on Reflex's path. Served ahead (straight to
+Reflex's socket app) it measured a little leaner (a tab 220 → 207 KiB), and a
+catch-up test failed with it about once in seven runs; the cause was a gap in
+the feed's toaster (a tab cut off before its first load finished) that the
+faster path hit more often, since fixed (fictures.live_feed.FeedToaster). The
+direct room writes above take most of that path's saving per frame.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fictures import reflex_compat
 from fictures.api import sse
 from fictures.api.errors import exception_handlers
 from fictures.api.middleware import request_id_for
@@ -75,8 +81,12 @@ class FastPaths:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == STREAM_PATH and scope["method"] in _STREAM_METHODS:
             await self._stream(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            # The server's own send, for room frames written past the middleware
+            # (reflex_compat.emit_to_room): the socket's own frames still pass it.
+            scope[reflex_compat.RAW_SEND] = send
+        await self.app(scope, receive, send)
 
     async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = request_id_for(scope)

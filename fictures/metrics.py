@@ -76,6 +76,12 @@ PRESENCE_UPDATES = Counter(
 PRESENCE_FRAMES = Counter(
     "fictures_presence_frames_total", "Presence frames sent to SSE streams by this process"
 )
+ROOM_FRAMES = Counter(
+    "fictures_room_frames_total",
+    "Room frames sent to this process's tabs: handed to the server at once (direct) "
+    "or through the socket's send queue (queued: something was ahead of it)",
+    ["path"],
+)
 TYPING_SIGNALS = Counter(
     "fictures_typing_signals_total",
     "Typing reports from this process's tabs: sent as a signal, or dropped (over the rate)",

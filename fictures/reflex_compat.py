@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import reflex as rx
 from engineio import packet as engine_packet
@@ -372,34 +372,44 @@ class _Preencoded(EnginePacket):
         return self._wire
 
 
-async def emit_to_room(app: rx.App, room: str, update: StateUpdate) -> int:
+class RoomSend(NamedTuple):
+    """What `emit_to_room` did: sockets it went to, and how many of them had it
+    handed to the server at once (the rest through their send queue)."""
+
+    sockets: int
+    direct: int
+
+
+async def emit_to_room(app: rx.App, room: str, update: StateUpdate) -> RoomSend:
     """One frame, encoded once, put on the send queue of every socket in `room`.
 
     python-socketio's room emit creates one task per socket that awaits its way
     to the same `queue.put` (~45 µs a socket); here the packet goes straight
     onto each socket's queue in one pass (~1 µs), and each socket's own writer
-    task sends it. A socket's queue is FIFO, so the frame follows everything
+    task sends it, or, when nothing can be ahead of it, it goes to the server at
+    once (`_write_now`). A socket's queue is FIFO, so the frame follows everything
     already queued for that tab (its hydrate snapshot is queued before its page
     joins a room: `hydrate_and_load` awaits its emit before `on_load` runs).
     A socket whose client stopped answering pings takes engineio's own `send`,
-    which closes it. Returns how many sockets it went to."""
+    which closes it."""
     namespace, sio = app.event_namespace, app.sio
     if namespace is None or sio is None:
-        return 0
+        return RoomSend(0, 0)
     members = sio.manager.rooms.get(namespace.namespace, {}).get(room)
     if not members:
-        return 0
+        return RoomSend(0, 0)
     encoded = sio.packet_class(
         socket_packet.EVENT, namespace=namespace.namespace,
         data=[str(rx.constants.SocketEvent.EVENT), update],
     ).encode()
     if not isinstance(encoded, str):  # binary attachments: python-socketio's own path
         await namespace.emit(str(rx.constants.SocketEvent.EVENT), update, to=room)
-        return len(members)
+        return RoomSend(len(members), 0)
     pkt = _Preencoded(encoded)
+    message = {"type": "websocket.send", "bytes": None, "text": pkt.encode()}
     sockets, timeout, now = sio.eio.sockets, sio.eio.ping_timeout, time.time()
     stale = []
-    sent = 0
+    sent = direct = 0
     for eio_sid in list(members.values()):
         sock = sockets.get(eio_sid)
         if sock is None or sock.closed:
@@ -407,11 +417,51 @@ async def emit_to_room(app: rx.App, room: str, update: StateUpdate) -> int:
         if sock.last_ping and now - sock.last_ping > timeout:
             stale.append(sock)
             continue
-        sock.queue.put_nowait(pkt)
+        if _write_now(sock, message):
+            direct += 1
+        else:
+            sock.queue.put_nowait(pkt)
         sent += 1
     for sock in stale:
         await sock.send(pkt)
-    return sent
+    return RoomSend(sent, direct)
+
+
+# The ASGI scope key under which the server's own `send` of a websocket is kept
+# (set by fictures.fast_paths, ahead of every middleware; read at the upgrade).
+RAW_SEND = "fictures.raw_send"
+
+
+def _write_now(sock: Any, message: dict[str, Any]) -> bool:
+    """Hand `message` to the server for this websocket now, if nothing can be
+    ahead of it: its writer task is parked on an empty queue (it is not halfway
+    through a send) and the previous frame written this way has gone out.
+
+    That skips the writer task's wake-up and the middleware's `send` wrappers
+    (Granian's `send` takes the frame at once and answers with a future): about
+    a tenth of a frame's cost. The writer awaits that future before it sends
+    anything else (`_after_direct_write`), so the socket's frames keep their
+    order. False: the frame must go through the queue."""
+    send = getattr(sock, "fx_send", None)
+    if send is None or not sock.fx_parked or sock.upgrading or not sock.queue.empty():
+        return False
+    if (inflight := sock.fx_inflight) is not None and not inflight.done():
+        return False
+    result = send(message)
+    sock.fx_inflight = result if asyncio.isfuture(result) else asyncio.ensure_future(result)
+    return True
+
+
+async def _after_direct_write(sock: Any) -> None:
+    """Wait until the frame last written by `_write_now` has gone out."""
+    inflight = getattr(sock, "fx_inflight", None)
+    if inflight is None:
+        return
+    sock.fx_inflight = None
+    try:
+        await inflight
+    except Exception:  # the connection is gone: the writer's own send will say so
+        logger.debug("A direct websocket write failed", exc_info=True)
 
 
 # python-engineio's own AsyncSocket.poll, once replaced (the contract test compares them).
@@ -441,6 +491,7 @@ def lighter_socket_writer() -> None:
         try:
             packets = [await _next_packet(self, self.server.ping_interval + self.server.ping_timeout)]
             self.queue.task_done()
+            await _after_direct_write(self)
         except (TimeoutError, asyncio.CancelledError):
             raise engine_exceptions.QueueEmpty() from None
         if packets == [None]:
@@ -457,7 +508,17 @@ def lighter_socket_writer() -> None:
                 break
         return packets
 
+    async def _upgrade_websocket(self: Any, environ: dict[str, Any]) -> Any:
+        # The server's own send for this websocket, if the app was given it.
+        self.fx_send = environ.get("asgi.scope", {}).get(RAW_SEND)
+        return await _original_poll["_upgrade_websocket"](self, environ)
+
+    _original_poll["_upgrade_websocket"] = AsyncSocket._upgrade_websocket
+    AsyncSocket.fx_send = None
+    AsyncSocket.fx_parked = False
+    AsyncSocket.fx_inflight = None
     AsyncSocket.poll = poll
+    AsyncSocket._upgrade_websocket = _upgrade_websocket
 
 
 async def _next_packet(sock: Any, limit: float) -> Any:
@@ -472,6 +533,7 @@ async def _next_packet(sock: Any, limit: float) -> Any:
         deadline = sock.fx_deadline = MovingDeadline()
     sock.fx_timed_out = False
     deadline.start(asyncio.get_running_loop(), limit, functools.partial(_ping_timeout, sock, task))
+    sock.fx_parked = True  # nothing half-sent: a room frame may be written at once (_write_now)
     try:
         return await queue.get()
     except asyncio.CancelledError:
@@ -480,6 +542,7 @@ async def _next_packet(sock: Any, limit: float) -> Any:
             raise TimeoutError from None
         raise
     finally:
+        sock.fx_parked = False
         deadline.stop()
 
 

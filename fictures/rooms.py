@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 import reflex as rx
 
-from fictures import reflex_compat
+from fictures import metrics, reflex_compat
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +157,10 @@ async def publish(room_cls: type[Room], room: str, **values: Any) -> int:
     if not _apps:
         return 0
     if reflex_compat.room_size(_apps[0], room):
-        return await reflex_compat.emit_to_room(_apps[0], room, reflex_compat.delta_frame(room_cls, values))
+        sent = await reflex_compat.emit_to_room(_apps[0], room, reflex_compat.delta_frame(room_cls, values))
+        metrics.ROOM_FRAMES.labels("direct").inc(sent.direct)
+        metrics.ROOM_FRAMES.labels("queued").inc(sent.sockets - sent.direct)
+        return sent.sockets
     if not room_cls.keep_without_tabs:
         _store.pop(room, None)  # nobody here reads it; it is rebuilt on the next join
     return 0

@@ -431,7 +431,7 @@ async def test_room_frames_go_on_each_socket_queue_as_python_socketio_would_send
             await reflex_compat.enter_room(app, probes[name][1], "probe-room")
         silent.last_ping = time.time() - eio.ping_timeout - 5  # pinged, never answered
         assert reflex_compat.room_size(app, "probe-room") == 2
-        assert await reflex_compat.emit_to_room(app, "probe-room", update) == 1
+        assert await reflex_compat.emit_to_room(app, "probe-room", update) == (1, 0)
         assert own.queue.get_nowait() == "hydrate snapshot"
         ours = own.queue.get_nowait().encode()
         assert own.queue.empty()
@@ -440,11 +440,84 @@ async def test_room_frames_go_on_each_socket_queue_as_python_socketio_would_send
         await namespace.emit(str(rx.constants.SocketEvent.EVENT), update, to=probes["socketio"][1])
         assert probes["socketio"][0].queue.get_nowait().encode() == ours
         assert ours.startswith('42/_event,["event",') and '"title":"T"' in ours
-        assert await reflex_compat.emit_to_room(app, "no-such-room", update) == 0
+        assert await reflex_compat.emit_to_room(app, "no-such-room", update) == (0, 0)
     finally:
         for sock, sid in probes.values():
             await app.sio.manager.disconnect(sid, namespace.namespace)
             eio.sockets.pop(sock.sid, None)
+
+
+async def test_a_room_frame_is_written_at_once_only_when_nothing_can_be_ahead_of_it():
+    """With the server's own `send` known (`RAW_SEND`, kept at the upgrade), a
+    room frame is handed to it at once while the socket's writer is parked on an
+    empty queue; otherwise (a frame queued, the writer busy, the previous direct
+    write still going out) it waits in the queue, and the writer sends nothing
+    before that previous write has gone out: the tab's frames keep their order."""
+    import asyncio
+
+    from engineio.async_socket import AsyncSocket
+
+    from fictures.fictures import app
+    from fictures.live_feed import CommunityRoom
+
+    reflex_compat.lighter_socket_writer()
+    namespace, eio = app.event_namespace, app.sio.eio
+    loop = asyncio.get_running_loop()
+    written: list[tuple[str, asyncio.Future]] = []
+
+    def server_send(message):  # what Granian's send does: takes it now, answers a future
+        written.append((message["text"], loop.create_future()))
+        return written[-1][1]
+
+    sock = AsyncSocket(eio, "eio-direct")
+    eio.sockets[sock.sid] = sock
+    sid = await app.sio.manager.connect(sock.sid, namespace.namespace)
+    # What the upgrade keeps (the socket app is not run here: it would accept the websocket).
+    original_upgrade = reflex_compat._original_poll["_upgrade_websocket"]
+    try:
+        reflex_compat._original_poll["_upgrade_websocket"] = lambda self, environ: asyncio.sleep(0)
+        await AsyncSocket._upgrade_websocket(sock, {"asgi.scope": {reflex_compat.RAW_SEND: server_send}})
+        assert sock.fx_send is server_send
+        sock.connected = sock.upgraded = True
+        await reflex_compat.enter_room(app, sid, "direct-room")
+
+        def frame(i: int):
+            return reflex_compat.delta_frame(CommunityRoom, {"s0": {"id": i}})
+
+        # The writer is not parked: the frame waits in the queue.
+        assert await reflex_compat.emit_to_room(app, "direct-room", frame(1)) == (1, 0)
+        assert written == [] and sock.queue.qsize() == 1
+        [queued] = await sock.poll()
+        assert queued.encode().endswith('{"id":1}}}}]')
+        # Parked on an empty queue: written at once, nothing queued.
+        writer = asyncio.create_task(sock.poll())
+        await asyncio.sleep(0)
+        assert sock.fx_parked
+        assert await reflex_compat.emit_to_room(app, "direct-room", frame(2)) == (1, 1)
+        assert len(written) == 1 and written[0][0].startswith("42/_event,") and sock.queue.empty()
+        # The first still going out: the next frame is queued, and the writer
+        # returns it only once the first has gone out.
+        await reflex_compat.emit_to_room(app, "direct-room", frame(3))
+        assert len(written) == 1 and sock.queue.qsize() == 1
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not writer.done()
+        written[0][1].set_result(None)
+        packets = await asyncio.wait_for(writer, 1)
+        assert [p.encode()[-12:] for p in packets] == ['{"id":3}}}}]']
+        # A direct write that failed (the connection went) does not stop the writer.
+        writer = asyncio.create_task(sock.poll())
+        await asyncio.sleep(0)
+        await reflex_compat.emit_to_room(app, "direct-room", frame(4))
+        written[-1][1].set_exception(ConnectionError("gone"))
+        sock.queue.put_nowait("next")
+        assert await asyncio.wait_for(writer, 1) == ["next"]
+        # A polling (not upgraded) socket never has a server send to write to.
+        assert AsyncSocket(eio, "eio-polling").fx_send is None
+    finally:
+        reflex_compat._original_poll["_upgrade_websocket"] = original_upgrade
+        await app.sio.manager.disconnect(sid, namespace.namespace)
+        eio.sockets.pop(sock.sid, None)
 
 
 async def test_the_lighter_socket_writer_polls_as_python_engineio_does():

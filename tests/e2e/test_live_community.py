@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 
+import httpx
 from playwright.sync_api import expect
 
 from fictures.live_feed import SLOTS, CommunityRoom
@@ -375,10 +376,18 @@ def test_story_page_catches_up_with_one_summary_toast(app_server: AppServer, bro
         expect(reader.get_by_text(f"New discussion: {after}")).to_be_visible()
 
 
+def _room_frames(app_server: AppServer, path: str) -> float:
+    text = httpx.get(f"{app_server.url}/api/metrics", timeout=10).text
+    prefix = f'fictures_room_frames_total{{path="{path}"}} '
+    return next(float(line.removeprefix(prefix)) for line in text.splitlines() if line.startswith(prefix))
+
+
 def test_tabs_joining_while_stories_arrive_get_their_hydrate_before_any_room_frame(app_server: AppServer):
-    """Room frames go straight onto each socket's send queue (reflex_compat.emit_to_room),
-    not through a task per socket: a tab that connects while stories are being
-    published still receives its hydrate snapshot before the first broadcast frame."""
+    """Room frames go straight to each socket (reflex_compat.emit_to_room: onto
+    its send queue, or to the server at once when nothing is ahead of them), not
+    through a task per socket: a tab that connects while stories are being
+    published still receives its hydrate snapshot before the first broadcast
+    frame, and then every story's frame, in order."""
     _, token = app_server.register()
     room, root = CommunityRoom.get_full_name(), "reflex___state____state"
     stop, published = threading.Event(), []
@@ -414,6 +423,17 @@ def test_tabs_joining_while_stories_arrive_get_their_hydrate_before_any_room_fra
             # (the whole state, is_hydrated false), not a broadcast frame.
             assert "is_hydrated_rx_state_" in carrying[0]["delta"].get(root, {}), carrying[0]
             assert len(carrying) > 3  # broadcast frames did arrive after it
+            # Each frame after it carries the next story, in the order published,
+            # none missing (frames written at once and through the queue alike).
+            ids = [[v["id"] for v in u["delta"][room].values() if isinstance(v, dict) and v.get("id")]
+                   for u in carrying[1:]]
+            newest = [max(i) for i in ids if i]
+            seen = [i for i in newest if i > newest[0]]
+            expected = [i for i in published if newest[0] < i <= last]
+            assert seen == expected, (seen, expected)
+        # Most went to the server at once (the tabs' writers were idle between stories).
+        direct, queued = (_room_frames(app_server, path) for path in ("direct", "queued"))
+        assert direct > queued, (direct, queued)
     finally:
         stop.set()
         for tab in tabs:
