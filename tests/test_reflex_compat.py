@@ -10,6 +10,7 @@ app in tests/e2e (test_live_community.py, test_hostile_input.py).
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -447,6 +448,43 @@ async def test_room_frames_go_on_each_socket_queue_as_python_socketio_would_send
             eio.sockets.pop(sock.sid, None)
 
 
+@contextlib.asynccontextmanager
+async def _socket_with_server_send():
+    """An upgraded engineio socket of the app, connected to its namespace, whose
+    server `send` (as Granian's: takes the message now, answers a future) records
+    what it gets: yields (socket, sid, written [(text, future)])."""
+    import asyncio
+
+    from engineio.async_socket import AsyncSocket
+
+    from fictures.fictures import app
+
+    reflex_compat.lighter_socket_writer()
+    namespace, eio = app.event_namespace, app.sio.eio
+    loop = asyncio.get_running_loop()
+    written: list[tuple[str, asyncio.Future]] = []
+
+    def server_send(message):
+        written.append((message["text"], loop.create_future()))
+        return written[-1][1]
+
+    sock = AsyncSocket(eio, f"eio-direct-{len(eio.sockets)}")
+    eio.sockets[sock.sid] = sock
+    sid = await app.sio.manager.connect(sock.sid, namespace.namespace)
+    # What the upgrade keeps (the socket app is not run here: it would accept the websocket).
+    original_upgrade = reflex_compat._original_poll["_upgrade_websocket"]
+    try:
+        reflex_compat._original_poll["_upgrade_websocket"] = lambda self, environ: asyncio.sleep(0)
+        await AsyncSocket._upgrade_websocket(sock, {"asgi.scope": {reflex_compat.RAW_SEND: server_send}})
+        assert sock.fx_send is server_send
+        sock.connected = sock.upgraded = True
+        yield sock, sid, written
+    finally:
+        reflex_compat._original_poll["_upgrade_websocket"] = original_upgrade
+        await app.sio.manager.disconnect(sid, namespace.namespace)
+        eio.sockets.pop(sock.sid, None)
+
+
 async def test_a_room_frame_is_written_at_once_only_when_nothing_can_be_ahead_of_it():
     """With the server's own `send` known (`RAW_SEND`, kept at the upgrade), a
     room frame is handed to it at once while the socket's writer is parked on an
@@ -460,25 +498,7 @@ async def test_a_room_frame_is_written_at_once_only_when_nothing_can_be_ahead_of
     from fictures.fictures import app
     from fictures.live_feed import CommunityRoom
 
-    reflex_compat.lighter_socket_writer()
-    namespace, eio = app.event_namespace, app.sio.eio
-    loop = asyncio.get_running_loop()
-    written: list[tuple[str, asyncio.Future]] = []
-
-    def server_send(message):  # what Granian's send does: takes it now, answers a future
-        written.append((message["text"], loop.create_future()))
-        return written[-1][1]
-
-    sock = AsyncSocket(eio, "eio-direct")
-    eio.sockets[sock.sid] = sock
-    sid = await app.sio.manager.connect(sock.sid, namespace.namespace)
-    # What the upgrade keeps (the socket app is not run here: it would accept the websocket).
-    original_upgrade = reflex_compat._original_poll["_upgrade_websocket"]
-    try:
-        reflex_compat._original_poll["_upgrade_websocket"] = lambda self, environ: asyncio.sleep(0)
-        await AsyncSocket._upgrade_websocket(sock, {"asgi.scope": {reflex_compat.RAW_SEND: server_send}})
-        assert sock.fx_send is server_send
-        sock.connected = sock.upgraded = True
+    async with _socket_with_server_send() as (sock, sid, written):
         await reflex_compat.enter_room(app, sid, "direct-room")
 
         def frame(i: int):
@@ -513,11 +533,30 @@ async def test_a_room_frame_is_written_at_once_only_when_nothing_can_be_ahead_of
         sock.queue.put_nowait("next")
         assert await asyncio.wait_for(writer, 1) == ["next"]
         # A polling (not upgraded) socket never has a server send to write to.
-        assert AsyncSocket(eio, "eio-polling").fx_send is None
-    finally:
-        reflex_compat._original_poll["_upgrade_websocket"] = original_upgrade
-        await app.sio.manager.disconnect(sid, namespace.namespace)
-        eio.sockets.pop(sock.sid, None)
+        assert AsyncSocket(app.sio.eio, "eio-polling").fx_send is None
+
+
+async def test_engineio_packets_take_the_same_way_but_close():
+    """A ping or one tab's update goes to the server at once under the same rule;
+    a CLOSE always takes the queue (its sender may wait for the queue to drain)."""
+    import asyncio
+
+    from engineio import packet as engine_packet
+
+    async with _socket_with_server_send() as (sock, _, written):
+        writer = asyncio.create_task(sock.poll())
+        await asyncio.sleep(0)
+        await sock.send(engine_packet.Packet(engine_packet.PING))
+        assert [text for text, _ in written] == ["2"] and sock.queue.empty()
+        await sock.send(engine_packet.Packet(engine_packet.MESSAGE, "x"))  # the ping still going out
+        assert len(written) == 1 and sock.queue.qsize() == 1
+        written[0][1].set_result(None)
+        assert [p.encode() for p in await asyncio.wait_for(writer, 1)] == ["4x"]
+        writer = asyncio.create_task(sock.poll())
+        await asyncio.sleep(0)
+        await sock.send(engine_packet.Packet(engine_packet.CLOSE))
+        assert len(written) == 1
+        assert [p.packet_type for p in await asyncio.wait_for(writer, 1)] == [engine_packet.CLOSE]
 
 
 async def test_the_lighter_socket_writer_polls_as_python_engineio_does():

@@ -326,3 +326,100 @@ async def test_a_stream_writes_the_events_queued_behind_the_first_in_one_chunk()
     chunk, sent = sse._chunk(first, flt, sse.Position(10_001, 0))  # 10001 was already replayed
     assert [e.id for e in sent] == [10_002, 10_003]
     assert chunk.count(b"event: story:deleted") == 2 and b"id: 10003" in chunk
+
+
+async def test_a_sink_takes_events_only_while_its_consumer_waits_with_nothing_queued():
+    """`Subscription.sink` (an SSE stream writing straight to its client) is
+    offered an event only while `get` waits on an empty queue; what it refuses,
+    and everything offered while something is queued or nobody waits, is queued
+    in order. Events it takes keep the keep-alive from firing."""
+    from fictures.events.fanout import IDLE, Subscription
+
+    sub = Subscription(maxsize=100)
+    taken: list[int] = []
+    accept = [True]
+
+    def sink(event) -> bool:
+        if accept[0]:
+            taken.append(event.id)
+        return accept[0]
+
+    sub.sink = sink
+    sub.offer(StoryDeleted(id=1, story_id=1))  # nobody waits: queued
+    assert taken == [] and (await sub.get()).id == 1
+    waiting = asyncio.create_task(sub.get(idle=0.3))
+    await asyncio.sleep(0)
+    for i in range(2, 12):  # 0.5 s of events, 0.05 s apart: taken, and never idle
+        assert sub.offer(StoryDeleted(id=i, story_id=i))
+        await asyncio.sleep(0.05)
+    assert taken == list(range(2, 12)) and not waiting.done() and sub.pending() == 0
+    accept[0] = False  # busy (a write still going out): queued, and the waiter wakes
+    sub.offer(StoryDeleted(id=12, story_id=12))
+    accept[0] = True
+    sub.offer(StoryDeleted(id=13, story_id=13))  # one is queued: this one queues behind it
+    assert (await waiting).id == 12 and sub.take(5)[0].id == 13 and taken == list(range(2, 12))
+    # Then nothing at all: the keep-alive fires as before.
+    assert await sub.get(idle=0.05) is IDLE
+
+
+async def test_a_chunk_written_at_once_goes_out_before_the_streams_next_write():
+    """`EventStreamResponse.write_now` hands a chunk to the server's send while
+    the body waits; the writer waits for it before its own next write, refuses a
+    second one until it went out, and a stream whose chunk never goes out is
+    dropped as stalled."""
+    from fictures.api.sse_response import EventStreamResponse, StreamStalled
+
+    loop = asyncio.get_running_loop()
+    sent: list[bytes] = []
+    outgoing: list[asyncio.Future] = []
+
+    async def send(message) -> None:
+        if message["type"] == "http.response.body":
+            sent.append(message["body"])
+
+    def server_send(message):  # Granian's: takes the chunk now, answers a future
+        sent.append(message["body"])
+        outgoing.append(loop.create_future())
+        return outgoing[-1]
+
+    more = asyncio.Event()
+
+    async def body():
+        yield b"first"
+        await more.wait()
+        yield b"third"
+
+    async def receive():
+        await asyncio.Event().wait()
+
+    response = EventStreamResponse(body(), send_timeout=0.4)
+    serving = asyncio.create_task(response({"type": "http", "method": "GET"}, receive, send))
+    await wait_until(lambda: sent == [b"first"])
+    assert response.can_write_now()
+    response._send = server_send  # the server's own send (the app's fast path hands it over)
+    response.write_now(b"second")
+    assert not response.can_write_now()  # one at a time
+    more.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert sent == [b"first", b"second"]  # "third" waits for "second" to go out
+    outgoing[0].set_result(None)
+    await asyncio.wait_for(serving, 2)
+    assert sent == [b"first", b"second", b"third", b""]
+
+    # A chunk that never goes out: the stall watch ends the stream.
+    hold = asyncio.Event()
+
+    async def waiting_body():
+        yield b"start"
+        await hold.wait()
+        yield b"never"
+
+    sent.clear()
+    response = EventStreamResponse(waiting_body(), send_timeout=0.2)
+    serving = asyncio.create_task(response({"type": "http", "method": "GET"}, receive, send))
+    await wait_until(lambda: sent == [b"start"])
+    response._send = server_send
+    response.write_now(b"stuck")
+    with pytest.raises(StreamStalled):
+        await asyncio.wait_for(serving, 3)
