@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import re
@@ -472,19 +471,6 @@ def _chunk(ready: list[Live], flt: StreamFilter, at: Position) -> tuple[bytes, l
     return (frames[0] if len(frames) == 1 else b"".join(frames)), sent
 
 
-def _write_at_once(response: EventStreamResponse, flt: StreamFilter, at: Position, event: CommunityEvent) -> bool:
-    """The fan-out's offer of `event` to a stream waiting for its next one with
-    nothing queued: its frame goes to the client now (`write_now`), without
-    waking the stream. True if the stream is done with the event (written, or
-    not for this stream); False if it must queue (a write still going out)."""
-    if not response.can_write_now():
-        return False
-    if at.passes(event) and flt.accepts(event):
-        response.write_now(_frame(event, position=_position(flt, at)))
-        _delivered([event])
-    return True
-
-
 def _delivered(sent: list[CommunityEvent]) -> None:
     # Public events only (analytics skips the rest): the metrics are public,
     # drafts nobody's business.
@@ -523,16 +509,11 @@ async def _stream(
             # yield the chunk is written: its events count as delivered.
             if changes is None:
                 idle = settings.sse_ping_seconds
-                if stopping.response is not None:
-                    sub.sink = functools.partial(_write_at_once, stopping.response, flt, at)
-                try:
-                    while (event := await sub.get(idle)) is not None:
-                        chunk, sent = _chunk(_ready(sub, event), flt, at)
-                        if chunk:
-                            yield chunk
-                            _delivered(sent)
-                finally:
-                    sub.sink = None
+                while (event := await sub.get(idle)) is not None:
+                    chunk, sent = _chunk(_ready(sub, event), flt, at)
+                    if chunk:
+                        yield chunk
+                        _delivered(sent)
             else:
                 async with contextlib.aclosing(_live_with_presence(sub, changes)) as live:
                     async for ready in live:

@@ -8,10 +8,7 @@ of an idle stream's memory (benchmarks/RESULTS.md, "issue10" sections). Here:
 
 - **the body** is an async iterator of chunks (bytes, or sse-starlette's
   `ServerSentEvent`, still used to encode frames); the request's own task
-  writes them in order; while the body waits for its next chunk, a chunk may
-  also be handed to the server at once (`write_now`, from the fan-out: no
-  wake-up of the writer per event), and the writer waits for it to go out
-  before its own next write;
+  writes them in order;
 - **keep-alive pings** come from the body itself: it waits for its next event
   with an idle timeout (`Subscription.get(idle=...)`) and yields `PING` when it
   elapses, so a busy stream sends no pings at all;
@@ -44,11 +41,6 @@ logger = logging.getLogger(__name__)
 PING = b": ping\r\n\r\n"
 
 
-def _retrieved(task: asyncio.Future) -> None:
-    if not task.cancelled():
-        task.exception()  # a failed write: the stream ends on its own (the client left)
-
-
 class StreamStalled(Exception):
     """The client accepted nothing for `send_timeout` seconds."""
 
@@ -76,51 +68,12 @@ class EventStreamResponse(Response):
         })
         self._writer: asyncio.Task | None = None
         self._pending_since: float | None = None  # a write not finished yet began then
-        self._send: Send | None = None  # the server's send, once the stream has started
-        self._written: asyncio.Future | None = None  # a `write_now` chunk, maybe still going out
         self._ended_by: str | None = None  # "client" | "stall" | "cancel": why the stream ends early
         self._watchdog: asyncio.TimerHandle | None = None
 
     def cancel(self) -> None:
         """End the stream now (the server stops and its grace period is over)."""
         self._end("cancel")
-
-    def can_write_now(self) -> bool:
-        """Whether `write_now` may write: the stream has started and not ended,
-        and the previous chunk written that way has gone out. Ask only while the
-        body waits for its next chunk (the writer is then not halfway through a
-        write)."""
-        if self._send is None or self._ended_by is not None:
-            return False
-        return (previous := self._written) is None or previous.done()
-
-    def write_now(self, chunk: bytes) -> None:
-        """Hand `chunk` to the server at once, from outside the writer task
-        (after `can_write_now`): nothing is ahead of it.
-
-        It saves the writer's wake-up per event: the fan-out writes each stream's
-        frame as it offers the event (fictures.api.sse). The server's `send`
-        takes the chunk now and answers with a future (Granian), or a coroutine
-        (run as a task, in order all the same); the writer waits for it before
-        its own next write, and the stall watch counts it as a pending write."""
-        assert self._send is not None
-        try:
-            result = self._send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except Exception:  # the connection is gone (a server may say so at once): the stream ends
-            logger.debug("An event stream's write failed", exc_info=True)
-            self._end("client")
-            return
-        if not asyncio.isfuture(result):
-            result = asyncio.ensure_future(result)
-            result.add_done_callback(_retrieved)
-        self._written = result
-        self._pending_since = asyncio.get_running_loop().time()
-
-    async def _written_out(self) -> None:
-        """Wait until the chunk `write_now` wrote last has gone out."""
-        if (written := self._written) is not None:
-            self._written = None
-            await written
 
     def _end(self, why: str) -> None:
         if self._writer is None or self._writer.done() or self._ended_by is not None:
@@ -147,11 +100,9 @@ class EventStreamResponse(Response):
         self._watchdog = loop.call_later(self.send_timeout / 2, self._watch, loop)
         try:
             await send(start)
-            self._send = send
             async for chunk in self.body_iterator:
                 if self._ended_by is not None:
                     break  # the client left (or a cancel was swallowed on its way): stop writing
-                await self._written_out()
                 self._pending_since = loop.time()
                 await send({
                     "type": "http.response.body",
@@ -160,15 +111,11 @@ class EventStreamResponse(Response):
                 })
                 self._pending_since = None
             if self._ended_by is None:
-                await self._written_out()
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if self._ended_by is None:
                 raise  # not ours: the server is cancelling the request
         finally:
-            self._send = None
-            if (written := self._written) is not None and written.done() and not written.cancelled():
-                written.exception()  # retrieved: a chunk that did not go out ended with the stream
             if self._ended_by in ("stall", "cancel") and self._writer.cancelling():
                 self._writer.uncancel()  # ours, delivered and handled: the request ends normally
             if self._watchdog is not None:
@@ -181,8 +128,6 @@ class EventStreamResponse(Response):
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         since = self._pending_since
-        if since is not None and (written := self._written) is not None and written.done():
-            since = self._pending_since = None  # the last `write_now` chunk went out
         if since is not None and loop.time() - since >= self.send_timeout:
             self._end("stall")
             return

@@ -50,7 +50,7 @@ class Subscription:
     of a task, one for the subscription's life that each `get` moves
     (fictures.deadline: a busy stream makes no timer per event)."""
 
-    __slots__ = ("_idle", "_idle_for", "_items", "_waiter", "closed", "maxsize", "overflowed", "sink")
+    __slots__ = ("_idle", "_items", "_waiter", "closed", "maxsize", "overflowed")
 
     def __init__(self, maxsize: int):
         self.maxsize = maxsize
@@ -59,22 +59,10 @@ class Subscription:
         self._items: deque[CommunityEvent] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._idle = MovingDeadline()  # a `get(idle)` waiting that long returns IDLE
-        self._idle_for: float | None = None
-        # Set by a consumer that can take an event at once while it waits in
-        # `get` with nothing queued (an SSE stream writing it straight to its
-        # client): `sink(event)` True means taken, False means queue it.
-        self.sink: Callable[[CommunityEvent], bool] | None = None
 
     def offer(self, event: CommunityEvent) -> bool:
         if self.closed:
             return False
-        if (
-            self.sink is not None and (waiter := self._waiter) is not None and not waiter.done()
-            and not self._items and self.sink(event)
-        ):
-            if self._idle_for is not None:  # it was not idle: the keep-alive waits again
-                self._idle.start(waiter.get_loop(), self._idle_for, self._wake)
-            return True
         if len(self._items) >= self.maxsize:
             self.overflowed = True
             self.close()
@@ -104,13 +92,11 @@ class Subscription:
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
             if idle is not None:
-                self._idle_for = idle
                 self._idle.start(loop, idle, self._wake)
             try:
                 await waiter
             finally:
                 self._waiter = None
-                self._idle_for = None
                 self._idle.stop()
         if self._items:
             return self._items.popleft()
