@@ -9,7 +9,7 @@ import uuid
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import AppServer
+from tests.e2e.conftest import AppServer, wait_hydrated
 
 WIDTHS = (390, 360)
 # One unbroken 60-letter word: it has to wrap inside the page, not widen it.
@@ -158,6 +158,10 @@ def test_the_phone_menu_works_from_the_keyboard(app_server: AppServer, new_page)
         expect(page.locator(item)).to_be_focused()
     page.keyboard.press("Enter")
     expect(page).to_have_url(re.compile(r"/login$"))
+    # The login page has replaced the previous one (its navbar with it: the URL
+    # changes first), and is hydrated, before its menu is used.
+    expect(page.locator("#username")).to_be_visible()
+    wait_hydrated(page, "#nav-menu")
     # Escape closes the menu without doing anything.
     page.locator("#nav-menu").focus()
     page.keyboard.press("Enter")
