@@ -406,7 +406,7 @@ async def emit_to_room(app: rx.App, room: str, update: StateUpdate) -> RoomSend:
         await namespace.emit(str(rx.constants.SocketEvent.EVENT), update, to=room)
         return RoomSend(len(members), 0)
     pkt = _Preencoded(encoded)
-    message = _socket_message(pkt.encode())
+    message = {"type": "websocket.send", "bytes": None, "text": pkt.encode()}
     sockets, timeout, now = sio.eio.sockets, sio.eio.ping_timeout, time.time()
     stale = []
     sent = direct = 0
@@ -430,13 +430,6 @@ async def emit_to_room(app: rx.App, room: str, update: StateUpdate) -> RoomSend:
 # The ASGI scope key under which the server's own `send` of a websocket is kept
 # (set by fictures.fast_paths, ahead of every middleware; read at the upgrade).
 RAW_SEND = "fictures.raw_send"
-
-
-def _socket_message(encoded: str | bytes) -> dict[str, Any]:
-    """The ASGI message python-engineio's websocket writer sends for an encoded packet."""
-    if isinstance(encoded, bytes):
-        return {"type": "websocket.send", "bytes": encoded, "text": None}
-    return {"type": "websocket.send", "bytes": None, "text": encoded}
 
 
 def _write_now(sock: Any, message: dict[str, Any]) -> bool:
@@ -486,14 +479,7 @@ def lighter_socket_writer() -> None:
     itself, with one timer per socket for the ping timeout that each wait moves
     (fictures.deadline; a timer made and cancelled per wait, as `asyncio.timeout`
     does, was a heap push and a cancel per frame per tab). The same packets, the same batching of
-    what is queued, the same `QueueEmpty` on the ping timeout or a cancel.
-
-    And a packet for a websocket whose writer is parked with nothing ahead of
-    it (a room frame, a ping, one tab's update) goes to the server at once
-    (`_write_now`: the socket keeps the server's own `send` from the upgrade,
-    `RAW_SEND`), instead of waking the writer; the writer waits for that write
-    to go out before its own next one. A CLOSE packet always takes the queue
-    (its sender may wait for the queue to drain). Idempotent."""
+    what is queued, the same `QueueEmpty` on the ping timeout or a cancel. Idempotent."""
     from engineio import exceptions as engine_exceptions
     from engineio.async_socket import AsyncSocket
 
@@ -522,29 +508,16 @@ def lighter_socket_writer() -> None:
                 break
         return packets
 
-    async def send(self: Any, pkt: Any) -> None:
-        # Any packet but CLOSE (whose sender may wait for the queue to drain)
-        # goes to the server at once when nothing is ahead of it, as room frames do.
-        if (
-            self.fx_send is not None and not self.closed and pkt.packet_type != engine_packet.CLOSE
-            and not (self.last_ping and time.time() - self.last_ping > self.server.ping_timeout)
-            and _write_now(self, _socket_message(pkt.encode()))
-        ):
-            return
-        await _original_poll["send"](self, pkt)
-
     async def _upgrade_websocket(self: Any, environ: dict[str, Any]) -> Any:
         # The server's own send for this websocket, if the app was given it.
         self.fx_send = environ.get("asgi.scope", {}).get(RAW_SEND)
         return await _original_poll["_upgrade_websocket"](self, environ)
 
     _original_poll["_upgrade_websocket"] = AsyncSocket._upgrade_websocket
-    _original_poll["send"] = AsyncSocket.send
     AsyncSocket.fx_send = None
     AsyncSocket.fx_parked = False
     AsyncSocket.fx_inflight = None
     AsyncSocket.poll = poll
-    AsyncSocket.send = send
     AsyncSocket._upgrade_websocket = _upgrade_websocket
 
 

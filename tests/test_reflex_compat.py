@@ -536,29 +536,6 @@ async def test_a_room_frame_is_written_at_once_only_when_nothing_can_be_ahead_of
         assert AsyncSocket(app.sio.eio, "eio-polling").fx_send is None
 
 
-async def test_engineio_packets_take_the_same_way_but_close():
-    """A ping or one tab's update goes to the server at once under the same rule;
-    a CLOSE always takes the queue (its sender may wait for the queue to drain)."""
-    import asyncio
-
-    from engineio import packet as engine_packet
-
-    async with _socket_with_server_send() as (sock, _, written):
-        writer = asyncio.create_task(sock.poll())
-        await asyncio.sleep(0)
-        await sock.send(engine_packet.Packet(engine_packet.PING))
-        assert [text for text, _ in written] == ["2"] and sock.queue.empty()
-        await sock.send(engine_packet.Packet(engine_packet.MESSAGE, "x"))  # the ping still going out
-        assert len(written) == 1 and sock.queue.qsize() == 1
-        written[0][1].set_result(None)
-        assert [p.encode() for p in await asyncio.wait_for(writer, 1)] == ["4x"]
-        writer = asyncio.create_task(sock.poll())
-        await asyncio.sleep(0)
-        await sock.send(engine_packet.Packet(engine_packet.CLOSE))
-        assert len(written) == 1
-        assert [p.packet_type for p in await asyncio.wait_for(writer, 1)] == [engine_packet.CLOSE]
-
-
 async def test_the_lighter_socket_writer_polls_as_python_engineio_does():
     """`lighter_socket_writer` replaces python-engineio's AsyncSocket.poll with the
     same code waiting on the queue with one timer per socket (no task, no timer

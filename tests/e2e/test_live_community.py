@@ -39,6 +39,20 @@ def _toasts_seen(page) -> list[str]:
     return [t for t in page.evaluate("window.fxToasts") if not t.startswith("Cannot connect to server")]
 
 
+def _back_online(reader, network) -> None:
+    """Record the toasts from now on, bring the network back, wait for Live."""
+    reader.evaluate(RECORD_TOASTS)
+    network.restore()
+    _wait_live(reader)
+
+
+def _toasts_after_catch_up(reader) -> list[str]:
+    """The toasts once the first has shown and a second more passed (nothing else follows it)."""
+    reader.wait_for_function("window.fxToasts.some((t) => !t.startsWith('Cannot connect'))")
+    reader.wait_for_timeout(1_000)
+    return _toasts_seen(reader)
+
+
 def _wait_live(page) -> None:
     expect(page.locator("#live-indicator")).to_have_attribute("data-status", "live", timeout=15_000)
 
@@ -223,9 +237,7 @@ def test_tab_catches_up_after_losing_its_connection_with_one_summary_toast(app_s
         app_server.wait_for_log(r"Fanned out (story:published|post:created) #\d+", count=4)
         expect(reader.get_by_text(titles[0])).to_have_count(0)
 
-        reader.evaluate(RECORD_TOASTS)
-        network.restore()
-        _wait_live(reader)
+        _back_online(reader, network)
         # Every arrival is on the page, NEW, once; the banner counts them...
         for title in titles:
             expect(reader.locator(".story-card", has_text=title).locator(".new-badge")).to_be_visible()
@@ -233,9 +245,7 @@ def test_tab_catches_up_after_losing_its_connection_with_one_summary_toast(app_s
         expect(reader.locator("#new-stories-count")).to_have_text("3 new stories published")
         expect(reader.locator("#recent-posts")).to_contain_text("Missed Post")
         # ...and ONE toast says what happened, naming the newest stories.
-        reader.wait_for_function("window.fxToasts.some((t) => !t.startsWith('Cannot connect'))")
-        reader.wait_for_timeout(1_000)  # nothing else follows it
-        [summary] = _toasts_seen(reader)
+        [summary] = _toasts_after_catch_up(reader)
         assert "3 new stories and 1 new post while you were away" in summary, summary
         assert f"{titles[2]}, {titles[1]}, {titles[0]}" in summary, summary
 
@@ -270,14 +280,10 @@ def test_a_tab_cut_off_before_its_first_load_finished_still_sums_up_what_it_miss
         assert r.status_code == 201, r.text
         app_server.wait_for_log(r"Fanned out (story:published|post:created) #\d+", count=3)
 
-        reader.evaluate(RECORD_TOASTS)
-        network.restore()
-        _wait_live(reader)
+        _back_online(reader, network)
         for title in titles:
             expect(reader.locator(".story-card", has_text=title).locator(".new-badge")).to_be_visible()
-        reader.wait_for_function("window.fxToasts.some((t) => !t.startsWith('Cannot connect'))")
-        reader.wait_for_timeout(1_000)  # nothing else follows it
-        [summary] = _toasts_seen(reader)
+        [summary] = _toasts_after_catch_up(reader)
         assert "2 new stories and 1 new post while you were away" in summary, summary
         assert f"{titles[1]}, {titles[0]}" in summary, summary
         assert shown["title"] not in summary, summary
@@ -306,9 +312,7 @@ def test_a_tab_away_for_more_arrivals_than_the_slots_hold_gets_every_one_back_ne
             app_server.create_story(token, title)
         app_server.wait_for_log(r"Fanned out story:published #\d+", count=missed + 1)
 
-        reader.evaluate(RECORD_TOASTS)
-        network.restore()
-        _wait_live(reader)
+        _back_online(reader, network)
         for title in titles:
             card = reader.locator(".story-card", has_text=title)
             expect(card).to_have_count(1)
@@ -318,9 +322,7 @@ def test_a_tab_away_for_more_arrivals_than_the_slots_hold_gets_every_one_back_ne
         assert [next(x for x in titles if x in t) for t in in_dom] == titles[::-1], in_dom
         expect(reader.locator(".story-card", has_text=older).locator(".new-badge")).to_have_count(0)
         expect(reader.locator("#new-stories-count")).to_have_text(f"{missed} new stories published")
-        reader.wait_for_function("window.fxToasts.some((t) => !t.startsWith('Cannot connect'))")
-        reader.wait_for_timeout(1_000)  # nothing else follows it
-        [summary] = _toasts_seen(reader)
+        [summary] = _toasts_after_catch_up(reader)
         assert f"{missed} new stories while you were away" in summary, summary
         assert f"{titles[-1]}, {titles[-2]}, {titles[-3]} and {missed - 3} more" in summary, summary
 
@@ -339,12 +341,8 @@ def test_a_single_missed_story_toasts_as_usual_after_a_reconnect(app_server: App
         title = _title("Only One Missed")
         app_server.create_story(token, title)
         app_server.wait_for_log(r"Fanned out story:published #\d+")
-        reader.evaluate(RECORD_TOASTS)
-        network.restore()
-        _wait_live(reader)
-        reader.wait_for_function("window.fxToasts.some((t) => !t.startsWith('Cannot connect'))")
-        reader.wait_for_timeout(1_000)
-        [toast] = _toasts_seen(reader)
+        _back_online(reader, network)
+        [toast] = _toasts_after_catch_up(reader)
         assert f"New story: {title}" in toast, toast
 
 
@@ -359,14 +357,10 @@ def test_story_page_catches_up_with_one_summary_toast(app_server: AppServer, bro
             assert r.status_code == 201, r.text
         app_server.wait_for_log(r"Fanned out post:created #\d+", count=3)
 
-        reader.evaluate(RECORD_TOASTS)
-        network.restore()
-        _wait_live(reader)
+        _back_online(reader, network)
         for title in posts:
             expect(reader.locator("#story-posts .post-card", has_text=title)).to_have_count(1)
-        reader.wait_for_function("window.fxToasts.some((t) => !t.startsWith('Cannot connect'))")
-        reader.wait_for_timeout(1_000)
-        [summary] = _toasts_seen(reader)
+        [summary] = _toasts_after_catch_up(reader)
         assert "3 new posts while you were away" in summary, summary
 
         # Live again: the next post has a toast of its own.
