@@ -130,6 +130,9 @@ def test_save_and_publish_of_a_draft_is_one_change_readers_see_once(app_server: 
     page = _writing(new_page, token)
     mark = max([0, *(r[0] for r in _outbox(app_server, draft["id"]))])
     page.locator(f"#my-story-{draft['id']} .edit-story").click()
+    # The form holds the draft before it is changed (typing earlier went in
+    # ahead of the loaded title: "Working title …Final title …").
+    expect(page.locator("#story-title-input")).to_have_value(draft["title"])
     final = f"Final title {uuid.uuid4().hex[:6]}"
     page.locator("#story-title-input").fill(final)
     page.locator("#save-publish").click()
