@@ -442,19 +442,23 @@ def _write_now(sock: Any, message: dict[str, Any]) -> bool:
     a tenth of a frame's cost. The writer awaits that future before it sends
     anything else (`_after_direct_write`), so the socket's frames keep their
     order. False: the frame must go through the queue."""
-    send = getattr(sock, "fx_send", None)
+    send = getattr(sock, "fx_send", None)  # None until `lighter_socket_writer` is installed
     if send is None or not sock.fx_parked or sock.upgrading or not sock.queue.empty():
         return False
     if (inflight := sock.fx_inflight) is not None and not inflight.done():
         return False
-    result = send(message)
+    try:
+        result = send(message)
+    except Exception:  # a server may refuse at once (connection gone): the queue's writer finds out
+        logger.debug("A direct websocket write was refused", exc_info=True)
+        return False
     sock.fx_inflight = result if asyncio.isfuture(result) else asyncio.ensure_future(result)
     return True
 
 
 async def _after_direct_write(sock: Any) -> None:
     """Wait until the frame last written by `_write_now` has gone out."""
-    inflight = getattr(sock, "fx_inflight", None)
+    inflight = sock.fx_inflight
     if inflight is None:
         return
     sock.fx_inflight = None
@@ -465,7 +469,7 @@ async def _after_direct_write(sock: Any) -> None:
 
 
 # python-engineio's own AsyncSocket.poll, once replaced (the contract test compares them).
-_original_poll: dict[str, Any] = {}
+_engineio_originals: dict[str, Any] = {}
 
 
 def lighter_socket_writer() -> None:
@@ -483,9 +487,9 @@ def lighter_socket_writer() -> None:
     from engineio import exceptions as engine_exceptions
     from engineio.async_socket import AsyncSocket
 
-    if _original_poll:
+    if _engineio_originals:
         return
-    _original_poll["poll"] = AsyncSocket.poll
+    _engineio_originals["poll"] = AsyncSocket.poll
 
     async def poll(self: Any) -> list[Any]:
         try:
@@ -511,9 +515,9 @@ def lighter_socket_writer() -> None:
     async def _upgrade_websocket(self: Any, environ: dict[str, Any]) -> Any:
         # The server's own send for this websocket, if the app was given it.
         self.fx_send = environ.get("asgi.scope", {}).get(RAW_SEND)
-        return await _original_poll["_upgrade_websocket"](self, environ)
+        return await _engineio_originals["_upgrade_websocket"](self, environ)
 
-    _original_poll["_upgrade_websocket"] = AsyncSocket._upgrade_websocket
+    _engineio_originals["_upgrade_websocket"] = AsyncSocket._upgrade_websocket
     AsyncSocket.fx_send = None
     AsyncSocket.fx_parked = False
     AsyncSocket.fx_inflight = None

@@ -472,15 +472,15 @@ async def _socket_with_server_send():
     eio.sockets[sock.sid] = sock
     sid = await app.sio.manager.connect(sock.sid, namespace.namespace)
     # What the upgrade keeps (the socket app is not run here: it would accept the websocket).
-    original_upgrade = reflex_compat._original_poll["_upgrade_websocket"]
+    original_upgrade = reflex_compat._engineio_originals["_upgrade_websocket"]
     try:
-        reflex_compat._original_poll["_upgrade_websocket"] = lambda self, environ: asyncio.sleep(0)
+        reflex_compat._engineio_originals["_upgrade_websocket"] = lambda self, environ: asyncio.sleep(0)
         await AsyncSocket._upgrade_websocket(sock, {"asgi.scope": {reflex_compat.RAW_SEND: server_send}})
         assert sock.fx_send is server_send
         sock.connected = sock.upgraded = True
         yield sock, sid, written
     finally:
-        reflex_compat._original_poll["_upgrade_websocket"] = original_upgrade
+        reflex_compat._engineio_originals["_upgrade_websocket"] = original_upgrade
         await app.sio.manager.disconnect(sid, namespace.namespace)
         eio.sockets.pop(sock.sid, None)
 
@@ -532,6 +532,16 @@ async def test_a_room_frame_is_written_at_once_only_when_nothing_can_be_ahead_of
         written[-1][1].set_exception(ConnectionError("gone"))
         sock.queue.put_nowait("next")
         assert await asyncio.wait_for(writer, 1) == ["next"]
+        # A server that refuses the write at once (the connection gone): the frame
+        # takes the queue, and the fan-out goes on.
+        def refusing(message):
+            raise ConnectionError("gone")
+
+        sock.fx_send = refusing
+        writer = asyncio.create_task(sock.poll())
+        await asyncio.sleep(0)
+        assert await reflex_compat.emit_to_room(app, "direct-room", frame(5)) == (1, 0)
+        assert [p.encode()[-12:] for p in await asyncio.wait_for(writer, 1)] == ['{"id":5}}}}]']
         # A polling (not upgraded) socket never has a server send to write to.
         assert AsyncSocket(app.sio.eio, "eio-polling").fx_send is None
 
@@ -550,7 +560,7 @@ async def test_the_lighter_socket_writer_polls_as_python_engineio_does():
     from fictures.fictures import app
 
     reflex_compat.lighter_socket_writer()
-    ours, theirs = AsyncSocket.poll, reflex_compat._original_poll["poll"]
+    ours, theirs = AsyncSocket.poll, reflex_compat._engineio_originals["poll"]
     assert ours is not theirs
     # The code replaced is still engineio's 4.x poll (an upgrade that changes it fails here).
     assert "asyncio.wait_for(" in inspect.getsource(theirs) and "QueueEmpty" in inspect.getsource(theirs)
