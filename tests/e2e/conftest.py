@@ -47,6 +47,10 @@ SSE_QUEUE_SIZE = 400
 # and per user small, so the limit tests reach them quickly (each test has its own users).
 LOGIN_LIMIT_PER_ACCOUNT = 5
 POST_LIMIT_PER_USER = 5
+# The tests' plain requests share one client: making an httpx.Client costs ~70 ms
+# (its TLS context), which `httpx.get` and friends pay on every call (the fuzz
+# tests made thousands). No keep-alive: each request still has a connection of its own.
+http = httpx.Client(timeout=10, limits=httpx.Limits(max_connections=None, max_keepalive_connections=0))
 # Modules that run their own apps (a module or test fixture), before the session's app starts.
 TWO_WORKER_MODULES = (
     "test_several_workers.py", "test_presence.py", "test_shutdown.py", "test_metrics_workers.py",
@@ -132,15 +136,15 @@ class AppServer:
     def register(self, username: str | None = None, password: str = "password123") -> tuple[str, str]:
         """A new account; returns (username, bearer token)."""
         username = username or f"user_{uuid.uuid4().hex[:8]}"
-        r = httpx.post(f"{self.url}/api/auth/register", json={"username": username, "password": password})
+        r = http.post(f"{self.url}/api/auth/register", json={"username": username, "password": password})
         assert r.status_code == 201, r.text
-        r = httpx.post(f"{self.url}/api/auth/token", json={"username": username, "password": password})
+        r = http.post(f"{self.url}/api/auth/token", json={"username": username, "password": password})
         assert r.status_code == 200, r.text
         return username, r.json()["token"]
 
     def api(self, method: str, path: str, token: str | None = None, **kwargs) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kwargs)
+        return http.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kwargs)
 
     def create_story(self, token: str, title: str, *, status: str = "published", **fields) -> dict:
         r = self.api("POST", "/api/stories", token, json={"title": title, "status": status, **fields})
@@ -154,7 +158,7 @@ def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float) ->
         if process.poll() is not None:
             raise RuntimeError(f"the app exited ({process.returncode}):\n{log.read_text()[-4000:]}")
         try:
-            if httpx.get(url, timeout=2, follow_redirects=True).status_code == 200:
+            if http.get(url, timeout=2, follow_redirects=True).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

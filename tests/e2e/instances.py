@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.e2e.conftest import BIN, ROOT, AppServer, RedisControl, _free_port, _wait_for
+from tests.e2e.conftest import BIN, ROOT, AppServer, RedisControl, _free_port, _wait_for, http
 
 START_TIMEOUT = 600
 
@@ -122,7 +122,7 @@ class Stream(threading.Thread):
 
     def run(self) -> None:
         try:
-            with httpx.stream("GET", self.url, timeout=httpx.Timeout(10, read=60)) as r:
+            with http.stream("GET", self.url, timeout=httpx.Timeout(10, read=60)) as r:
                 self.request_id = r.headers.get("x-request-id", "")
                 for line in r.iter_lines():
                     self.lines.append(line)

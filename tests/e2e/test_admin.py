@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 from playwright.sync_api import Page, expect
 
 from fictures.analytics.room import AdminRoom
@@ -23,7 +22,7 @@ from fictures.pages.admin import (
     TABS_COLOR,
     AdminState,
 )
-from tests.e2e.conftest import BIN, ROOT, AppServer
+from tests.e2e.conftest import BIN, ROOT, AppServer, http
 from tests.e2e.raw_socket import RawTab
 
 ADMIN_VARS = ("events_per_minute", "readers", "readers_now", "latency", "top_stories", "recent", "updated")
@@ -90,7 +89,7 @@ def plot(page: Page, panel: str) -> Any:
 
 
 def metric(app_server: AppServer, name: str, labels: str) -> float:
-    text = httpx.get(f"{app_server.url}/api/metrics", timeout=10).text
+    text = http.get(f"{app_server.url}/api/metrics", timeout=10).text
     match = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
 

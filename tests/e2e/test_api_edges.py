@@ -11,10 +11,9 @@ import socket
 import uuid
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
-from tests.e2e.conftest import LOGIN_LIMIT_PER_ACCOUNT, AppServer
+from tests.e2e.conftest import LOGIN_LIMIT_PER_ACCOUNT, AppServer, http
 
 
 def _raw_http(app_server: AppServer, head: bytes, body_parts: list[bytes]) -> bytes:
@@ -46,13 +45,13 @@ def _status(raw: bytes) -> int:
 @pytest.mark.parametrize("method", ["GET", "POST"])
 @pytest.mark.parametrize("path", ["/api/nothing-here", "/api/stories/1/comments", "/api"])
 def test_unknown_api_paths_answer_json_404_not_the_html_page(app_server: AppServer, method, path):
-    r = httpx.request(method, f"{app_server.url}{path}", timeout=10)
+    r = http.request(method, f"{app_server.url}{path}", timeout=10)
     assert r.status_code == 404
     assert r.headers["content-type"] == "application/json"
     assert r.json() == {"detail": f"no API endpoint at {path}"}
     # Known API paths and pages are untouched.
-    assert httpx.put(f"{app_server.url}/api/stories", timeout=10).status_code == 405
-    page = httpx.get(f"{app_server.url}/community", timeout=10, follow_redirects=True)
+    assert http.put(f"{app_server.url}/api/stories", timeout=10).status_code == 405
+    page = http.get(f"{app_server.url}/community", timeout=10, follow_redirects=True)
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
 
 
@@ -91,20 +90,20 @@ def test_login_throttled_per_account_with_retry_after(app_server: AppServer):
     bystander, _ = app_server.register()
     url = f"{app_server.url}/api/auth/token"
     for i in range(LOGIN_LIMIT_PER_ACCOUNT - 1):  # register() logged in once
-        r = httpx.post(url, json={"username": victim, "password": f"guess-{i}"}, timeout=10)
+        r = http.post(url, json={"username": victim, "password": f"guess-{i}"}, timeout=10)
         assert r.status_code == 401
-    r = httpx.post(url, json={"username": victim.upper(), "password": "password123"}, timeout=10)
+    r = http.post(url, json={"username": victim.upper(), "password": "password123"}, timeout=10)
     assert r.status_code == 429
     assert 1 <= int(r.headers["Retry-After"]) <= 60
     assert "too many login attempts for this account" in r.json()["detail"]
-    ok = httpx.post(url, json={"username": bystander, "password": "password123"}, timeout=10)
+    ok = http.post(url, json={"username": bystander, "password": "password123"}, timeout=10)
     assert ok.status_code == 200
 
 
 def test_case_variant_username_is_409(app_server: AppServer):
     name = f"Case_{uuid.uuid4().hex[:8]}"
     app_server.register(name)
-    r = httpx.post(f"{app_server.url}/api/auth/register",
+    r = http.post(f"{app_server.url}/api/auth/register",
                    json={"username": name.lower(), "password": "password123"}, timeout=10)
     assert r.status_code == 409
     assert "ignore case" in r.json()["detail"]

@@ -17,7 +17,7 @@ import redis
 from httpx_sse import connect_sse
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import SSE_MAX_PER_IP, AppServer
+from tests.e2e.conftest import SSE_MAX_PER_IP, AppServer, http
 
 EVENTS = "/api/community/events"
 
@@ -148,8 +148,8 @@ def test_the_stream_answers_cors_and_request_ids_as_every_route_does(app_server:
     # The stream is served ahead of the middleware (fictures.fast_paths):
     # what a client sees of CORS and request ids must not differ from other routes.
     headers = {"Origin": "https://elsewhere.example", "X-Request-ID": "stream-e2e-0001"}
-    other = httpx.get(f"{app_server.url}/api/health/live", headers=headers, timeout=10)
-    with httpx.stream("GET", f"{app_server.url}{EVENTS}", headers=headers, timeout=10) as response:
+    other = http.get(f"{app_server.url}/api/health/live", headers=headers, timeout=10)
+    with http.stream("GET", f"{app_server.url}{EVENTS}", headers=headers, timeout=10) as response:
         assert response.status_code == 200
         assert response.headers["x-request-id"] == "stream-e2e-0001"
         cors = {k: v for k, v in response.headers.items() if k.startswith("access-control-")}
@@ -158,7 +158,7 @@ def test_the_stream_answers_cors_and_request_ids_as_every_route_does(app_server:
 
 
 def test_keepalive_ping_comments(app_server: AppServer):
-    with httpx.stream("GET", f"{app_server.url}{EVENTS}", timeout=10) as response:
+    with http.stream("GET", f"{app_server.url}{EVENTS}", timeout=10) as response:
         lines = []
         started = time.monotonic()
         for line in response.iter_lines():
@@ -205,7 +205,7 @@ def test_channel_and_story_filters(app_server: AppServer):
     ],
 )
 def test_bad_requests_get_clear_errors(app_server: AppServer, params, headers, status, needle):
-    r = httpx.get(f"{app_server.url}{EVENTS}", params=params, headers=headers, timeout=10)
+    r = http.get(f"{app_server.url}{EVENTS}", params=params, headers=headers, timeout=10)
     assert r.status_code == status
     assert needle in r.json()["detail"]
 
@@ -277,7 +277,7 @@ def test_per_ip_limit_is_429(app_server: AppServer):
         for reader in readers:
             assert reader.status == 200
             _connected(reader)
-        r = httpx.get(f"{app_server.url}{EVENTS}", timeout=10)
+        r = http.get(f"{app_server.url}{EVENTS}", timeout=10)
         assert r.status_code == 429
         assert f"limit {SSE_MAX_PER_IP}" in r.json()["detail"]
         readers.pop().stop()
@@ -369,7 +369,7 @@ def test_authenticated_stream_resumes_both_sequences_from_a_two_part_id(app_serv
 
 
 def _metric(app_server: AppServer, name: str) -> float:
-    text = httpx.get(f"{app_server.url}/api/metrics", timeout=10).text
+    text = http.get(f"{app_server.url}/api/metrics", timeout=10).text
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])

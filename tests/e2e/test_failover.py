@@ -33,12 +33,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.cluster import NGINX, Cluster, Instance, cluster
+from tests.e2e.conftest import http
 
 pytestmark = [
     pytest.mark.postgres,
@@ -123,16 +123,16 @@ def _no_backend_errors(fleet: Cluster) -> Iterator[None]:
 
 def _register(instance: Instance) -> str:
     name, password = f"author_{uuid.uuid4().hex[:8]}", "password123"
-    r = httpx.post(f"{instance.url}/api/auth/register", json={"username": name, "password": password}, timeout=10)
+    r = http.post(f"{instance.url}/api/auth/register", json={"username": name, "password": password}, timeout=10)
     assert r.status_code == 201, r.text
-    r = httpx.post(f"{instance.url}/api/auth/token", json={"username": name, "password": password}, timeout=10)
+    r = http.post(f"{instance.url}/api/auth/token", json={"username": name, "password": password}, timeout=10)
     assert r.status_code == 200, r.text
     return r.json()["token"]
 
 
 def _publish(instance: Instance, token: str, title: str) -> int:
     """Publish through one instance directly (not through nginx)."""
-    r = httpx.post(f"{instance.url}/api/stories", headers={"Authorization": f"Bearer {token}"},
+    r = http.post(f"{instance.url}/api/stories", headers={"Authorization": f"Bearer {token}"},
                    json={"title": title, "status": "published"}, timeout=10)
     assert r.status_code == 201, r.text
     return r.json()["id"]

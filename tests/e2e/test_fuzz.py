@@ -20,7 +20,6 @@ import time
 import uuid
 from urllib.parse import quote
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -31,7 +30,7 @@ from fictures import reflex_compat
 from fictures.browser_events import may_send
 from fictures.fictures import app  # noqa: F401  (registers every state)
 from fictures.pages.writing import WritingState
-from tests.e2e.conftest import AppServer
+from tests.e2e.conftest import AppServer, http
 from tests.e2e.raw_socket import RawTab, TabClosed
 
 EXAMPLES = int(os.environ.get("FICTURES_FUZZ_EXAMPLES", "25"))
@@ -121,7 +120,7 @@ def fuzz_user(app_server: AppServer) -> dict:
 
 def _still_healthy(app_server: AppServer, what: str) -> None:
     started = time.monotonic()
-    r = httpx.get(f"{app_server.url}/ping", timeout=1)
+    r = http.get(f"{app_server.url}/ping", timeout=1)
     assert r.status_code == 200, what
     assert time.monotonic() - started < 1, f"slow after {what}"
     errors = app_server.errors_since_mark()
@@ -148,17 +147,16 @@ def test_rest_endpoints_survive_random_input(app_server: AppServer, fuzz_user, m
             url = url.replace("{" + name + "}", ids.pop())
         headers = {**headers_for[auth], "Content-Type": "application/json" if json_type else "text/plain"}
         what = f"{method} {url} {query} body={body[:80]!r}"
-        with httpx.Client(base_url=app_server.url, timeout=5) as client:
-            request = client.build_request(method, url, params=query, headers=headers,
-                                           content=body if method in ("POST", "PUT", "PATCH") else None)
-            response = client.send(request, stream=True)
-            try:
-                if response.status_code == 200 and "text/event-stream" in response.headers.get("content-type", ""):
-                    next(response.iter_bytes(), b"")  # the stream opened: that is enough
-                else:
-                    response.read()
-            finally:
-                response.close()
+        request = http.build_request(method, f"{app_server.url}{url}", params=query, headers=headers, timeout=5,
+                                     content=body if method in ("POST", "PUT", "PATCH") else None)
+        response = http.send(request, stream=True)
+        try:
+            if response.status_code == 200 and "text/event-stream" in response.headers.get("content-type", ""):
+                next(response.iter_bytes(), b"")  # the stream opened: that is enough
+            else:
+                response.read()
+        finally:
+            response.close()
         assert response.status_code < 500, f"{what} -> {response.status_code} {response.text[:300]}"
         if response.status_code >= 400 and "event-stream" not in response.headers.get("content-type", ""):
             assert "detail" in response.json(), what

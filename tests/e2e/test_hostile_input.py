@@ -19,7 +19,7 @@ from fictures.live_feed import CommunityRoom
 from fictures.pages.community import CommunityState
 from fictures.pages.writing import WritingState
 from fictures.state import SessionState
-from tests.e2e.conftest import AppServer, FlakyNetwork
+from tests.e2e.conftest import AppServer, FlakyNetwork, http
 from tests.e2e.raw_socket import RawTab
 
 TAGS = ("<reflex.Var>x</reflex.Var>", "<reflex.Var>1</reflex.Var>")
@@ -35,7 +35,7 @@ def _live(page) -> None:
 
 def _answers_within_a_second(app_server: AppServer) -> None:
     started = time.monotonic()
-    r = httpx.get(f"{app_server.url}/api/stories?limit=1", timeout=1)
+    r = http.get(f"{app_server.url}/api/stories?limit=1", timeout=1)
     assert r.status_code == 200
     assert time.monotonic() - started < 1
 
@@ -85,7 +85,7 @@ def test_var_tags_in_a_story_title_and_summary_from_the_writing_page(app_server:
 
 
 def test_var_tag_usernames_are_refused_with_the_reason(app_server: AppServer, new_page):
-    r = httpx.post(f"{app_server.url}/api/auth/register",
+    r = http.post(f"{app_server.url}/api/auth/register",
                    json={"username": f"ada{TAGS[0]}", "password": "long enough"})
     assert r.status_code == 422
     assert "letters, digits or underscores" in r.text
@@ -203,5 +203,5 @@ def test_websockets_from_other_origins_are_refused(app_server: AppServer):
     r = httpx.options(f"{app_server.url}/api/stories", headers={
         "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
     assert r.headers.get("access-control-allow-origin") not in ("*", "http://evil.example")
-    r = httpx.get(f"{app_server.url}/api/stories", headers={"Origin": "http://evil.example"})
+    r = http.get(f"{app_server.url}/api/stories", headers={"Origin": "http://evil.example"})
     assert r.headers.get("access-control-allow-origin") not in ("*", "http://evil.example")

@@ -7,11 +7,10 @@ import threading
 import time
 import uuid
 
-import httpx
 from playwright.sync_api import expect
 
 from fictures.live_feed import SLOTS, CommunityRoom
-from tests.e2e.conftest import POLL_SECONDS, AppServer, FlakyNetwork
+from tests.e2e.conftest import POLL_SECONDS, AppServer, FlakyNetwork, http
 from tests.e2e.raw_socket import RawTab
 
 
@@ -371,7 +370,7 @@ def test_story_page_catches_up_with_one_summary_toast(app_server: AppServer, bro
 
 
 def _room_frames(app_server: AppServer, path: str) -> float:
-    text = httpx.get(f"{app_server.url}/api/metrics", timeout=10).text
+    text = http.get(f"{app_server.url}/api/metrics", timeout=10).text
     prefix = f'fictures_room_frames_total{{path="{path}"}} '
     return next(float(line.removeprefix(prefix)) for line in text.splitlines() if line.startswith(prefix))
 

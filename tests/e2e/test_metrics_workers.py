@@ -7,11 +7,10 @@ import time
 import uuid
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import AppServer
+from tests.e2e.conftest import AppServer, http
 from tests.e2e.instances import Stream, serving_instance, worker_pids
 
 STORIES = 3
@@ -27,7 +26,7 @@ def app_server() -> Iterator[AppServer]:
 
 
 def _scrape(server: AppServer) -> list:
-    r = httpx.get(f"{server.url}/api/metrics", timeout=10)
+    r = http.get(f"{server.url}/api/metrics", timeout=10)
     assert r.status_code == 200, r.text
     return [sample for family in text_string_to_metric_families(r.text) for sample in family.samples]
 

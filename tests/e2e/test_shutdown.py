@@ -25,7 +25,7 @@ import httpx
 import pytest
 import redis
 
-from tests.e2e.conftest import ROOT, AppServer
+from tests.e2e.conftest import ROOT, AppServer, http
 from tests.e2e.instances import (
     Stream,
     process_tree,
@@ -78,7 +78,7 @@ def _poll_ready(server: AppServer, stop: threading.Event, seen: list[str]) -> No
     """What /api/health/ready answers (or how it fails) while the instance stops."""
     while not stop.is_set():
         try:
-            seen.append(str(httpx.get(f"{server.url}/api/health/ready", timeout=1).status_code))
+            seen.append(str(http.get(f"{server.url}/api/health/ready", timeout=1).status_code))
         except httpx.HTTPError as exc:
             seen.append(type(exc).__name__)
         time.sleep(0.05)
@@ -140,7 +140,7 @@ def test_sigterm_closes_streams_with_a_retry_hint_flushes_the_outbox_and_exits_f
     port = server.url.rsplit(":", 1)[1]
     metrics_dirs = glob.glob(os.path.join(tempfile.gettempdir(), f"fictures-metrics-{port}-*"))
     assert len(metrics_dirs) == 1, metrics_dirs  # the instance's own (dev.py serve)
-    assert httpx.get(f"{server.url}/api/health/ready", timeout=5).status_code == 200
+    assert http.get(f"{server.url}/api/health/ready", timeout=5).status_code == 200
 
     server.mark_log()
     signalled = time.monotonic()
