@@ -113,23 +113,38 @@ def ensure_venv(lock: Path = DEV_LOCK) -> None:
     wanted = {_stamp_for(lock)} | ({_stamp_for(DEV_LOCK)} if lock == PRODUCTION_LOCK else set())
     if _installed_stamp() in wanted:
         return
-    say(f"Installing {lock.name} into .venv (the first time takes a few minutes)")
+    say(f"Installing {lock.name} into .venv")
     started = time.monotonic()
-    subprocess.run(
-        [
-            str(VENV_PYTHON),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-            str(lock),
-        ],
-        check=True,
-    )
+    _install(lock)
     STAMP.write_text(_stamp_for(lock) + "\n")
     say(f"Requirements installed in {time.monotonic() - started:.0f}s")
+
+
+def _install(lock: Path) -> None:
+    """Install every pinned version of `lock` into the venv: with uv, the version
+    the development lock pins (a fresh venv in ~10 s; pip took ~2 minutes), or
+    with pip when uv cannot be had or fails (pip then does all of it)."""
+    pip = [str(VENV_PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    uv = VENV_BIN / "uv"
+    try:
+        if not uv.exists():
+            subprocess.run([*pip, _pinned("uv")], check=True)
+        subprocess.run(
+            [str(uv), "pip", "install", "--quiet", "--python", str(VENV_PYTHON), "-r", str(lock)],
+            check=True,
+        )
+        return
+    except (subprocess.CalledProcessError, OSError) as exc:
+        say(f"uv could not install {lock.name} ({exc}); installing with pip instead")
+    subprocess.run([*pip, "-r", str(lock)], check=True)
+
+
+def _pinned(name: str) -> str:
+    """`name==version` as the development lock pins it."""
+    for line in DEV_LOCK.read_text().splitlines():
+        if line.startswith(f"{name}=="):
+            return line.split()[0]
+    return name
 
 
 def ensure_node() -> None:
