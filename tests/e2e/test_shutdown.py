@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 
 import httpx
 import pytest
@@ -74,20 +75,33 @@ def _event_titles(server: AppServer) -> list[str]:
         client.close()
 
 
-def _poll_ready(server: AppServer, stop: threading.Event, seen: list[str]) -> None:
-    """What /api/health/ready answers (or how it fails) while the instance stops."""
+def _poll_ready(server: AppServer, stop: threading.Event, seen: list[tuple[float, str]]) -> None:
+    """What /api/health/ready answers (or how it fails) while the instance stops,
+    with the wall-clock time each request was sent."""
     while not stop.is_set():
+        sent = time.time()
         try:
-            seen.append(str(http.get(f"{server.url}/api/health/ready", timeout=1).status_code))
+            seen.append((sent, str(http.get(f"{server.url}/api/health/ready", timeout=1).status_code)))
         except httpx.HTTPError as exc:
-            seen.append(type(exc).__name__)
+            seen.append((sent, type(exc).__name__))
         time.sleep(0.05)
 
 
-def _sigterm(server: AppServer, kill_mode: str) -> tuple[int, float, list[str]]:
+def _answers_after_every_worker_stopped(log: str, polled: list[tuple[float, str]]) -> list[str]:
+    """The readiness answers to requests sent after the last worker logged that it
+    is stopping. (It turns readiness off before it logs; the log's time is cut to
+    the millisecond.) A request sent earlier may be answered yes: with the signal
+    sent to the main process alone, the workers hear of it a moment later."""
+    stamps = re.findall(r"^(\S+ \S+) \[\d+\] INFO fictures\.shutdown: Stopping", log, re.M)
+    assert stamps, log
+    last = max(datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp() for stamp in stamps) + 0.001
+    return [answer for sent, answer in polled if sent > last]
+
+
+def _sigterm(server: AppServer, kill_mode: str) -> tuple[int, float, list[tuple[float, str]]]:
     """SIGTERM as a service manager sends it; (exit code, seconds to exit, what
     /api/health/ready answered meanwhile)."""
-    polled: list[str] = []
+    polled: list[tuple[float, str]] = []
     stop_polling = threading.Event()
     poller = threading.Thread(target=_poll_ready, args=(server, stop_polling, polled), daemon=True)
     signalled = time.monotonic()
@@ -166,6 +180,6 @@ def test_sigterm_closes_streams_with_a_retry_hint_flushes_the_outbox_and_exits_f
     # The event another process wrote reached Redis before the instance exited.
     assert sum(title in data for data in _event_titles(server)) == 1
     assert unsent_outbox_rows(server) == 0
-    # Readiness never said yes once the signal was sent.
-    assert "200" not in polled
+    # Readiness never said yes once the workers had the signal.
+    assert "200" not in _answers_after_every_worker_stopped(log, polled)
     _assert_one_line_per_phase(log, workers)
