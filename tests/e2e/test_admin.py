@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
+import sqlite3
 import subprocess
 import uuid
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 from playwright.sync_api import Page, expect
 
 from fictures.analytics.room import AdminRoom
+from fictures.models import UserRole
 from fictures.pages.admin import (
     CHANNEL_COLORS,
     P50_COLOR,
@@ -37,9 +40,16 @@ def admin_command(app_server: AppServer, *args: str) -> subprocess.CompletedProc
 
 
 def new_admin(app_server: AppServer) -> tuple[str, str]:
+    """A new account given the admin role in the app's database, as `python -m
+    fictures.admin grant` does (the command itself: tests/test_admin_cli.py and the
+    revocation test below), without the seconds a command's start costs."""
     name, token = app_server.register()
-    granted = admin_command(app_server, "grant", name)
-    assert granted.returncode == 0 and "is now an admin" in granted.stdout, granted.stderr
+    database = app_server.env["DATABASE_URL"].removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(database, timeout=10)) as conn, conn:
+        granted = conn.execute(
+            "UPDATE user SET role = ? WHERE username = ?", (UserRole.admin.value, name)
+        ).rowcount
+    assert granted == 1, name
     return name, token
 
 
