@@ -6,6 +6,7 @@ Every test fails if the server logged an error while it ran.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -166,6 +167,23 @@ def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float) ->
     raise RuntimeError(f"the app did not answer {url} within {timeout}s:\n{log.read_text()[-4000:]}")
 
 
+_MIGRATED: list[Path] = []  # the session's migrated database, once made
+
+
+def migrated_database(target: Path, env: dict[str, str]) -> None:
+    """`target` as `reflex db migrate` leaves a new SQLite database: migrated once
+    per test session, then copied (each start of the command costs seconds)."""
+    if not _MIGRATED:
+        template = Path(tempfile.mkdtemp(prefix="fictures-migrated-")) / "migrated.db"
+        atexit.register(shutil.rmtree, template.parent, True)
+        subprocess.run(
+            [str(BIN / "reflex"), "db", "migrate"], cwd=ROOT, env={**env, "DATABASE_URL": f"sqlite:///{template}"},
+            check=True, capture_output=True,
+        )
+        _MIGRATED.append(template)
+    shutil.copyfile(_MIGRATED[0], target)
+
+
 @contextlib.contextmanager
 def running_app(workers: int = 1) -> Iterator[AppServer]:
     """The app in production mode with `workers` processes, its own Redis and DB."""
@@ -205,7 +223,7 @@ def running_app(workers: int = 1) -> Iterator[AppServer]:
     env.pop("FICTURES_EMBEDDED_REDIS_URL", None)
     stream_key = env["FICTURES_STREAM_KEY"]
     reflex = str(BIN / "reflex")
-    subprocess.run([reflex, "db", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
+    migrated_database(workdir / "e2e.db", env)
     log_path = workdir / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

@@ -1,7 +1,7 @@
 """An instance started as deploy starts one: `python3 scripts/dev.py serve`
 (production mode, FICTURES_WORKERS workers, a metrics directory of its own), on
 a free port, with its own Redis (which a test may stop) and SQLite database,
-migrated first as the release step does; and SSE streams read in threads."""
+migrated first (a copy of the test session's migrated database); and SSE streams read in threads."""
 
 from __future__ import annotations
 
@@ -23,7 +23,16 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.e2e.conftest import BIN, ROOT, AppServer, RedisControl, _free_port, _wait_for, http
+from tests.e2e.conftest import (
+    BIN,
+    ROOT,
+    AppServer,
+    RedisControl,
+    _free_port,
+    _wait_for,
+    http,
+    migrated_database,
+)
 
 START_TIMEOUT = 600
 
@@ -55,7 +64,7 @@ def serving_instance(workers: int = 2, **settings: str) -> Iterator[AppServer]:
     }
     for name in ("FICTURES_EMBEDDED_REDIS_URL", "GRANIAN_WORKERS", "PROMETHEUS_MULTIPROC_DIR"):
         env.pop(name, None)
-    subprocess.run([str(BIN / "reflex"), "db", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
+    migrated_database(workdir / "instance.db", env)
     log_path = workdir / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
