@@ -257,6 +257,27 @@ def app_server() -> Iterator[AppServer]:
         yield server
 
 
+# The two-worker app the several-workers and presence modules share (one start
+# fewer: each builds the frontend). It stops after the last test that uses it.
+_TWO_WORKERS = contextlib.ExitStack()
+
+
+@pytest.fixture(scope="session")
+def two_worker_app() -> Iterator[AppServer]:
+    """Two workers, sharing Reflex's tab state, the events and the signals through one Redis."""
+    with _TWO_WORKERS:
+        yield _TWO_WORKERS.enter_context(running_app(workers=2))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    yield  # the test's own fixtures first (they read the app's log)
+    if "two_worker_app" in getattr(item, "fixturenames", ()) and (
+        nextitem is None or "two_worker_app" not in getattr(nextitem, "fixturenames", ())
+    ):
+        _TWO_WORKERS.close()
+
+
 @pytest.fixture(autouse=True)
 def _no_backend_errors(app_server: AppServer) -> Iterator[None]:
     """Fail any test during which the server logged an error."""

@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import AppServer, FlakyNetwork, running_app
+from tests.e2e.conftest import AppServer, FlakyNetwork
 from tests.e2e.raw_socket import RawTab
 
 JOIN_MS = 2_000  # a tab joining shows in the others within 2 s
@@ -24,10 +24,9 @@ TYPING_MS = 1_000  # a typer shows within 1 s
 
 
 @pytest.fixture(scope="module")
-def app_server() -> Iterator[AppServer]:
-    """Two workers, sharing tab state, events and signals through one Redis."""
-    with running_app(workers=2) as server:
-        yield server
+def app_server(two_worker_app: AppServer) -> AppServer:
+    """Two workers (shared with the other two-worker module: conftest.two_worker_app)."""
+    return two_worker_app
 
 
 def _name(prefix: str) -> str:

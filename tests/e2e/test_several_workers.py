@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import AppServer, running_app
+from tests.e2e.conftest import AppServer
 
 
 @pytest.fixture(scope="module")
-def app_server() -> Iterator[AppServer]:
-    """Two workers, sharing Reflex's tab state and the events through one Redis."""
-    with running_app(workers=2) as server:
-        yield server
+def app_server(two_worker_app: AppServer) -> AppServer:
+    """Two workers (shared with the other two-worker module: conftest.two_worker_app)."""
+    return two_worker_app
 
 
 def test_each_tab_gets_each_event_once_across_workers(app_server: AppServer, new_page):
@@ -33,7 +31,7 @@ def test_each_tab_gets_each_event_once_across_workers(app_server: AppServer, new
             expect(tab.get_by_text(f"New story: {title}")).to_have_count(1)
         expect(tab.locator("#new-stories-count")).to_have_text("3 new stories published")
 
-    log = app_server.log_path.read_text()
+    log = app_server.log_since_mark()  # this test's lines (the app served the presence tests too)
     workers = set(re.findall(r"\[(\d+)\] INFO fictures.live: Live tab connected", log))
     fanned = re.findall(r"\[(\d+)\] INFO fictures.live: Fanned out story:published", log)
     print(f"tabs connected on worker pids {sorted(workers)}; fan-out lines per worker: "
