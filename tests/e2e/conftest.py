@@ -52,7 +52,11 @@ POST_LIMIT_PER_USER = 5
 # (its TLS context), which `httpx.get` and friends pay on every call (the fuzz
 # tests made thousands). No keep-alive: each request still has a connection of its own.
 http = httpx.Client(timeout=10, limits=httpx.Limits(max_connections=None, max_keepalive_connections=0))
-# Modules that run their own apps (a module or test fixture), before the session's app starts.
+# Modules that run their own apps (a module or test fixture), before the session's app starts:
+# every production start rebuilds .web/build, which running apps serve from, and a build
+# bakes its app's port into the pages (an app started earlier would then serve pages that
+# connect to the later app's port). Reflex refuses a port already bound on any address, so
+# apps cannot share one port on different loopback addresses to share one build.
 TWO_WORKER_MODULES = (
     "test_several_workers.py", "test_presence.py", "test_shutdown.py", "test_metrics_workers.py",
     "test_failover.py",

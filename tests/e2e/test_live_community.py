@@ -386,8 +386,11 @@ def test_tabs_joining_while_stories_arrive_get_their_hydrate_before_any_room_fra
     stop, published = threading.Event(), []
 
     def publish() -> None:
-        while not stop.is_set() and len(published) < 200:
+        # Paced (one story every 10 ms at most, a publish takes ~6 ms here), so it is
+        # still going once every tab is in, on a fast day too; bounded all the same.
+        while not stop.is_set() and len(published) < 1000:
             published.append(app_server.create_story(token, f"Arriving {uuid.uuid4().hex[:6]}")["id"])
+            stop.wait(0.01)
 
     publisher = threading.Thread(target=publish, daemon=True)
     publisher.start()
