@@ -656,7 +656,16 @@ def bound_granian_worker_stop(seconds: int) -> None:
 
 
 class _SlicedEvent(threading.Event):
-    """A threading.Event whose untimed wait wakes every 0.1 s (see above)."""
+    """A threading.Event whose untimed wait wakes every 0.1 s (see above), and
+    whose set() may run inside its own set(): Granian's signal handler sets it,
+    in the main thread, and a second signal arriving while the first handler is
+    in set() (systemd's SIGTERM to the whole control group, then dev.py's SIGINT)
+    ran a second set() that waited for the lock the first one held: the main
+    process hung until it was killed. Hence a reentrant lock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cond = threading.Condition(threading.RLock())
 
     def wait(self, timeout: float | None = None) -> bool:
         if timeout is not None:

@@ -140,6 +140,26 @@ def test_granian_main_loop_runs_a_signal_handler_another_thread_received():
     assert sliced is not None and float(sliced.stdout) < 1, (sliced and sliced.stderr)
 
 
+def test_granian_main_loop_flag_can_be_set_inside_its_own_set():
+    """Granian's main process sets the flag from its signal handler, in the main
+    thread. Stopped by its control group (SIGTERM to every process, then dev.py's
+    SIGINT), the second handler ran while the first was inside set(), holding
+    the flag's lock: a plain Event's set() then waits for itself forever (seen
+    in CI with py-spy: the main process hung until dev.py killed it)."""
+    code = """
+        from fictures import reflex_compat
+        import threading
+        event = {event}
+        with event._cond:  # the first handler's set(), interrupted while it holds the lock
+            event.set()  # the second handler's
+        print(event.wait(1))
+    """
+    plain = _run(code.format(event="threading.Event()"), timeout=5)
+    assert plain is None, "a plain Event's nested set() returned: the reentrant lock may be unneeded"
+    sliced = _run(code.format(event="reflex_compat._SlicedEvent()"), timeout=30)
+    assert sliced is not None and sliced.stdout.strip() == "True", (sliced and sliced.stderr)
+
+
 def test_granian_main_does_not_report_a_worker_that_stopped_with_it():
     import threading
     from types import SimpleNamespace
