@@ -9,9 +9,15 @@ and the bytes counted are the bytes that came off the socket:
 - streams: SSE clients on /api/community/events, ready on `event: connected`.
 
 Each client notes, per benchmark event (a story whose title holds the run's
-marker), when the first frame carrying it arrived (time.time_ns, the clock the
-measuring process uses too) and every byte received from then until the next
-event (keep-alive pings are counted apart).
+marker), when the first frame carrying it arrived and every byte received from
+then until the next event (keep-alive pings are counted apart). "Arrived" is
+the kernel's receive time of the data that carried the frame (SO_TIMESTAMPNS on
+each socket, read with `recvmsg`; CLOCK_REALTIME, the clock the measuring
+process uses too): when the frame reached this machine, as a reader on its own
+machine would see it. This one process reads thousands of sockets in turn, at
+about 30 µs of CPU each for a tab, so the time it gets to a frame (also noted,
+as `reads`) adds its own queue: 1,000 tabs' frames of one event take it about
+30 ms to read, whatever the server does.
 
 Driven by JSON lines on stdin, one answer per command on stdout.
 """
@@ -24,11 +30,105 @@ import json
 import os
 import re
 import resource
+import socket
+import struct
 import sys
 import time
 import uuid
 from collections import Counter
 from typing import Any
+
+# Linux's SO_TIMESTAMPNS (= SCM_TIMESTAMPNS); Python's socket module may not name it.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("qq")
+_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
+READ_SIZE = 256 * 1024
+
+
+# -- connections --------------------------------------------------------------------
+
+
+class Connection:
+    """A client TCP connection read with `recvmsg`, so each read carries the kernel's
+    receive time; a small stand-in for an asyncio transport (`write`, `close`)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, client: Client) -> None:
+        self.loop, self.sock, self.client = loop, sock, client
+        self.fd = sock.fileno()
+        self.out = bytearray()
+        self.closed = False
+        loop.add_reader(self.fd, self._readable)
+        client.connection_made(self)
+
+    def _readable(self) -> None:
+        try:
+            data, ancillary, _flags, _addr = self.sock.recvmsg(READ_SIZE, _ANCILLARY)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if not data:
+            self._lost(None)
+            return
+        self.client.ancillary = ancillary  # decoded only for a frame that carries a marker
+        self.client.data_received(data, time.time_ns())
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.out:
+            self.out += data
+            return
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if sent < len(data):
+            self.out += data[sent:]
+            self.loop.add_writer(self.fd, self._writable)
+
+    def _writable(self) -> None:
+        try:
+            sent = self.sock.send(self.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        del self.out[:sent]
+        if not self.out:
+            self.loop.remove_writer(self.fd)
+
+    def close(self) -> None:
+        self._lost(None)
+
+    def _lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.remove_reader(self.fd)
+        self.loop.remove_writer(self.fd)
+        self.sock.close()
+        self.client.connection_lost(exc)
+
+
+async def connect(host: str, port: int, client: Client) -> Connection:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        await loop.sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return Connection(loop, sock, client)
+
 
 # -- shared bookkeeping -----------------------------------------------------------
 
@@ -59,17 +159,19 @@ class Board:
         return self.counts[marker]
 
 
-class Client(asyncio.Protocol):
+class Client:
     """What every simulated reader records."""
 
     board: Board
     marker_re: re.Pattern[bytes]
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
+        self.transport: Connection | None = None
         self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
         self.closed = False
-        self.arrivals: dict[int, int] = {}
+        self.ancillary: list = []  # of the read being handled: its kernel receive time
+        self.arrivals: dict[int, int] = {}  # marker -> kernel receive time
+        self.reads: dict[int, int] = {}  # marker -> when this process read it
         self.event_bytes: dict[int, int] = {}
         self.current: int | None = None
         self.ping_bytes = 0
@@ -78,8 +180,16 @@ class Client(asyncio.Protocol):
         self.total_bytes = 0
         self.error: str | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def connection_made(self, transport: Connection) -> None:
+        self.transport = transport
+
+    def kernel_ns(self, read: int) -> int:
+        """The kernel's receive time of the data being handled (`read` if it gave none)."""
+        for level, kind, raw in self.ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = _TIMESPEC.unpack_from(raw)
+                return sec * 1_000_000_000 + nsec
+        return read
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -100,7 +210,8 @@ class Client(asyncio.Protocol):
             for m in self.marker_re.findall(data):
                 k = int(m)
                 if k not in self.arrivals:
-                    self.arrivals[k] = now
+                    self.arrivals[k] = self.kernel_ns(now)
+                    self.reads[k] = now
                     self.board.arrived(k)
                     new = k if new is None else max(new, k)
             if new is not None:
@@ -112,6 +223,7 @@ class Client(asyncio.Protocol):
 
     def reset_records(self) -> None:
         self.arrivals.clear()
+        self.reads.clear()
         self.event_bytes.clear()
         self.current = None
         self.ping_bytes = self.pings = self.other_bytes = 0
@@ -161,7 +273,7 @@ class Tab(Client):
         self.ping_interval_ms: int | None = None
         self.sent_bytes = 0
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: Connection) -> None:
         super().connection_made(transport)
         key = base64.b64encode(os.urandom(16)).decode()
         req = (
@@ -183,8 +295,7 @@ class Tab(Client):
     def send_text(self, text: str) -> None:
         self.send_raw(_mask_frame(text))
 
-    def data_received(self, data: bytes) -> None:
-        now = time.time_ns()
+    def data_received(self, data: bytes, now: int) -> None:
         self.total_bytes += len(data)
         self.buf += data
         if not self.upgraded:
@@ -295,7 +406,7 @@ class Stream(Client):
         self.last_ping: bytes = b""
         self.ping_wire = 0
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: Connection) -> None:
         super().connection_made(transport)
         extra = f"Last-Event-ID: {self.last_event_id}\r\n" if self.last_event_id is not None else ""
         assert self.transport is not None
@@ -307,8 +418,7 @@ class Stream(Client):
             ).encode()
         )
 
-    def data_received(self, data: bytes) -> None:
-        now = time.time_ns()
+    def data_received(self, data: bytes, now: int) -> None:
         self.total_bytes += len(data)
         self.buf += data
         if not self.head_done:
@@ -398,12 +508,9 @@ class Fleet:
         self.streams: list[Stream] = []
 
     async def _open(self, make, timeout: float) -> Client:
-        loop = asyncio.get_running_loop()
         client = make()
         try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: client, self.host, self.port), timeout
-            )
+            await asyncio.wait_for(connect(self.host, self.port, client), timeout)
             await asyncio.wait_for(asyncio.shield(client.ready), timeout)
         except BaseException as exc:  # closed, then raised (cancellation included)
             client.error = client.error or f"{type(exc).__name__}: {exc}"[:200]
@@ -475,6 +582,7 @@ class Fleet:
             "clients": len(clients),
             "lost": len(self.tabs if kind == "tabs" else self.streams) - len(clients),
             "arrivals": {k: [c.arrivals.get(k) for c in clients] for k in markers},
+            "reads": {k: [c.reads.get(k) for c in clients] for k in markers},
             "bytes": {k: [c.event_bytes.get(k, 0) for c in clients] for k in markers},
             "ping_bytes": sum(c.ping_bytes for c in clients),
             "pings": sum(c.pings for c in clients),
@@ -503,9 +611,7 @@ class Fleet:
         client.count_done = loop.create_future()
         t0 = time.time_ns()
         try:
-            await asyncio.wait_for(
-                loop.create_connection(lambda: client, self.host, self.port), timeout
-            )
+            await asyncio.wait_for(connect(self.host, self.port, client), timeout)
             await asyncio.wait_for(asyncio.shield(client.ready), timeout)
             t_ready = time.time_ns()
             t_done = await asyncio.wait_for(client.count_done, timeout)

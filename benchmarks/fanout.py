@@ -156,6 +156,10 @@ class Phase:
     lat_pub: list[float] = field(default_factory=list)
     last_api: list[float] = field(default_factory=list)  # ms, per event: last client
     last_pub: list[float] = field(default_factory=list)
+    # The same from when the reader process read each frame (its own queue included).
+    read_pub: list[float] = field(default_factory=list)
+    read_last_pub: list[float] = field(default_factory=list)
+    read_last_api: list[float] = field(default_factory=list)
     burst_rate: float | None = None  # deliveries/s from first API call to last arrival
     bytes_per_event: float | None = None
     bytes_first_last: tuple[float, float] | None = None
@@ -176,6 +180,7 @@ def analyse(phase: Phase, data: dict, t_api: dict[int, int], t_pub: dict[int, in
             markers: list[int], *, api: bool = True) -> None:
     """`t_api`: when each event was sent (the API call, or the bus send when not `api`)."""
     arrivals: dict[str, list[int | None]] = data["arrivals"]
+    reads: dict[str, list[int | None]] = data.get("reads", {})
     sizes: dict[str, list[int]] = data["bytes"]
     n = data["clients"]
     first_api = min(t_api[k] for k in markers)
@@ -197,6 +202,8 @@ def analyse(phase: Phase, data: dict, t_api: dict[int, int], t_pub: dict[int, in
                 phase.last_api.append(_ms(max(got) - t_api[k]))
             if k in t_pub:
                 phase.last_pub.append(_ms(max(got) - t_pub[k]))
+        _analyse_reads(phase, [t for t in reads.get(str(k), []) if t is not None], n,
+                       t_api[k] if api else None, t_pub.get(k))
         b = [x for x, t in zip(sizes.get(str(k), []), arrivals.get(str(k), []), strict=False)
              if t is not None]
         if b:
@@ -208,6 +215,17 @@ def analyse(phase: Phase, data: dict, t_api: dict[int, int], t_pub: dict[int, in
         phase.bytes_per_event = statistics.fmean(per_event_bytes)
         phase.bytes_first_last = (per_event_bytes[0], per_event_bytes[-1])
         phase.bytes_series = per_event_bytes
+
+
+def _analyse_reads(phase: Phase, read: list[int], n: int, t_api: int | None,
+                   t_pub: int | None) -> None:
+    """One event's deliveries as the reader process read them."""
+    if read and t_pub is not None:
+        phase.read_pub += [_ms(t - t_pub) for t in read]
+        if len(read) == n:
+            phase.read_last_pub.append(_ms(max(read) - t_pub))
+    if read and t_api is not None and len(read) == n:
+        phase.read_last_api.append(_ms(max(read) - t_api))
 
 
 def _f(v: float | None, fmt: str = "{:.1f}") -> str:
@@ -910,23 +928,32 @@ def comparison(bench: Bench) -> str:
     return "\n".join(lines)
 
 
+def _phase_details(p: Phase) -> str:
+    bits = [f"connected in {p.connect_seconds:.1f} s"]
+    if p.log_connected is not None:
+        bits.append(f"server log 'Live tab connected' ×{p.log_connected:,}")
+    if p.connect_errors:
+        bits.append("connect failures: " + "; ".join(f"{v:,}× {k}" for k, v in p.connect_errors.items()))
+    if p.load:
+        bits.append(p.load)
+    if p.last_api:
+        bits.append(f"last reader from API p50/p99 {_f(pct(p.last_api, 50))}/{_f(pct(p.last_api, 99))} ms")
+    if p.read_pub:
+        bits.append(
+            "as read by the reader process (its own queue included): PUBLISH→frame p50/p99 "
+            f"{_f(pct(p.read_pub, 50))}/{_f(pct(p.read_pub, 99))} ms, last reader from PUBLISH "
+            f"p50/p99 {_f(pct(p.read_last_pub, 50))}/{_f(pct(p.read_last_pub, 99))} ms"
+            + (f", from API p99 {_f(pct(p.read_last_api, 99))} ms" if p.read_last_api else "")
+        )
+    if p.max_rate_detail:
+        bits.append(p.max_rate_detail)
+    if p.note:
+        bits.append(p.note.strip())
+    return f"- {p.asked:,} {p.kind}: " + "; ".join(bits)
+
+
 def details(bench: Bench) -> list[str]:
-    lines = []
-    for p in bench.phases:
-        bits = [f"connected in {p.connect_seconds:.1f} s"]
-        if p.log_connected is not None:
-            bits.append(f"server log 'Live tab connected' ×{p.log_connected:,}")
-        if p.connect_errors:
-            bits.append("connect failures: " + "; ".join(f"{v:,}× {k}" for k, v in p.connect_errors.items()))
-        if p.load:
-            bits.append(p.load)
-        if p.last_api:
-            bits.append(f"last reader from API p50/p99 {_f(pct(p.last_api, 50))}/{_f(pct(p.last_api, 99))} ms")
-        if p.max_rate_detail:
-            bits.append(p.max_rate_detail)
-        if p.note:
-            bits.append(p.note.strip())
-        lines.append(f"- {p.asked:,} {p.kind}: " + "; ".join(bits))
+    lines = [_phase_details(p) for p in bench.phases]
     rep = bench.extra.get("replay")
     if rep:
         if "events_per_s" in rep:
@@ -1004,7 +1031,10 @@ def render_block(bench: Bench, cmd: str, wall: float) -> str:
         "",
         "Columns: latency is from just before the API call (`POST /api/stories`) or from the "
         "moment an outside Redis subscriber received the `story:published` PUBLISH, to the first "
-        "frame carrying the story at the reader, over every (event, reader) delivery; "
+        "frame carrying the story at the reader (the kernel's receive time of the data that "
+        "carried it, SO_TIMESTAMPNS: when it reached the reader's machine; the reader process's "
+        "own later read, its queue of sockets included, is in the details as \"as read\"), "
+        "over every (event, reader) delivery; "
         "\"last reader\" is, per event, the time until the last reader had it. Spaced burst: "
         "deliveries ÷ (first API call → last arrival) while events are published one at a time "
         f"(the next {a.gap} s after every reader has the previous one and the server is idle again). Max deliveries/s: events sent "
@@ -1184,6 +1214,8 @@ def merge_runs(benches: list[Bench]) -> Bench:
                 spread("PUBLISH→frame p99", [pct(ph.lat_pub, 99) for ph in rows]),
                 spread("API→frame p99", [pct(ph.lat_api, 99) for ph in rows]),
                 spread("last reader from PUBLISH p99", [pct(ph.last_pub, 99) for ph in rows]),
+                spread("last reader from API p99", [pct(ph.last_api, 99) for ph in rows]),
+                spread("as read: last reader from PUBLISH p99", [pct(ph.read_last_pub, 99) for ph in rows]),
                 *([spread("max deliveries/s", [ph.max_rate for ph in rows])] if chosen.max_rate else []),
                 spread("RSS/conn KiB", [ph.rss_per_conn / 1024 if ph.rss_per_conn else None for ph in rows]),
             ]) + " ms. "
