@@ -630,3 +630,85 @@ async def test_the_lighter_socket_writer_polls_as_python_engineio_does():
         assert await asyncio.create_task(timed_out()) == 0
     finally:
         eio.ping_interval, eio.ping_timeout = before
+
+
+_WATCH_APP = '''
+import asyncio, os, threading
+from fictures.reflex_compat import DisconnectWatch
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    loop = asyncio.get_running_loop()
+    gone = loop.create_future()
+    before = len(asyncio.all_tasks())
+    watch = DisconnectWatch(receive, lambda: gone.set_result(threading.get_ident()))
+    tasks = len(asyncio.all_tasks()) - before
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"open", "more_body": True})
+    if scope["path"] == "/stopped":  # stopped first: the client leaving calls nothing
+        watch.stop()
+        await asyncio.sleep(1)
+        called = gone.done()
+    else:
+        called = await asyncio.wait_for(gone, 10) == threading.get_ident()
+    out = os.path.join(os.environ["WATCH_OUT"], scope["path"].strip("/"))
+    with open(out + ".part", "w") as f:
+        f.write(f"{type(watch._pending).__name__} {tasks} {called}")
+    os.replace(out + ".part", out)
+'''
+
+
+def test_a_disconnect_watch_is_a_callback_on_granians_receive_future(tmp_path):
+    """Granian's `receive()` returns its own future with asyncio's `add_done_callback`:
+    the SSE response's watch for the client leaving (`DisconnectWatch`) makes no task,
+    and its callback runs in the event loop's thread once the client is gone; a
+    stopped watch calls nothing. (Under another server it awaits `receive()` in a
+    task: the API tests run it under uvicorn and httpx.)"""
+    import os
+    import socket
+    import time
+
+    from tests.cluster import free_port
+
+    (tmp_path / "watch_app.py").write_text(_WATCH_APP)
+    port = free_port()
+    env = {**os.environ, "WATCH_OUT": str(tmp_path),
+           "PYTHONPATH": f"{tmp_path}:{Path(__file__).resolve().parents[1]}"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "granian", "--interface", "asgi", "--http", "1", "--no-ws",
+         "--port", str(port), "watch_app:app"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        for path in ("/watched", "/stopped"):
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    client = socket.create_connection(("127.0.0.1", port), timeout=10)
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "Granian did not start"
+                    time.sleep(0.1)
+            with client:
+                client.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                got = b""
+                while b"open" not in got:
+                    chunk = client.recv(4096)
+                    assert chunk, "the server closed the connection"
+                    got += chunk
+            out = tmp_path / path.strip("/")
+            deadline = time.monotonic() + 15
+            while not out.exists():
+                assert time.monotonic() < deadline, f"{path}: the app never finished"
+                time.sleep(0.05)
+            kind, tasks, called = out.read_text().split()
+            assert kind == "PyFutureAwaitable" and tasks == "0", (path, kind, tasks)
+            assert called == ("True" if path == "/watched" else "False"), path
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

@@ -292,6 +292,17 @@ def _reset(reason: str, last_id: int | str, sequence: str | None = None) -> Serv
     return ServerSentEvent(data=json.dumps(data), event="reset")
 
 
+_PUBLIC_CHANNELS = frozenset(PUBLIC_CHANNELS)
+_ALL_CHANNELS = _PUBLIC_CHANNELS | frozenset(PRIVATE_CHANNELS)
+# One set object per distinct choice of channels (all known names, so few), shared
+# by the streams that asked for it: thousands of open streams keep no copy each.
+_channel_sets: dict[frozenset[str], frozenset[str]] = {}
+
+
+def _channel_set(names: frozenset[str]) -> frozenset[str]:
+    return _channel_sets.setdefault(names, names)
+
+
 async def _parse_filter(request: Request) -> StreamFilter | Response:
     token = bearer_token(request)
     user_id = await run_in_threadpool(_user_id_for, token)
@@ -306,9 +317,9 @@ async def _parse_filter(request: Request) -> StreamFilter | Response:
             return _error(422, f"unknown channel(s): {', '.join(unknown)}; known: {known}")
         if (private := sorted(names & set(PRIVATE_CHANNELS))) and user_id is None:
             return _error(401, f"{', '.join(private)} needs a bearer token")
-        channels = frozenset(names)
+        channels = _channel_set(frozenset(names))
     else:
-        channels = frozenset(PUBLIC_CHANNELS) | (frozenset(PRIVATE_CHANNELS) if user_id else set())
+        channels = _ALL_CHANNELS if user_id else _PUBLIC_CHANNELS
     story_id = None
     if (raw := request.query_params.get("story_id")) is not None:
         if not _ID.fullmatch(raw) or int(raw) < 1:

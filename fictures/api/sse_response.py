@@ -1,4 +1,4 @@
-"""The Server-Sent Events response: one task writes the stream, one notices the client leave.
+"""The Server-Sent Events response: one task writes the stream, a callback notices the client leave.
 
 It replaced sse-starlette's `EventSourceResponse`, which runs four tasks per
 stream (the body, a ping timer, a shutdown watcher, a disconnect listener)
@@ -15,8 +15,9 @@ of an idle stream's memory (benchmarks/RESULTS.md, "issue10" sections). Here:
 - **a client that stopped reading** (one write pending for `send_timeout`
   seconds) is found by one timer per stream, which looks every
   `send_timeout / 2` seconds, instead of a cancel scope per write;
-- **the client leaving**: a second task waits for `http.disconnect` and calls
-  `on_client_gone` (the stream closes its subscription, so the body stops
+- **the client leaving**: a callback on the server's `receive()` notices
+  `http.disconnect` (`reflex_compat.DisconnectWatch`: no task under Granian) and
+  calls `on_client_gone` (the stream closes its subscription, so the body stops
   waiting and ends); the writer stops at its next chunk (some servers' `send`
   to a closed connection returns quietly, without an error);
 - **the server stopping** is the body's business (fictures.api.sse ends each
@@ -35,10 +36,17 @@ from sse_starlette import ServerSentEvent
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from fictures.reflex_compat import DisconnectWatch
+
 logger = logging.getLogger(__name__)
 
 # A comment line: keeps proxies and clients from timing the connection out.
 PING = b": ping\r\n\r\n"
+
+
+# The encoded headers, per distinct `headers` argument: every stream's response
+# shares their tuples instead of encoding its own.
+_HEADERS: dict[tuple[tuple[str, str], ...], tuple[tuple[bytes, bytes], ...]] = {}
 
 
 class StreamStalled(Exception):
@@ -62,10 +70,16 @@ class EventStreamResponse(Response):
         self.status_code = status_code
         self.background = None
         self.send_timeout = send_timeout
-        self.init_headers({
-            "Cache-Control": "no-store", **(headers or {}),
-            "Connection": "keep-alive", "X-Accel-Buffering": "no",
-        })
+        key = tuple((headers or {}).items())
+        if (shared := _HEADERS.get(key)) is None:
+            self.init_headers({
+                "Cache-Control": "no-store", **(headers or {}),
+                "Connection": "keep-alive", "X-Accel-Buffering": "no",
+            })
+            shared = tuple(self.raw_headers)
+            if len(_HEADERS) < 64:
+                _HEADERS[key] = shared
+        self.raw_headers = list(shared)
         self._writer: asyncio.Task | None = None
         self._pending_since: float | None = None  # a write not finished yet began then
         self._ended_by: str | None = None  # "client" | "stall" | "cancel": why the stream ends early
@@ -96,7 +110,7 @@ class EventStreamResponse(Response):
             return
         loop = asyncio.get_running_loop()
         self._writer = asyncio.current_task()
-        listener = asyncio.create_task(self._wait_for_disconnect(receive))
+        listener = DisconnectWatch(receive, lambda: self._end("client"))
         self._watchdog = loop.call_later(self.send_timeout / 2, self._watch, loop)
         try:
             await send(start)
@@ -120,7 +134,7 @@ class EventStreamResponse(Response):
                 self._writer.uncancel()  # ours, delivered and handled: the request ends normally
             if self._watchdog is not None:
                 self._watchdog.cancel()
-            listener.cancel()
+            listener.stop()
             with contextlib.suppress(Exception):
                 await self.body_iterator.aclose()  # type: ignore[attr-defined]
         if self._ended_by == "stall":
@@ -132,8 +146,3 @@ class EventStreamResponse(Response):
             self._end("stall")
             return
         self._watchdog = loop.call_later(self.send_timeout / 2, self._watch, loop)
-
-    async def _wait_for_disconnect(self, receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        self._end("client")

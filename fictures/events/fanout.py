@@ -48,7 +48,9 @@ class Subscription:
     append and, for a subscriber waiting, one `set_result`; and `get` can give
     up after an idle time (an SSE stream's keep-alive ping) with a timer instead
     of a task, one for the subscription's life that each `get` moves
-    (fictures.deadline: a busy stream makes no timer per event)."""
+    (fictures.deadline: a busy stream makes no timer per event). The deque
+    exists only while events wait: an idle subscription (most of thousands of
+    open streams, most of the time) does not keep its 64-slot block."""
 
     __slots__ = ("_idle", "_items", "_waiter", "closed", "maxsize", "overflowed")
 
@@ -56,18 +58,21 @@ class Subscription:
         self.maxsize = maxsize
         self.overflowed = False
         self.closed = False
-        self._items: deque[CommunityEvent] = deque()
+        self._items: deque[CommunityEvent] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._idle = MovingDeadline()  # a `get(idle)` waiting that long returns IDLE
 
     def offer(self, event: CommunityEvent) -> bool:
         if self.closed:
             return False
-        if len(self._items) >= self.maxsize:
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        elif len(items) >= self.maxsize:
             self.overflowed = True
             self.close()
             return False
-        self._items.append(event)
+        items.append(event)
         self._wake()
         return True
 
@@ -83,12 +88,12 @@ class Subscription:
             self._waiter.set_result(None)
 
     def pending(self) -> int:
-        return len(self._items)
+        return len(self._items) if self._items is not None else 0
 
     async def get(self, idle: float | None = None) -> CommunityEvent | Idle | None:
         """The next event; None once closed and drained (check `overflowed`);
         `IDLE` if `idle` seconds passed with nothing."""
-        if not self._items and not self.closed:
+        if self._items is None and not self.closed:
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
             if idle is not None:
@@ -98,14 +103,23 @@ class Subscription:
             finally:
                 self._waiter = None
                 self._idle.stop()
-        if self._items:
-            return self._items.popleft()
+        items = self._items
+        if items:
+            event = items.popleft()
+            if not items:
+                self._items = None
+            return event
         return None if self.closed else IDLE
 
     def take(self, limit: int) -> list[CommunityEvent]:
         """Up to `limit` more events already queued, without waiting."""
         items = self._items
-        return [items.popleft() for _ in range(min(limit, len(items)))]
+        if not items:
+            return []
+        taken = [items.popleft() for _ in range(min(limit, len(items)))]
+        if not items:
+            self._items = None
+        return taken
 
 
 class Fanout:
