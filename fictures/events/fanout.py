@@ -18,7 +18,7 @@ import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import redis.exceptions
 
@@ -122,6 +122,24 @@ class Subscription:
         return taken
 
 
+class _Subscribing:
+    """`Fanout.subscribe`'s context: a plain object, not a generator-based context
+    manager, because an SSE stream keeps it for as long as it stays open."""
+
+    __slots__ = ("sub", "subscriptions")
+
+    def __init__(self, subscriptions: set[Subscription], sub: Subscription):
+        self.subscriptions, self.sub = subscriptions, sub
+
+    async def __aenter__(self) -> Subscription:
+        self.subscriptions.add(self.sub)
+        return self.sub
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.subscriptions.discard(self.sub)
+        self.sub.close()
+
+
 class Fanout:
     def __init__(self, bus: EventBus):
         self.bus = bus
@@ -136,15 +154,9 @@ class Fanout:
 
     # ------------------------------------------------------------ local side
 
-    @contextlib.asynccontextmanager
-    async def subscribe(self, maxsize: int | None = None) -> AsyncIterator[Subscription]:
-        sub = Subscription(maxsize or settings.sse_queue_size)
-        self._subscriptions.add(sub)
-        try:
-            yield sub
-        finally:
-            self._subscriptions.discard(sub)
-            sub.close()
+    def subscribe(self, maxsize: int | None = None) -> _Subscribing:
+        """`async with fanout.subscribe() as sub:` every event from now on, until the block ends."""
+        return _Subscribing(self._subscriptions, Subscription(maxsize or settings.sse_queue_size))
 
     def on_health_change(self, listener: Callable[[bool], None]) -> None:
         self._health_listeners.append(listener)
