@@ -170,6 +170,7 @@ class Client:
         self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
         self.closed = False
         self.ancillary: list = []  # of the read being handled: its kernel receive time
+        self.unstamped = 0  # arrivals noted at read time: the kernel gave no timestamp
         self.arrivals: dict[int, int] = {}  # marker -> kernel receive time
         self.reads: dict[int, int] = {}  # marker -> when this process read it
         self.event_bytes: dict[int, int] = {}
@@ -184,11 +185,13 @@ class Client:
         self.transport = transport
 
     def kernel_ns(self, read: int) -> int:
-        """The kernel's receive time of the data being handled (`read` if it gave none)."""
+        """The kernel's receive time of the data being handled (`read` if it gave
+        none, counted in `unstamped` and reported)."""
         for level, kind, raw in self.ancillary:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                 sec, nsec = _TIMESPEC.unpack_from(raw)
                 return sec * 1_000_000_000 + nsec
+        self.unstamped += 1
         return read
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -224,6 +227,7 @@ class Client:
     def reset_records(self) -> None:
         self.arrivals.clear()
         self.reads.clear()
+        self.unstamped = 0
         self.event_bytes.clear()
         self.current = None
         self.ping_bytes = self.pings = self.other_bytes = 0
@@ -583,6 +587,7 @@ class Fleet:
             "lost": len(self.tabs if kind == "tabs" else self.streams) - len(clients),
             "arrivals": {k: [c.arrivals.get(k) for c in clients] for k in markers},
             "reads": {k: [c.reads.get(k) for c in clients] for k in markers},
+            "unstamped": sum(c.unstamped for c in clients),
             "bytes": {k: [c.event_bytes.get(k, 0) for c in clients] for k in markers},
             "ping_bytes": sum(c.ping_bytes for c in clients),
             "pings": sum(c.pings for c in clients),

@@ -24,8 +24,10 @@ simulated readers in a separate process (benchmarks/_clients.py):
   ready reader has the previous one and the server is idle again; a large
   size stops after --size-seconds once --min-events went out), and reports latency
   from the API call and from the Redis PUBLISH (seen by an outside subscriber)
-  to the first frame carrying the story, per delivery and for the last reader,
-  deliveries/s, bytes per event per reader, server CPU per 1,000 deliveries,
+  to the first frame carrying the story, per delivery and for the last reader
+  (the frame's time is the kernel's receive time at the reader's socket; the
+  reader process's later read, its own queue of sockets included, is reported
+  too, as "as read"), deliveries/s, bytes per event per reader, server CPU per 1,000 deliveries,
   and server memory per idle connection;
 - for streams, a throughput burst: events sent to the bus as fast as possible;
 - publish path: with no readers, --publish-path stories one at a time, and
@@ -479,6 +481,9 @@ class Bench:
             phase.cpu_per_1000 = (cpu1 - cpu0) / phase.deliveries * 1000
         if data["lost"]:
             phase.note += f"{data['lost']} readers disconnected during the run. "
+        if data.get("unstamped"):
+            phase.note += (f"{data['unstamped']:,} deliveries carried no kernel receive time and "
+                           "count from when they were read. ")
         if phase.missing:
             phase.note += f"{phase.missing:,} (event, reader) deliveries missing. "
         if kind == "streams" and data.get("sample_ping_wire"):
