@@ -79,16 +79,15 @@ class FastPaths:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == STREAM_PATH and scope["method"] in _STREAM_METHODS:
-            await self._stream(scope, receive, send)
+        if scope["type"] != "http" or scope["path"] != STREAM_PATH or scope["method"] not in _STREAM_METHODS:
+            if scope["type"] == "websocket":
+                # The server's own send, for room frames written past the middleware
+                # (reflex_compat.emit_to_room): the socket's own frames still pass it.
+                scope[reflex_compat.RAW_SEND] = send
+            await self.app(scope, receive, send)
             return
-        if scope["type"] == "websocket":
-            # The server's own send, for room frames written past the middleware
-            # (reflex_compat.emit_to_room): the socket's own frames still pass it.
-            scope[reflex_compat.RAW_SEND] = send
-        await self.app(scope, receive, send)
-
-    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The stream, served in this frame: it lives as long as the stream, so no
+        # further coroutine of our own is kept (an idle stream's memory).
         rid = request_id_for(scope)
         token = request_id.set(rid)
         try:
@@ -98,6 +97,7 @@ class FastPaths:
             except Exception as exc:  # noqa: BLE001  (answered below, as the API answers any error)
                 handler = next(h for cls in type(exc).__mro__ if (h := exception_handlers.get(cls)))
                 response = await handler(request, exc)
+            del request  # and its parsed headers and query: not needed while the stream is open
             await self._add_headers(response, scope, rid)
             await response(scope, receive, send)
         finally:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -58,7 +59,7 @@ from starlette.responses import JSONResponse, Response
 
 from fictures import analytics, client_address, db, metrics, presence, ratelimit
 from fictures.api.deps import bearer_token, optional_user
-from fictures.api.sse_response import PING, EventStreamResponse, StreamStalled
+from fictures.api.sse_response import PING, EventStreamResponse
 from fictures.events import service
 from fictures.events.bus import StoredEvent
 from fictures.events.fanout import IDLE, Idle, Subscription
@@ -551,22 +552,6 @@ async def _stream(
         logger.info("SSE stream from %s closed%s", ip, " (server stopping)" if stopping.is_set() else "")
 
 
-class _EventStream(EventStreamResponse):
-    def __init__(self, *args, lease: ratelimit.Lease, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.lease = lease
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        except StreamStalled:
-            # The client accepted nothing for `sse_send_timeout` seconds: it is gone.
-            logger.info("SSE client stalled for %ss; stream closed", settings.sse_send_timeout)
-        finally:
-            # However the stream ended (client gone, stalled, server stopping).
-            await ratelimit.stream_slots().release(self.lease)
-
-
 async def community_events(request: Request) -> Response:
     last_id = _parse_last_id(request)
     if isinstance(last_id, Response):
@@ -582,12 +567,13 @@ async def community_events(request: Request) -> Response:
             429, f"too many open event streams from {ip} (limit {settings.sse_max_per_ip})"
         )
     stopping = _Stopping()
-    stopping.response = _EventStream(
+    stopping.response = EventStreamResponse(
         _stream(flt, last_id, ip, stopping),
         headers={"Cache-Control": "no-cache"},
         # A client that stops reading altogether is dropped instead of pinning memory.
         send_timeout=settings.sse_send_timeout,
         on_client_gone=stopping.client_gone,
-        lease=lease,
+        # However the stream ends (client gone, stalled, server stopping), its slot is freed.
+        on_end=functools.partial(ratelimit.stream_slots().release, lease),
     )
     return stopping.response

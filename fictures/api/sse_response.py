@@ -22,7 +22,10 @@ of an idle stream's memory (benchmarks/RESULTS.md, "issue10" sections). Here:
   to a closed connection returns quietly, without an error);
 - **the server stopping** is the body's business (fictures.api.sse ends each
   stream with a `retry:` hint); `cancel` ends what is left after a grace period;
-- **HEAD** gets the headers and no body, like any GET route's HEAD.
+- **HEAD** gets the headers and no body, like any GET route's HEAD;
+- **`on_end`** is awaited once the response is over, however it ended (the
+  stream frees its per-address slot there); it is this response's own step, not
+  a subclass wrapping `__call__`, so an open stream keeps one coroutine less.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from sse_starlette import ServerSentEvent
 from starlette.responses import Response
@@ -49,10 +52,6 @@ PING = b": ping\r\n\r\n"
 _HEADERS: dict[tuple[tuple[str, str], ...], tuple[tuple[bytes, bytes], ...]] = {}
 
 
-class StreamStalled(Exception):
-    """The client accepted nothing for `send_timeout` seconds."""
-
-
 class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
@@ -62,11 +61,13 @@ class EventStreamResponse(Response):
         *,
         send_timeout: float,
         on_client_gone: Callable[[], None] | None = None,
+        on_end: Callable[[], Awaitable[None]] | None = None,
         headers: Mapping[str, str] | None = None,
         status_code: int = 200,
     ) -> None:
         self.body_iterator = body
         self.on_client_gone = on_client_gone
+        self.on_end = on_end
         self.status_code = status_code
         self.background = None
         self.send_timeout = send_timeout
@@ -105,8 +106,11 @@ class EventStreamResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         if scope.get("method", "GET").upper() == "HEAD":
-            await send(start)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            try:
+                await send(start)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finally:
+                await self._ended()
             return
         loop = asyncio.get_running_loop()
         self._writer = asyncio.current_task()
@@ -137,8 +141,16 @@ class EventStreamResponse(Response):
             listener.stop()
             with contextlib.suppress(Exception):
                 await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            await self._ended()
         if self._ended_by == "stall":
-            raise StreamStalled()
+            # The client accepted nothing for `send_timeout` seconds: it is gone.
+            # The request ends normally.
+            logger.info("SSE client stalled for %ss; stream closed", self.send_timeout)
+
+    async def _ended(self) -> None:
+        """However the response ended: the client gone, stalled, the server stopping."""
+        if self.on_end is not None:
+            await self.on_end()
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         since = self._pending_since
