@@ -605,61 +605,6 @@ def forget_inherited_db_connections() -> None:
         engine.dispose(close=False)
 
 
-class DisconnectWatch:
-    """Calls `on_gone` once the client of an open HTTP response goes away
-    (`http.disconnect`, or its connection fails), until `stop()`.
-
-    Granian's `receive()` returns a future of its own (`PyFutureAwaitable`, with
-    asyncio's `add_done_callback`), so the watch is a callback on it: no task and
-    no coroutine frame kept for as long as a stream stays open (an idle SSE
-    stream's memory, benchmarks/RESULTS.md). Another server's `receive()` (a
-    coroutine) is awaited by a task, as before.
-    """
-
-    __slots__ = ("_pending", "_stopped", "on_gone", "receive")
-
-    def __init__(self, receive: Callable[[], Awaitable[Mapping[str, Any]]], on_gone: Callable[[], None]):
-        self.receive, self.on_gone = receive, on_gone
-        self._stopped = False
-        self._pending: Any = None
-        self._arm()
-
-    def _arm(self) -> None:
-        waiting = self.receive()
-        if inspect.iscoroutine(waiting) or not hasattr(waiting, "add_done_callback"):
-            self._pending = asyncio.ensure_future(self._wait(waiting))
-            return
-        self._pending = waiting
-        waiting.add_done_callback(self._done)
-
-    def _done(self, waiting: Any) -> None:
-        if self._stopped:
-            return
-        try:
-            message = waiting.result()
-        except BaseException:  # noqa: BLE001  (cancelled, or the connection failed: gone either way)
-            message = {"type": "http.disconnect"}
-        if message["type"] == "http.disconnect":
-            self._gone()
-        else:
-            self._arm()
-
-    async def _wait(self, waiting: Awaitable[Mapping[str, Any]]) -> None:
-        while (await waiting)["type"] != "http.disconnect":
-            waiting = self.receive()
-        self._gone()
-
-    def _gone(self) -> None:
-        if not self._stopped:
-            self._stopped = True
-            self.on_gone()
-
-    def stop(self) -> None:
-        self._stopped = True
-        if self._pending is not None and not self._pending.done():
-            self._pending.cancel()
-
-
 # What every Granian server constructed from now on gets (see _wrap_granian_server).
 _granian: dict[str, int] = {}
 

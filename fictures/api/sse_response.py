@@ -1,4 +1,4 @@
-"""The Server-Sent Events response: one task writes the stream, a callback notices the client leave.
+"""The Server-Sent Events response: one task writes the stream, one notices the client leave.
 
 It replaced sse-starlette's `EventSourceResponse`, which runs four tasks per
 stream (the body, a ping timer, a shutdown watcher, a disconnect listener)
@@ -15,11 +15,15 @@ of an idle stream's memory (benchmarks/RESULTS.md, "issue10" sections). Here:
 - **a client that stopped reading** (one write pending for `send_timeout`
   seconds) is found by one timer per stream, which looks every
   `send_timeout / 2` seconds, instead of a cancel scope per write;
-- **the client leaving**: a callback on the server's `receive()` notices
-  `http.disconnect` (`reflex_compat.DisconnectWatch`: no task under Granian) and
-  calls `on_client_gone` (the stream closes its subscription, so the body stops
+- **the client leaving**: a second task waits for `http.disconnect` and calls
+  `on_client_gone` (the stream closes its subscription, so the body stops
   waiting and ends); the writer stops at its next chunk (some servers' `send`
-  to a closed connection returns quietly, without an error);
+  to a closed connection returns quietly, without an error). A callback on
+  Granian's `receive()` future instead of the task kept ~0.8 KiB less per open
+  stream, but a stream the server ended (a slow consumer's reset, or shutdown)
+  left that future pending, and Granian's runtime thread then panicked dropping
+  it ("Cannot drop pointer into Python heap without the thread being attached"),
+  taking the worker down; tried and reverted;
 - **the server stopping** is the body's business (fictures.api.sse ends each
   stream with a `retry:` hint); `cancel` ends what is left after a grace period;
 - **HEAD** gets the headers and no body, like any GET route's HEAD;
@@ -38,8 +42,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from sse_starlette import ServerSentEvent
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
-
-from fictures.reflex_compat import DisconnectWatch
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +116,7 @@ class EventStreamResponse(Response):
             return
         loop = asyncio.get_running_loop()
         self._writer = asyncio.current_task()
-        listener = DisconnectWatch(receive, lambda: self._end("client"))
+        listener = asyncio.create_task(self._wait_for_disconnect(receive))
         self._watchdog = loop.call_later(self.send_timeout / 2, self._watch, loop)
         try:
             await send(start)
@@ -138,7 +140,7 @@ class EventStreamResponse(Response):
                 self._writer.uncancel()  # ours, delivered and handled: the request ends normally
             if self._watchdog is not None:
                 self._watchdog.cancel()
-            listener.stop()
+            listener.cancel()
             with contextlib.suppress(Exception):
                 await self.body_iterator.aclose()  # type: ignore[attr-defined]
             await self._ended()
@@ -146,6 +148,11 @@ class EventStreamResponse(Response):
             # The client accepted nothing for `send_timeout` seconds: it is gone.
             # The request ends normally.
             logger.info("SSE client stalled for %ss; stream closed", self.send_timeout)
+
+    async def _wait_for_disconnect(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._end("client")
 
     async def _ended(self) -> None:
         """However the response ended: the client gone, stalled, the server stopping."""
