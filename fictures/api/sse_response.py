@@ -20,10 +20,11 @@ of an idle stream's memory (benchmarks/RESULTS.md, "issue10" sections). Here:
   waiting and ends); the writer stops at its next chunk (some servers' `send`
   to a closed connection returns quietly, without an error). A callback on
   Granian's `receive()` future instead of the task kept ~0.8 KiB less per open
-  stream, but a stream the server ended (a slow consumer's reset, or shutdown)
-  left that future pending, and Granian's runtime thread then panicked dropping
-  it ("Cannot drop pointer into Python heap without the thread being attached"),
-  taking the worker down; tried and reverted;
+  stream; with it, one CI run saw a worker panic in Granian's runtime thread as
+  the instance stopped ("Cannot drop pointer into Python heap without the thread
+  being attached"), before it flushed its outbox. Granian has reports of that
+  panic at shutdown with websockets, so the callback may not have caused it, but
+  it was reverted while that is unknown;
 - **the server stopping** is the body's business (fictures.api.sse ends each
   stream with a `retry:` hint); `cancel` ends what is left after a grace period;
 - **HEAD** gets the headers and no body, like any GET route's HEAD;

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from fictures.embedded_redis import EmbeddedRedis
 
@@ -378,6 +378,37 @@ def wait_hydrated(page: Page, selector: str) -> None:
         }""",
         arg=selector,
     )
+
+
+def wait_live(page: Page) -> Page:
+    """Wait for the page's green "Live" indicator (its websocket is up and joined)."""
+    expect(page.locator("#live-indicator")).to_have_attribute("data-status", "live", timeout=15_000)
+    return page
+
+
+def tab_token(page: Page) -> str:
+    """The tab's Reflex client token."""
+    return page.evaluate("() => window.sessionStorage.getItem('token')")
+
+
+def worker_of(app_server: AppServer, page: Page) -> str:
+    """The pid of the worker serving the tab's websocket (since the log's mark)."""
+    pattern = rf"\[(\d+)\] INFO fictures\.live: Live tab connected \({re.escape(tab_token(page)[:8])}\)"
+    app_server.wait_for_log(pattern)
+    return re.findall(pattern, app_server.log_since_mark())[0]
+
+
+def open_on(app_server: AppServer, new_page: Callable[..., Page], path: str, *,
+            token: str | None = None, avoid: str | None = None, want: str | None = None) -> Page:
+    """A live tab on `path` served by worker `want` (or by any but `avoid`): which
+    worker takes a connection is the kernel's choice, so open until one does."""
+    for _ in range(12):
+        page = wait_live(new_page(path, token=token))
+        pid = worker_of(app_server, page)
+        if (want is None or pid == want) and pid != avoid:
+            return page
+        page.context.close()
+    pytest.fail(f"no tab landed on the wanted worker (want {want}, avoid {avoid}) in 12 tries")
 
 
 class FlakyNetwork:

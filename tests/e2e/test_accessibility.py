@@ -11,7 +11,7 @@ import uuid
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import AppServer
+from tests.e2e.conftest import AppServer, wait_live
 
 THEMES = ("light", "dark")
 BLOCKING = ("serious", "critical")
@@ -39,10 +39,6 @@ def _assert_accessible(page: Page, axe_script: str, what: str) -> None:
 def _in_theme(page: Page, theme: str) -> None:
     """The page renders in `theme` (the browser's preference, which the app follows)."""
     expect(page.locator("html")).to_have_class(re.compile(rf"\b{theme}\b"))
-
-
-def _wait_live(page: Page) -> None:
-    expect(page.locator("#live-indicator")).to_have_attribute("data-status", "live", timeout=15_000)
 
 
 def test_axe_itself_reports_a_nameless_button(app_server: AppServer, new_page, axe_script):
@@ -75,7 +71,7 @@ def test_community_with_live_banner_and_toasts_has_no_serious_violations(
     # A visitor: arrivals keep their NEW badges and the banner its count.
     reader = new_page("/community", color_scheme=theme)
     _in_theme(reader, theme)
-    _wait_live(reader)
+    wait_live(reader)
     titles = [f"Arrival {i} {uuid.uuid4().hex[:6]}" for i in range(2)]
     for title in titles:
         app_server.create_story(token, title, genre="fantasy", summary="Arrived while the reader was here.")
@@ -94,14 +90,14 @@ def test_community_with_live_banner_and_toasts_has_no_serious_violations(
     # A member back after others published: the "since your last visit" banner too.
     username, member_token = app_server.register()
     first = new_page("/community", token=member_token, color_scheme=theme)
-    _wait_live(first)
+    wait_live(first)
     first.close()
     app_server.create_story(token, f"While away {uuid.uuid4().hex[:6]}")
     r = app_server.api("POST", "/api/auth/token", json={"username": username, "password": "password123"})
     assert r.status_code == 200, r.text  # a new login begins a new visit
     member = new_page("/community", token=r.json()["token"], color_scheme=theme,
                       viewport={"width": 1280, "height": 140})  # no card in view: none is marked seen
-    _wait_live(member)
+    wait_live(member)
     expect(member.locator("#visit-new-banner")).to_be_visible()
     expect(member.locator("#notification-bell")).to_be_visible()
     _assert_accessible(member, axe_script, f"/community ({theme}, logged in, since-last-visit banner)")
@@ -120,13 +116,13 @@ def test_story_writing_and_login_pages_have_no_serious_violations(
 
     member = new_page(f"/community/story/{story['id']}", token=token, color_scheme=theme)
     _in_theme(member, theme)
-    _wait_live(member)
+    wait_live(member)
     expect(member.locator("#post-title")).to_be_visible()
     expect(member.locator("#story-posts .post-card")).to_have_count(1)
     _assert_accessible(member, axe_script, f"a story page ({theme}, logged in)")
 
     member.goto("/writing")
-    _wait_live(member)
+    wait_live(member)
     expect(member.locator("#my-stories .rt-Card")).to_have_count(2)
     _assert_accessible(member, axe_script, f"/writing ({theme})")
 
@@ -175,7 +171,7 @@ def test_every_form_field_has_a_label(app_server: AppServer, new_page):
 def test_the_banner_and_the_live_indicator_are_polite_status_regions(app_server: AppServer, new_page):
     _, token = app_server.register()
     reader = new_page("/community")
-    _wait_live(reader)
+    wait_live(reader)
     for region in ("#new-stories-status", "#live-status"):
         expect(reader.locator(region)).to_have_attribute("role", "status")
         expect(reader.locator(region)).to_have_attribute("aria-live", "polite")
@@ -217,7 +213,7 @@ def test_tab_reaches_view_now_and_a_card_link_with_a_visible_focus_ring(
     _, token = app_server.register()
     app_server.create_story(token, f"Older {uuid.uuid4().hex[:6]}")
     reader = new_page("/community", color_scheme=theme)
-    _wait_live(reader)
+    wait_live(reader)
     title = f"Keyboard arrival {uuid.uuid4().hex[:6]}"
     app_server.create_story(token, title)
     expect(reader.locator("#view-now")).to_be_visible()
@@ -251,7 +247,7 @@ def test_tab_reaches_view_now_and_a_card_link_with_a_visible_focus_ring(
 def test_view_now_works_from_the_keyboard(app_server: AppServer, new_page):
     _, token = app_server.register()
     reader = new_page("/community")
-    _wait_live(reader)
+    wait_live(reader)
     app_server.create_story(token, f"Enter key {uuid.uuid4().hex[:6]}")
     reader.locator("#view-now").focus()
     reader.keyboard.press("Enter")

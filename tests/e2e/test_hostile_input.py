@@ -19,7 +19,7 @@ from fictures.live_feed import CommunityRoom
 from fictures.pages.community import CommunityState
 from fictures.pages.writing import WritingState
 from fictures.state import SessionState
-from tests.e2e.conftest import AppServer, FlakyNetwork, http
+from tests.e2e.conftest import AppServer, FlakyNetwork, http, wait_live
 from tests.e2e.raw_socket import RawTab
 
 TAGS = ("<reflex.Var>x</reflex.Var>", "<reflex.Var>1</reflex.Var>")
@@ -27,10 +27,6 @@ TAGS = ("<reflex.Var>x</reflex.Var>", "<reflex.Var>1</reflex.Var>")
 
 def _unique(text: str) -> str:
     return f"{text} {uuid.uuid4().hex[:6]}"
-
-
-def _live(page) -> None:
-    expect(page.locator("#live-indicator")).to_have_attribute("data-status", "live", timeout=15_000)
 
 
 def _answers_within_a_second(app_server: AppServer) -> None:
@@ -46,8 +42,8 @@ def test_var_tags_in_a_post_show_as_typed_on_the_story_and_community(app_server:
     story = app_server.create_story(author, _unique("Tagged Replies"))
     watcher = new_page(f"/community/story/{story['id']}")
     community = new_page("/community")
-    _live(watcher)
-    _live(community)
+    wait_live(watcher)
+    wait_live(community)
 
     title, body = _unique(f"Nice {tag}"), f"Body {tag} end"
     r = app_server.api("POST", f"/api/stories/{story['id']}/posts", author, json={"title": title, "body": body})
@@ -64,7 +60,7 @@ def test_var_tags_in_a_post_show_as_typed_on_the_story_and_community(app_server:
 def test_var_tags_in_a_story_title_and_summary_from_the_writing_page(app_server: AppServer, new_page):
     _, token = app_server.register()
     reader = new_page("/community")
-    _live(reader)
+    wait_live(reader)
     author = new_page("/writing", token=token)
     title, summary = _unique(f"Moon {TAGS[0]} and {TAGS[1]}"), f"Summary {TAGS[0]} {TAGS[1]}"
     author.locator("#story-title-input").fill(title)
@@ -105,7 +101,7 @@ def test_history_replayed_after_a_reconnect_shows_var_tags_as_typed(app_server: 
         page = context.new_page()
         network = FlakyNetwork(page)
         page.goto(f"/community/story/{story['id']}")
-        _live(page)
+        wait_live(page)
         network.cut()
         expect(page.locator("#live-indicator")).to_have_attribute("data-status", "offline", timeout=15_000)
         title = _unique(f"While away {TAGS[0]}")
@@ -113,7 +109,7 @@ def test_history_replayed_after_a_reconnect_shows_var_tags_as_typed(app_server: 
         assert r.status_code == 201
         app_server.wait_for_log(r"Fanned out post:created #\d+")
         network.restore()
-        _live(page)
+        wait_live(page)
         expect(page.get_by_text(f"New discussion: {title}", exact=True)).to_be_visible()
         expect(page.locator("#story-posts .post-title", has_text=title)).to_have_text(title)
     finally:
@@ -150,7 +146,7 @@ def test_forged_internal_events_are_dropped_and_cannot_silence_live_posts(app_se
     _, author = app_server.register()
     story = app_server.create_story(author, _unique("Still Heard"))
     community = new_page("/community")
-    _live(community)
+    wait_live(community)
     attacker = RawTab(app_server.url, "/community")
     try:
         attacker.hydrated()

@@ -10,7 +10,7 @@ import uuid
 from playwright.sync_api import expect
 
 from fictures.live_feed import SLOTS, CommunityRoom
-from tests.e2e.conftest import POLL_SECONDS, AppServer, FlakyNetwork, http
+from tests.e2e.conftest import POLL_SECONDS, AppServer, FlakyNetwork, http, wait_live
 from tests.e2e.raw_socket import RawTab
 
 
@@ -42,7 +42,7 @@ def _back_online(reader, network) -> None:
     """Record the toasts from now on, bring the network back, wait for Live."""
     reader.evaluate(RECORD_TOASTS)
     network.restore()
-    _wait_live(reader)
+    wait_live(reader)
 
 
 def _toasts_after_catch_up(reader) -> list[str]:
@@ -50,10 +50,6 @@ def _toasts_after_catch_up(reader) -> list[str]:
     reader.wait_for_function("window.fxToasts.some((t) => !t.startsWith('Cannot connect'))")
     reader.wait_for_timeout(1_000)
     return _toasts_seen(reader)
-
-
-def _wait_live(page) -> None:
-    expect(page.locator("#live-indicator")).to_have_attribute("data-status", "live", timeout=15_000)
 
 
 @contextlib.contextmanager
@@ -65,7 +61,7 @@ def _reader_gone_offline(app_server: AppServer, browser, path: str, before=None)
         reader = context.new_page()
         network = FlakyNetwork(reader)
         reader.goto(path)
-        _wait_live(reader)
+        wait_live(reader)
         if before is not None:
             before(reader)
         network.cut()
@@ -81,7 +77,7 @@ def test_published_story_arrives_live_with_toast_banner_badge_and_view_now(app_s
     for i in range(8):
         app_server.create_story(token, _title(f"Older story {i}"), summary="Filler " * 40)
     reader = new_page("/community")
-    _wait_live(reader)
+    wait_live(reader)
     author = new_page("/writing", token=token)
     expect(author.locator("#story-title-input")).to_be_visible()
 
@@ -125,11 +121,11 @@ def test_post_on_story_page_toasts_in_another_tab(app_server: AppServer, new_pag
     story = app_server.create_story(author_token, _title("Under the Bridge"))
     _, commenter_token = app_server.register()
     watcher = new_page(f"/community/story/{story['id']}")
-    _wait_live(watcher)
+    wait_live(watcher)
     community = new_page("/community")
-    _wait_live(community)
+    wait_live(community)
     writer = new_page(f"/community/story/{story['id']}", token=commenter_token)
-    _wait_live(writer)
+    wait_live(writer)
 
     post_title = _title("Loved the ending")
     writer.locator("#post-title").fill(post_title)
@@ -147,7 +143,7 @@ def test_unpublished_story_disappears_from_reader(app_server: AppServer, new_pag
     title = _title("Paper Moons")
     story = app_server.create_story(token, title)
     reader = new_page("/community")
-    _wait_live(reader)
+    wait_live(reader)
     expect(reader.locator(f"#story-{story['id']}")).to_be_visible()
 
     author = new_page("/writing", token=token)
@@ -159,7 +155,7 @@ def test_unpublished_story_disappears_from_reader(app_server: AppServer, new_pag
     expect(reader.locator(f"#story-{story['id']}")).to_have_count(0, timeout=2_000)
     # And it is not shown again after a reload.
     reader.reload()
-    _wait_live(reader)
+    wait_live(reader)
     expect(reader.get_by_text(title)).to_have_count(0)
 
 
@@ -167,7 +163,7 @@ def test_updated_and_deleted_stories_change_in_place(app_server: AppServer, new_
     _, token = app_server.register()
     story = app_server.create_story(token, _title("First Draft of Spring"))
     reader = new_page("/community")
-    _wait_live(reader)
+    wait_live(reader)
     card = reader.locator(f"#story-{story['id']}")
     expect(card).to_be_visible()
 
@@ -182,7 +178,7 @@ def test_updated_and_deleted_stories_change_in_place(app_server: AppServer, new_
 def test_live_indicator_follows_redis_outage_and_polling_fills_the_gap(app_server: AppServer, new_page):
     _, token = app_server.register()
     reader = new_page("/community")
-    _wait_live(reader)
+    wait_live(reader)
 
     app_server.redis.stop()
     expect(reader.locator("#live-indicator")).to_have_attribute("data-status", "reconnecting", timeout=10_000)
@@ -195,7 +191,7 @@ def test_live_indicator_follows_redis_outage_and_polling_fills_the_gap(app_serve
     expect(reader.locator(".story-card", has_text=title)).to_be_visible(timeout=(POLL_SECONDS + 5) * 1000)
 
     app_server.redis.start()
-    _wait_live(reader)
+    wait_live(reader)
     expect(reader.locator("#live-indicator")).to_contain_text("Live")
     # The delayed event, relayed once Redis is back, reaches the tab and does not
     # duplicate the story.
@@ -206,7 +202,7 @@ def test_live_indicator_follows_redis_outage_and_polling_fills_the_gap(app_serve
 def test_pause_and_resume_live_updates_is_remembered(app_server: AppServer, new_page):
     _, token = app_server.register()
     reader = new_page("/community")
-    _wait_live(reader)
+    wait_live(reader)
     reader.locator("#live-pause").click()
     expect(reader.locator("#live-indicator")).to_have_attribute("data-status", "paused")
 
@@ -220,7 +216,7 @@ def test_pause_and_resume_live_updates_is_remembered(app_server: AppServer, new_
     reader.reload()
     expect(reader.locator("#live-indicator")).to_have_attribute("data-status", "paused")
     reader.locator("#live-pause").click()
-    _wait_live(reader)
+    wait_live(reader)
     expect(reader.locator(".story-card", has_text=title)).to_be_visible()
 
 

@@ -9,13 +9,9 @@ import uuid
 from playwright.sync_api import Page, expect
 
 from fictures.feed import POSTS_PAGE, STORIES_PAGE
-from tests.e2e.conftest import POST_LIMIT_PER_USER, AppServer
+from tests.e2e.conftest import POST_LIMIT_PER_USER, AppServer, wait_live
 
 GENRE = "horror"
-
-
-def _wait_live(page: Page) -> None:
-    expect(page.locator("#live-indicator")).to_have_attribute("data-status", "live", timeout=15_000)
 
 
 def _ids(page: Page, selector: str) -> list[int]:
@@ -56,7 +52,7 @@ def test_community_stories_load_more_by_cursor_until_the_end(app_server: AppServ
     expected = [s["id"] for s in listed]  # every published horror story, newest first
 
     page = new_page("/community")
-    _wait_live(page)
+    wait_live(page)
     # Unfiltered, the first page has exactly a page of stories (there are more).
     expect(page.locator("#story-list .story-card")).to_have_count(STORIES_PAGE)
     expect(page.locator("#more-stories")).to_be_visible()
@@ -85,7 +81,7 @@ def test_community_recent_posts_load_more(app_server: AppServer, new_page):
     made = _post_many(app_server, story["id"], POSTS_PAGE + 5, "Remark")
 
     page = new_page("/community")
-    _wait_live(page)
+    wait_live(page)
     expect(page.locator("#recent-posts .post-card")).to_have_count(POSTS_PAGE)
     assert _ids(page, "#recent-posts .post-card") == made[::-1][:POSTS_PAGE]
     page.locator("#more-posts").click()
@@ -106,7 +102,7 @@ def test_a_storys_posts_load_more(app_server: AppServer, new_page):
     made = _post_many(app_server, story["id"], POSTS_PAGE + 3, "Reply")
 
     page = new_page(f"/community/story/{story['id']}")
-    _wait_live(page)
+    wait_live(page)
     expect(page.locator("#story-posts .post-card")).to_have_count(POSTS_PAGE)
     expect(page.locator("#more-story-posts")).to_be_visible()
     page.locator("#more-story-posts").click()
@@ -118,12 +114,12 @@ def test_a_storys_posts_load_more(app_server: AppServer, new_page):
     page.locator("#live-pause").click()
     expect(page.locator("#live-indicator")).to_have_attribute("data-status", "paused")
     page.locator("#live-pause").click()
-    _wait_live(page)
+    wait_live(page)
     expect(page.locator("#story-posts .post-card")).to_have_count(len(made))
 
     # A story with fewer posts than a page has no button.
     small = app_server.create_story(token, f"Quiet {uuid.uuid4().hex[:6]}")
     page.goto(f"/community/story/{small['id']}")
-    _wait_live(page)
+    wait_live(page)
     expect(page.locator("#story-title")).to_contain_text("Quiet")
     expect(page.locator("#more-story-posts")).to_have_count(0)

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import AppServer, wait_hydrated
+from tests.e2e.conftest import AppServer, wait_hydrated, wait_live
 
 WIDTHS = (390, 360)
 # One unbroken 60-letter word: it has to wrap inside the page, not widen it.
@@ -54,7 +54,7 @@ def _open_menu(page: Page) -> None:
 @pytest.mark.parametrize("width", WIDTHS)
 def test_a_visitor_reaches_every_navbar_action_on_a_phone(app_server: AppServer, new_page, width: int):
     page = _phone(new_page, width)
-    expect(page.locator("#live-indicator")).to_have_attribute("data-status", "live", timeout=15_000)
+    wait_live(page)
     # The wide bar's links are hidden; what stays in the bar is on screen.
     expect(page.locator("#nav-login")).to_be_hidden()
     expect(page.locator("#nav-community")).to_be_hidden()
@@ -101,7 +101,7 @@ def test_a_member_reaches_every_navbar_action_and_no_page_scrolls_sideways(
     app_server.create_story(token, f"{LONG_WORD} draft", status="draft")
 
     page = _phone(new_page, width, token=token)
-    expect(page.locator("#live-indicator")).to_have_attribute("data-status", "live", timeout=15_000)
+    wait_live(page)
     expect(page.locator(f"#story-{story['id']}")).to_be_visible()
     for selector in ("#nav-home", "#live-indicator", "#notification-bell", "#dark-mode", "#nav-menu"):
         _on_screen(page, selector)
@@ -146,7 +146,7 @@ def test_a_member_reaches_every_navbar_action_and_no_page_scrolls_sideways(
 
 def test_the_phone_menu_works_from_the_keyboard(app_server: AppServer, new_page):
     page = _phone(new_page, 360)
-    expect(page.locator("#live-indicator")).to_have_attribute("data-status", "live", timeout=15_000)
+    wait_live(page)
     page.locator("#nav-menu").focus()
     page.keyboard.press("Enter")
     expect(page.locator("#nav-menu")).to_have_attribute("aria-expanded", "true")
@@ -173,7 +173,7 @@ def test_the_phone_menu_works_from_the_keyboard(app_server: AppServer, new_page)
 
 def test_a_wide_screen_shows_every_action_in_the_bar(app_server: AppServer, new_page):
     page = new_page("/community", viewport={"width": 1024, "height": 700})
-    expect(page.locator("#live-indicator")).to_have_attribute("data-status", "live", timeout=15_000)
+    wait_live(page)
     for selector in ("#nav-community", "#nav-writing", "#nav-login", "#nav-register", "#dark-mode"):
         expect(page.locator(selector)).to_be_visible()
     expect(page.locator("#nav-menu")).to_be_hidden()

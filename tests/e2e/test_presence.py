@@ -10,12 +10,11 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import AppServer, FlakyNetwork
+from tests.e2e.conftest import AppServer, FlakyNetwork, open_on, tab_token, wait_live, worker_of
 from tests.e2e.raw_socket import RawTab
 
 JOIN_MS = 2_000  # a tab joining shows in the others within 2 s
@@ -36,36 +35,6 @@ def _name(prefix: str) -> str:
 def _story(app_server: AppServer, status: str = "published") -> int:
     _, token = app_server.register()
     return app_server.create_story(token, _name("Presence story"), status=status)["id"]
-
-
-def _live(page: Page) -> Page:
-    expect(page.locator("#live-indicator")).to_have_attribute("data-status", "live", timeout=15_000)
-    return page
-
-
-def _token(page: Page) -> str:
-    """The tab's Reflex client token."""
-    return page.evaluate("() => window.sessionStorage.getItem('token')")
-
-
-def worker_of(app_server: AppServer, page: Page) -> str:
-    """The pid of the worker serving the tab's websocket."""
-    token = _token(page)
-    pattern = rf"\[(\d+)\] INFO fictures\.live: Live tab connected \({re.escape(token[:8])}\)"
-    app_server.wait_for_log(pattern)
-    return re.findall(pattern, app_server.log_since_mark())[0]
-
-
-def open_on(app_server: AppServer, new_page: Callable[..., Page], path: str, *,
-            token: str | None = None, avoid: str | None = None, want: str | None = None) -> Page:
-    """A live tab on `path` served by worker `want` (or by any but `avoid`)."""
-    for _ in range(12):
-        page = _live(new_page(path, token=token))
-        pid = worker_of(app_server, page)
-        if (want is None or pid == want) and pid != avoid:
-            return page
-        page.context.close()
-    pytest.fail(f"no tab landed on the wanted worker (want {want}, avoid {avoid}) in 12 tries")
 
 
 def readers(page: Page, id_: str = "story-readers"):
@@ -102,7 +71,7 @@ def test_story_readers_join_and_leave_across_workers_users_once_names_in_popover
     # One of ada's tabs closes: she is still reading in the other. Proof that the
     # close was handled: a tab opened afterwards on the same worker is counted on
     # top of her (that worker writes the two changes in order).
-    ada_worker, ada_tab_token = worker_of(app_server, ada_tab), _token(ada_tab)
+    ada_worker, ada_tab_token = worker_of(app_server, ada_tab), tab_token(ada_tab)
     ada_tab.close()
     app_server.wait_for_log(rf"Live tab left \({ada_tab_token[:8]}\)")
     probe = open_on(app_server, new_page, path, want=ada_worker)
@@ -125,7 +94,7 @@ def test_a_cut_websocket_and_a_silent_connection_drop_out_within_15_s(app_server
     context_page = new_page("/community")  # a fresh tab; its websocket routed through the test
     network = FlakyNetwork(context_page)
     context_page.goto(path)
-    _live(context_page)
+    wait_live(context_page)
     expect(readers(watcher)).to_have_text("2 reading now", timeout=JOIN_MS)
     cut_at = time.monotonic()
     network.cut()
@@ -174,9 +143,9 @@ def test_community_readers_online(app_server: AppServer, new_page):
 def test_drafts_have_no_presence(app_server: AppServer, new_page):
     _, token = app_server.register()
     draft = app_server.create_story(token, _name("Draft"), status="draft")["id"]
-    own = _live(new_page(f"/community/story/{draft}", token=token))
+    own = wait_live(new_page(f"/community/story/{draft}", token=token))
     expect(own.locator("#story-title")).to_be_visible()
-    stranger = _live(new_page(f"/community/story/{draft}"))
+    stranger = wait_live(new_page(f"/community/story/{draft}"))
     expect(stranger.locator("#story-not-found")).to_be_visible()
     expect(readers(own)).to_have_count(0)
     assert app_server.api("GET", f"/api/stories/{draft}/presence", token).status_code == 404
@@ -184,7 +153,7 @@ def test_drafts_have_no_presence(app_server: AppServer, new_page):
     app_server.api("PUT", f"/api/stories/{draft}/visibility", token, json={"status": "published"})
     for page in (own, stranger):
         page.reload()
-        _live(page)
+        wait_live(page)
     expect(readers(own)).to_have_text("2 reading now", timeout=JOIN_MS)
     assert app_server.api("GET", f"/api/stories/{draft}/presence").json()["count"] == 2
     # Back to a draft: both tabs leave its room at once (they reload the story on

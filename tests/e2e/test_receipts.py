@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.conftest import AppServer
+from tests.e2e.conftest import AppServer, wait_live
 
 # Tall enough for the navigation bar only: no story card is in view.
 NAVBAR_ONLY = {"width": 1280, "height": 120}
@@ -17,10 +17,6 @@ NAVBAR_ONLY = {"width": 1280, "height": 120}
 
 def _title(prefix: str) -> str:
     return f"{prefix} {uuid.uuid4().hex[:6]}"
-
-
-def _wait_live(page: Page) -> None:
-    expect(page.locator("#live-indicator")).to_have_attribute("data-status", "live", timeout=15_000)
 
 
 def _read_by(page: Page, story_id: int | None = None):
@@ -59,13 +55,13 @@ def test_read_by_rises_live_for_the_author_and_counts_each_browser_once(app_serv
     path = f"/community/story/{story['id']}"
 
     writing = new_page("/writing", token=token)
-    _wait_live(writing)
+    wait_live(writing)
     expect(_read_by(writing, story["id"])).to_have_text("Read by 0")
     expect(writing.locator(f"#my-story-{draft['id']}")).to_be_visible()
     expect(_read_by(writing, draft["id"])).to_have_count(0)  # drafts have no readers
     # The author opening their own story is not a reader.
     own = new_page(path, token=token)
-    _wait_live(own)
+    wait_live(own)
     expect(_read_by(own)).to_have_text("Read by 0")
 
     # A reader who is not logged in: counted once for this browser.
@@ -91,7 +87,7 @@ def test_read_by_rises_live_for_the_author_and_counts_each_browser_once(app_serv
     expect(_read_by(reader)).to_have_text("Read by 3")
     reader.reload()
     own.reload()
-    _wait_live(own)
+    wait_live(own)
     new_page(path)  # one more browser: had a reload counted, this would be 5
     for view in (_read_by(own), _read_by(writing, story["id"]), _read_by(reader)):
         expect(view).to_have_text("Read by 4")
@@ -110,7 +106,7 @@ def test_a_read_while_redis_is_down_reaches_the_author_once_it_is_back(app_serve
     _, token = app_server.register()
     story = app_server.create_story(token, _title("Read in the Dark"))
     writing = new_page("/writing", token=token)
-    _wait_live(writing)
+    wait_live(writing)
     expect(_read_by(writing, story["id"])).to_have_text("Read by 0")
     app_server.redis.stop()
     try:
@@ -119,7 +115,7 @@ def test_a_read_while_redis_is_down_reaches_the_author_once_it_is_back(app_serve
         expect(_read_by(reader)).to_have_text("Read by 1")
     finally:
         app_server.redis.start()
-    _wait_live(writing)
+    wait_live(writing)
     expect(_read_by(writing, story["id"])).to_have_text("Read by 1")
     app_server.wait_for_log(r"Read counts recounted for \d+ story rooms and [1-9]\d* writer rooms")
 
@@ -149,7 +145,7 @@ def test_new_since_last_visit_banner_and_badges_cleared_once_seen(app_server: Ap
     with _browsers(browser, app_server) as open_:
         # The first visit: nothing is new since a previous one.
         first = open_("/community", token=token)
-        _wait_live(first)
+        wait_live(first)
         expect(first.locator("#story-list")).to_be_visible()
         expect(first.locator("#visit-new-banner")).to_have_count(0)
         first.close()
@@ -162,7 +158,7 @@ def test_new_since_last_visit_banner_and_badges_cleared_once_seen(app_server: Ap
         page = open_("/login", viewport=NAVBAR_ONLY)
         _log_in(page, username)
         page.goto("/community")
-        _wait_live(page)
+        wait_live(page)
         expect(page.locator("#visit-new-count")).to_have_text("3 new stories since your last visit")
         for card in (newest, middle, oldest):
             expect(page.locator(card).locator(".new-badge")).to_be_visible()
@@ -182,7 +178,7 @@ def test_new_since_last_visit_banner_and_badges_cleared_once_seen(app_server: Ap
         page.reload()
         other = open_("/community", token=token, viewport=NAVBAR_ONLY)
         for tab in (page, other):
-            _wait_live(tab)
+            wait_live(tab)
             expect(tab.locator("#visit-new-count")).to_have_text("2 new stories since your last visit")
             expect(tab.locator(newest)).to_be_attached()
             expect(tab.locator(newest).locator(".new-badge")).to_have_count(0)
@@ -202,7 +198,7 @@ def test_arrivals_seen_during_a_visit_are_not_new_at_the_next(app_server: AppSer
     _, author_token = app_server.register()
     with _browsers(browser, app_server) as open_:
         page = open_("/community", token=token, viewport=NAVBAR_ONLY)
-        _wait_live(page)
+        wait_live(page)
         seen, unseen = (app_server.create_story(author_token, _title(t)) for t in ("Seen Live", "Missed"))
         seen_card, unseen_card = f"#story-{seen['id']}", f"#story-{unseen['id']}"
         # Arrivals come with their badge and the live banner, as for everyone.
@@ -222,7 +218,7 @@ def test_arrivals_seen_during_a_visit_are_not_new_at_the_next(app_server: AppSer
         page = open_("/login", viewport=NAVBAR_ONLY)
         _log_in(page, username)
         page.goto("/community")
-        _wait_live(page)
+        wait_live(page)
         expect(page.locator("#visit-new-count")).to_have_text("1 new story since your last visit")
         expect(page.locator(unseen_card).locator(".new-badge")).to_be_visible()
         expect(page.locator(seen_card)).to_be_attached()
@@ -233,7 +229,7 @@ def test_arrivals_seen_during_a_visit_are_not_new_at_the_next(app_server: AppSer
 def test_readers_who_are_not_logged_in_see_no_visit_banner(app_server: AppServer, new_page):
     _, token = app_server.register()
     reader = new_page("/community")
-    _wait_live(reader)
+    wait_live(reader)
     title = _title("For Everyone")
     app_server.create_story(token, title)
     card = reader.locator(".story-card", has_text=title)

@@ -8,8 +8,7 @@ import uuid
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import AppServer
-from tests.e2e.test_presence import open_on
+from tests.e2e.conftest import AppServer, open_on
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import uuid
 import sqlalchemy as sa
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import AppServer
+from tests.e2e.conftest import AppServer, wait_live
 
 # Records every state the editor's buttons go through (attributes change in place
 # or the buttons are replaced): whether any save button was ever disabled and
@@ -31,7 +31,7 @@ WATCH_BUTTONS = """() => {
 def _writing(new_page, token: str) -> Page:
     page = new_page("/writing", token=token)
     expect(page.locator("#story-title-input")).to_be_visible()
-    expect(page.locator("#live-indicator")).to_have_attribute("data-status", "live", timeout=15_000)
+    wait_live(page)
     return page
 
 
@@ -126,7 +126,7 @@ def test_save_and_publish_of_a_draft_is_one_change_readers_see_once(app_server: 
     _, token = app_server.register()
     draft = app_server.create_story(token, f"Working title {uuid.uuid4().hex[:6]}", status="draft")
     reader = new_page("/community")
-    expect(reader.locator("#live-indicator")).to_have_attribute("data-status", "live", timeout=15_000)
+    wait_live(reader)
     page = _writing(new_page, token)
     mark = max([0, *(r[0] for r in _outbox(app_server, draft["id"]))])
     page.locator(f"#my-story-{draft['id']} .edit-story").click()
