@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 STREAM_PATH = "/api/community/events"
 _STREAM_METHODS = frozenset({"GET", "HEAD"})
+# What the stream's response is given of the scope: its method (see `release_scope`).
+_METHOD_ONLY: dict[str, Scope] = {m: {"type": "http", "method": m} for m in _STREAM_METHODS}
 
 
 def _cors_origins() -> list[str]:
@@ -99,7 +101,11 @@ class FastPaths:
                 response = await handler(request, exc)
             del request  # and its parsed headers and query: not needed while the stream is open
             await self._add_headers(response, scope, rid)
-            await response(scope, receive, send)
+            # Nothing reads the request's scope from here on (the response reads
+            # its method only): its contents are let go while the stream is open.
+            method = _METHOD_ONLY[scope["method"]]
+            reflex_compat.release_scope(scope, send)
+            await response(method, receive, send)
         finally:
             request_id.reset(token)
 

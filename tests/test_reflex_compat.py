@@ -630,3 +630,109 @@ async def test_the_lighter_socket_writer_polls_as_python_engineio_does():
         assert await asyncio.create_task(timed_out()) == 0
     finally:
         eio.ping_interval, eio.ping_timeout = before
+
+
+_SCOPE_APP = '''
+import asyncio, os, sys
+from fictures.reflex_compat import release_scope
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    refs = sys.getrefcount(scope)  # this frame's name, the call's argument, and any holder besides
+    released = release_scope(scope, send)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    for part in (b"one ", b"two ", b"three"):
+        await asyncio.sleep(0.05)
+        await send({"type": "http.response.body", "body": part, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    out = os.path.join(os.environ["SCOPE_OUT"], path.strip("/"))
+    with open(out + ".part", "w") as f:
+        f.write(f"{refs} {released} {len(scope)}")
+    os.replace(out + ".part", out)
+'''
+
+
+def _read_response(client) -> bytes:
+    """One chunked HTTP/1.1 response's body (the connection stays open)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = client.recv(4096)
+        assert chunk, "the server closed the connection"
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower(), head
+    body = b""
+    while True:
+        while b"\r\n" not in rest:
+            rest += client.recv(4096)
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        while len(rest) < size + 2:
+            rest += client.recv(4096)
+        body, rest = body + rest[:size], rest[size + 2:]
+        if size == 0:
+            return body
+
+
+def test_release_scope_leaves_another_servers_scope_alone():
+    """uvicorn's access log reads the scope when the response starts: a `send`
+    that is not Granian's keeps the scope whole."""
+    scope = {"type": "http", "method": "GET", "path": "/api/community/events", "client": ("127.0.0.1", 1)}
+
+    async def send(message: dict) -> None:
+        pass
+
+    assert reflex_compat.release_scope(scope, send) is False
+    assert scope["path"] == "/api/community/events" and len(scope) == 4
+
+
+def test_granian_keeps_the_scope_and_serves_on_once_it_is_emptied(tmp_path):
+    """`release_scope`: Granian holds the scope it built for the whole request
+    (so emptying it is what frees its contents), and reads nothing of it once
+    the app runs: a streamed response whose scope was emptied at once arrives
+    whole, and the kept-alive connection serves the next request."""
+    import os
+    import socket
+    import time
+
+    from tests.cluster import free_port
+
+    (tmp_path / "scope_app.py").write_text(_SCOPE_APP)
+    port = free_port()
+    env = {**os.environ, "SCOPE_OUT": str(tmp_path),
+           "PYTHONPATH": f"{tmp_path}:{Path(__file__).resolve().parents[1]}"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "granian", "--interface", "asgi", "--http", "1", "--no-ws",
+         "--port", str(port), "scope_app:app"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client = socket.create_connection(("127.0.0.1", port), timeout=10)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "Granian did not start"
+                time.sleep(0.1)
+        with client:
+            for path in ("/first", "/second"):  # one connection, kept alive
+                client.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nCookie: {'c' * 500}\r\n\r\n".encode())
+                assert _read_response(client) == b"one two three", path
+                out = tmp_path / path.strip("/")
+                deadline = time.monotonic() + 15
+                while not out.exists():
+                    assert time.monotonic() < deadline, f"{path}: the app never finished"
+                    time.sleep(0.05)
+                refs, released, left = out.read_text().split()
+                # 2 would be the app's own references only: Granian holds a third.
+                assert int(refs) >= 3 and released == "True" and left == "0", (path, refs, released, left)
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
