@@ -10,12 +10,23 @@ broadcast. `MovingDeadline` keeps one timer instead: `start` only records the
 new deadline (a new timer only when the one pending would fire too late), and
 the timer, when it fires early, sleeps on to the deadline. A busy connection
 makes no timer per event; an idle one about one per period.
+
+`Sweep` goes further for deadlines that need not be exact: one timer per event
+loop (and period) checks every owner's deadline, so thousands of open SSE
+streams keep no timer each (a timer, the context it copies and the bound
+method it calls: ~0.5 KiB per stream for their keep-alive ping and stall
+check), at the price of an owner being late by up to the period.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import weakref
 from collections.abc import Callable
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
 
 
 class MovingDeadline:
@@ -65,3 +76,59 @@ class MovingDeadline:
             on_expiry()
         else:
             self._timer = loop.call_at(self._until, self._fire, loop)
+
+
+class Swept(Protocol):
+    def swept(self, now: float) -> None:
+        """The sweep's look at this owner's deadline (`now` is the loop's time)."""
+
+
+class Sweep:
+    """Every `period` seconds, calls `swept(now)` on each owner added.
+
+    The timer runs only while there are owners. Owners are held until
+    `discard`ed (an owner discards itself when it is done or its deadline
+    passed). Use `sweep(period)`: one per running loop and period."""
+
+    __slots__ = ("_loop", "_owners", "_timer", "period")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, period: float):
+        self._loop = loop
+        self.period = period
+        self._owners: set[Swept] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._owners)
+
+    def add(self, owner: Swept) -> None:
+        self._owners.add(owner)
+        if self._timer is None:
+            self._timer = self._loop.call_later(self.period, self._tick)
+
+    def discard(self, owner: Swept) -> None:
+        self._owners.discard(owner)
+
+    def _tick(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        for owner in list(self._owners):
+            try:
+                owner.swept(now)
+            except Exception:
+                logger.exception("Sweep: %r failed its deadline check", owner)
+        if self._owners:
+            self._timer = self._loop.call_later(self.period, self._tick)
+
+
+_sweeps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, Sweep]] = weakref.WeakKeyDictionary()
+
+
+def sweep(period: float) -> Sweep:
+    """The running loop's sweep with this period."""
+    loop = asyncio.get_running_loop()
+    if (by_period := _sweeps.get(loop)) is None:
+        by_period = _sweeps[loop] = {}
+    if (found := by_period.get(period)) is None:
+        found = by_period[period] = Sweep(loop, period)
+    return found

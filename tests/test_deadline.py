@@ -48,3 +48,39 @@ async def test_an_earlier_deadline_than_the_pending_timer_gets_its_own():
     await asyncio.wait_for(expired.wait(), 5)
     deadline.cancel()
     assert deadline.timer is None
+
+
+async def test_a_sweep_looks_at_every_owner_each_period_with_one_timer_while_it_has_any():
+    from fictures.deadline import sweep
+
+    loop = asyncio.get_running_loop()
+    looks: list[tuple[str, float]] = []
+
+    class Owner:
+        def __init__(self, name: str, fail: bool = False):
+            self.name, self.fail = name, fail
+
+        def swept(self, now: float) -> None:
+            looks.append((self.name, now))
+            if self.fail:
+                raise RuntimeError("a broken owner")
+
+    the_sweep = sweep(0.05)
+    assert sweep(0.05) is the_sweep and sweep(0.1) is not the_sweep  # one per loop and period
+    before = len(loop._scheduled)
+    a, b, broken = Owner("a"), Owner("b"), Owner("broken", fail=True)
+    started = loop.time()
+    for owner in (a, b, broken):
+        the_sweep.add(owner)
+    assert len(loop._scheduled) - before == 1
+    await asyncio.sleep(0.13)
+    names = [name for name, _ in looks]
+    # each owner looked at twice (a broken one stops no one), no sooner than a period in
+    assert sorted(names) == ["a", "a", "b", "b", "broken", "broken"], names
+    assert min(now for _, now in looks) - started >= 0.049
+    for owner in (a, b, broken):
+        the_sweep.discard(owner)
+    looks.clear()
+    await asyncio.sleep(0.12)
+    assert looks == [] and len(the_sweep) == 0
+    assert len(loop._scheduled) - before == 0

@@ -308,7 +308,9 @@ def _channel_set(names: frozenset[str]) -> frozenset[str]:
 
 async def _parse_filter(request: Request) -> StreamFilter | Response:
     token = bearer_token(request)
-    user_id = await run_in_threadpool(_user_id_for, token)
+    # Anonymous streams (most) make no thread hop: the task would keep anyio's
+    # per-task record of it for as long as the stream is open.
+    user_id = await run_in_threadpool(_user_id_for, token) if token else None
     if token and user_id is None:
         return _error(401, "invalid bearer token")
     requested = request.query_params.get("channels")

@@ -13,8 +13,9 @@ of an idle stream's memory (benchmarks/RESULTS.md, "issue10" sections). Here:
   with an idle timeout (`Subscription.get(idle=...)`) and yields `PING` when it
   elapses, so a busy stream sends no pings at all;
 - **a client that stopped reading** (one write pending for `send_timeout`
-  seconds) is found by one timer per stream, which looks every
-  `send_timeout / 2` seconds, instead of a cancel scope per write;
+  seconds) is found by the loop's sweep (fictures.deadline), which looks at
+  every open stream every `send_timeout / 2` seconds, instead of a cancel scope
+  per write or a timer per stream;
 - **the client leaving**: a second task waits for `http.disconnect` and calls
   `on_client_gone` (the stream closes its subscription, so the body stops
   waiting and ends); the writer stops at its next chunk (some servers' `send`
@@ -43,6 +44,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from sse_starlette import ServerSentEvent
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+from fictures.deadline import sweep
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +90,6 @@ class EventStreamResponse(Response):
         self._writer: asyncio.Task | None = None
         self._pending_since: float | None = None  # a write not finished yet began then
         self._ended_by: str | None = None  # "client" | "stall" | "cancel": why the stream ends early
-        self._watchdog: asyncio.TimerHandle | None = None
 
     def cancel(self) -> None:
         """End the stream now (the server stops and its grace period is over)."""
@@ -107,7 +109,9 @@ class EventStreamResponse(Response):
             self._writer.cancel()  # stuck in a write, or the server is stopping
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The start message and the headers are not kept while the stream is open.
         start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        self.raw_headers = []
         if scope.get("method", "GET").upper() == "HEAD":
             try:
                 await send(start)
@@ -118,9 +122,11 @@ class EventStreamResponse(Response):
         loop = asyncio.get_running_loop()
         self._writer = asyncio.current_task()
         listener = asyncio.create_task(self._wait_for_disconnect(receive))
-        self._watchdog = loop.call_later(self.send_timeout / 2, self._watch, loop)
+        watchdog = sweep(self.send_timeout / 2)
+        watchdog.add(self)
         try:
             await send(start)
+            start = None
             async for chunk in self.body_iterator:
                 if self._ended_by is not None:
                     break  # the client left (or a cancel was swallowed on its way): stop writing
@@ -131,6 +137,7 @@ class EventStreamResponse(Response):
                     "more_body": True,
                 })
                 self._pending_since = None
+                del chunk  # not kept while the stream waits (the first is the `connected` event)
             if self._ended_by is None:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
@@ -139,8 +146,7 @@ class EventStreamResponse(Response):
         finally:
             if self._ended_by in ("stall", "cancel") and self._writer.cancelling():
                 self._writer.uncancel()  # ours, delivered and handled: the request ends normally
-            if self._watchdog is not None:
-                self._watchdog.cancel()
+            watchdog.discard(self)
             listener.cancel()
             with contextlib.suppress(Exception):
                 await self.body_iterator.aclose()  # type: ignore[attr-defined]
@@ -160,9 +166,9 @@ class EventStreamResponse(Response):
         if self.on_end is not None:
             await self.on_end()
 
-    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+    def swept(self, now: float) -> None:
+        """The watchdog's look (every `send_timeout / 2` seconds): a write pending
+        for `send_timeout` seconds means the client stopped reading."""
         since = self._pending_since
-        if since is not None and loop.time() - since >= self.send_timeout:
+        if since is not None and now - since >= self.send_timeout:
             self._end("stall")
-            return
-        self._watchdog = loop.call_later(self.send_timeout / 2, self._watch, loop)

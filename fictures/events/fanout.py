@@ -23,7 +23,7 @@ from collections.abc import Callable
 import redis.exceptions
 
 from fictures import metrics
-from fictures.deadline import MovingDeadline
+from fictures.deadline import Sweep, sweep
 from fictures.events.bus import EventBus
 from fictures.events.schema import ALL_CHANNELS, CommunityEvent, MalformedEvent, parse_event
 from fictures.settings import settings
@@ -46,13 +46,14 @@ class Subscription:
     A deque and one waiter future, not an `asyncio.Queue`: `dispatch` offers each
     event to every subscriber (thousands of SSE streams), so an offer is an
     append and, for a subscriber waiting, one `set_result`; and `get` can give
-    up after an idle time (an SSE stream's keep-alive ping) with a timer instead
-    of a task, one for the subscription's life that each `get` moves
-    (fictures.deadline: a busy stream makes no timer per event). The deque
+    up after an idle time (an SSE stream's keep-alive ping) without a timer or a
+    task of its own: the loop's sweep for that idle time (fictures.deadline)
+    looks at every waiting subscription's start every quarter of it, so an
+    idle wait ends between `idle` and `1.25 * idle` seconds. The deque
     exists only while events wait: an idle subscription (most of thousands of
     open streams, most of the time) does not keep its 64-slot block."""
 
-    __slots__ = ("_idle", "_items", "_waiter", "closed", "maxsize", "overflowed")
+    __slots__ = ("_idle", "_items", "_since", "_sweep", "_waiter", "closed", "maxsize", "overflowed")
 
     def __init__(self, maxsize: int):
         self.maxsize = maxsize
@@ -60,7 +61,9 @@ class Subscription:
         self.closed = False
         self._items: deque[CommunityEvent] | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._idle = MovingDeadline()  # a `get(idle)` waiting that long returns IDLE
+        self._since: float | None = None  # loop time a `get(idle)` began waiting
+        self._idle = 0.0  # that wait's idle seconds
+        self._sweep: Sweep | None = None  # the sweep that looks at it
 
     def offer(self, event: CommunityEvent) -> bool:
         if self.closed:
@@ -81,28 +84,39 @@ class Subscription:
         if not self.closed:
             self.closed = True
             self._wake()
-            self._idle.cancel()
+            if self._sweep is not None:
+                self._sweep.discard(self)
+                self._sweep = None
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def swept(self, now: float) -> None:
+        """The sweep's look: a wait that lasted its idle time ends (`get` gives IDLE)."""
+        if self._since is not None and now - self._since >= self._idle:
+            self._wake()
 
     def pending(self) -> int:
         return len(self._items) if self._items is not None else 0
 
     async def get(self, idle: float | None = None) -> CommunityEvent | Idle | None:
         """The next event; None once closed and drained (check `overflowed`);
-        `IDLE` if `idle` seconds passed with nothing."""
+        `IDLE` if `idle` seconds (up to a quarter more) passed with nothing."""
         if self._items is None and not self.closed:
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
             if idle is not None:
-                self._idle.start(loop, idle, self._wake)
+                if (looking := self._sweep) is None or looking.period != idle / 4:
+                    if looking is not None:
+                        looking.discard(self)
+                    self._sweep = looking = sweep(idle / 4)
+                    looking.add(self)
+                self._since, self._idle = loop.time(), idle
             try:
                 await waiter
             finally:
-                self._waiter = None
-                self._idle.stop()
+                self._waiter = self._since = None
         items = self._items
         if items:
             event = items.popleft()

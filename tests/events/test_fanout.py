@@ -1,7 +1,6 @@
 """OutboxRelay -> Redis -> Fanout -> local subscribers, against the real Redis."""
 
 import asyncio
-import contextlib
 import json
 import uuid
 
@@ -276,11 +275,13 @@ async def test_a_subscription_hands_out_events_in_order_says_when_idle_and_ends_
     assert await sub.get() is None and await sub.get(idle=0.01) is None
 
 
-async def test_a_busy_subscription_is_never_idle_and_keeps_one_timer():
+async def test_a_busy_subscription_is_never_idle_and_keeps_no_timer_of_its_own():
+    from fictures.deadline import sweep
     from fictures.events.fanout import IDLE, Subscription
 
     sub = Subscription(maxsize=100)
     loop = asyncio.get_running_loop()
+    timers_before = len(loop._scheduled)
 
     async def feed() -> None:  # an event every 0.05 s for a second: never 0.5 s of nothing
         for i in range(20):
@@ -292,26 +293,23 @@ async def test_a_busy_subscription_is_never_idle_and_keeps_one_timer():
     while len(got) < 20:
         waiting = asyncio.create_task(sub.get(idle=0.5))
         await asyncio.sleep(0)
-        timers.add(id(sub._idle.timer))
+        # the feeder's sleep and the loop's one sweep for 0.5 s waits, nothing per get
+        timers.add(len(loop._scheduled) - timers_before)
         got.append(await waiting)
     await feeder
     assert IDLE not in got and [e.id for e in got] == list(range(1, 21))
-    # Each get moved the deadline instead of making a timer: one timer, slept on.
-    assert len(timers) <= 3, len(timers)
-    # Then nothing: the deadline the last get set still holds.
+    assert max(timers) <= 2, timers
+    assert len(sweep(0.5 / 4)) == 1  # the subscription, looked at by the sweep
+    # Then nothing: idle after its idle time, and at most a quarter of it later.
     started = loop.time()
-    assert await sub.get(idle=0.1) is IDLE
-    assert loop.time() - started >= 0.09
-    # A shorter idle time than the pending timer's is not kept waiting for it.
+    assert await sub.get(idle=0.2) is IDLE
+    assert 0.19 <= loop.time() - started < 0.2 * 1.25 + 0.1
+    # Another idle time moves it to that time's sweep; closing leaves every sweep.
     waiting = asyncio.create_task(sub.get(idle=5))
     await asyncio.sleep(0)
-    waiting.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await waiting
-    assert sub._idle.timer is not None  # the 5 s one, still pending
-    started = loop.time()
-    assert await sub.get(idle=0.05) is IDLE
-    assert loop.time() - started < 2
+    assert len(sweep(5 / 4)) == 1 and len(sweep(0.2 / 4)) == 0
+    sub.close()
+    assert await waiting is None and len(sweep(5 / 4)) == 0
 
 
 async def test_a_stream_writes_the_events_queued_behind_the_first_in_one_chunk():
