@@ -445,10 +445,24 @@ def release_scope(scope: dict[str, Any], send: Callable[..., Any]) -> bool:
     and path when the response starts): there the scope is left alone. Only
     for a request whose app reads nothing of the scope afterwards
     (fictures.fast_paths, the event stream)."""
-    if type(getattr(send, "__self__", None)).__module__ != "granian._granian":
+    if not is_granian_send(send):
         return False
     scope.clear()
     return True
+
+
+def is_granian_send(send: Callable[..., Any]) -> bool:
+    """Whether `send` is Granian's own (no middleware's wrapper around it)."""
+    return type(getattr(send, "__self__", None)).__module__ == "granian._granian"
+
+
+def written_at_once(sent: Any) -> bool:
+    """Whether what Granian's `send` returned says the chunk is queued and there
+    is room for more: its empty awaitable (nothing to await). When its queue for
+    the connection is full (for a moment, or for good when the client reads
+    nothing) it returns a pending future instead, done once the chunk is queued:
+    await that before writing anything more, or a later chunk can overtake it."""
+    return type(sent).__name__ == "PyEmptyAwaitable"
 
 
 def _write_now(sock: Any, message: dict[str, Any]) -> bool:

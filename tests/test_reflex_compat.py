@@ -634,7 +634,33 @@ async def test_the_lighter_socket_writer_polls_as_python_engineio_does():
 
 _SCOPE_APP = '''
 import asyncio, os, sys
-from fictures.reflex_compat import release_scope
+from fictures.reflex_compat import is_granian_send, release_scope, written_at_once
+
+
+async def unawaited(send):
+    """Chunks written without awaiting what send returns; then big ones until
+    Granian asks to wait (the client reads nothing yet), and that wait."""
+    flags = []
+    for i in range(20):  # as EventStreamResponse.write_now does: after a pending one, wait first
+        sent = send({"type": "http.response.body", "body": b"%03d," % i, "more_body": True})
+        flags.append(written_at_once(sent))
+        if not flags[-1]:
+            await sent
+    big, count, waiting = b"x" * 65536, 0, None
+    while count < 2000:
+        sent = send({"type": "http.response.body", "body": big, "more_body": True})
+        count += 1
+        if not written_at_once(sent):
+            waiting = asyncio.ensure_future(sent)
+            done, _ = await asyncio.wait({waiting}, timeout=1.0)
+            if not done:
+                break  # full for good: the client reads nothing
+    with open(os.path.join(os.environ["SCOPE_OUT"], "pressure"), "w") as f:
+        f.write(f"{is_granian_send(send)} {any(flags)} {count}")
+    await waiting  # done once the client has read enough
+    await send({"type": "http.response.body", "body": b"end", "more_body": False})
+    with open(os.path.join(os.environ["SCOPE_OUT"], "unawaited"), "w") as f:
+        f.write("done")
 
 async def app(scope, receive, send):
     if scope["type"] != "http":
@@ -643,6 +669,9 @@ async def app(scope, receive, send):
     refs = sys.getrefcount(scope)  # this frame's name, the call's argument, and any holder besides
     released = release_scope(scope, send)
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    if path == "/unawaited":
+        await unawaited(send)
+        return
     for part in (b"one ", b"two ", b"three"):
         await asyncio.sleep(0.05)
         await send({"type": "http.response.body", "body": part, "more_body": True})
@@ -686,6 +715,67 @@ def test_release_scope_leaves_another_servers_scope_alone():
 
     assert reflex_compat.release_scope(scope, send) is False
     assert scope["path"] == "/api/community/events" and len(scope) == 4
+
+
+def test_granian_takes_body_chunks_at_the_call_and_asks_to_wait_once_full(tmp_path):
+    """`is_granian_send` and `written_at_once` (the SSE fan-out's direct writes):
+    Granian takes a chunk when `send` is called, awaited or not, and answers
+    with its empty awaitable when it has room for more; else with a pending
+    future (its queue for the connection is full: for a moment, or for good when
+    the client reads nothing), done once that chunk is queued. Waiting for that
+    future before the next write keeps the chunks whole and in order. (Without
+    the wait, later chunks can overtake it: seen here.)"""
+    import os
+    import socket
+    import time
+
+    from tests.cluster import free_port
+
+    (tmp_path / "scope_app.py").write_text(_SCOPE_APP)
+    port = free_port()
+    env = {**os.environ, "SCOPE_OUT": str(tmp_path),
+           "PYTHONPATH": f"{tmp_path}:{Path(__file__).resolve().parents[1]}"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "granian", "--interface", "asgi", "--http", "1", "--no-ws",
+         "--port", str(port), "scope_app:app"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client = socket.create_connection(("127.0.0.1", port), timeout=10)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "Granian did not start"
+                time.sleep(0.1)
+        with client:
+            client.sendall(b"GET /unawaited HTTP/1.1\r\nHost: x\r\n\r\n")
+            pressure = tmp_path / "pressure"
+            deadline = time.monotonic() + 15
+            while not pressure.exists():  # the client reads nothing meanwhile
+                assert time.monotonic() < deadline, "Granian never asked to wait"
+                time.sleep(0.05)
+            granian, some_at_once, count = pressure.read_text().split()
+            # (a chunk may find the connection's queue full for a moment: the
+            # pending future then says so, and the chunk is written all the same)
+            assert granian == "True" and some_at_once == "True", (granian, some_at_once)
+            assert 1 < int(count) < 2000, count  # some taken at once, then a wait
+            assert not (tmp_path / "unawaited").exists()  # still waiting: nothing read
+            body = _read_response(client)  # reading lets the wait end
+        expected = b"".join(b"%03d," % i for i in range(20)) + b"x" * 65536 * int(count) + b"end"
+        assert body == expected, (body[:120], len(body), len(expected))  # whole, in order
+        deadline = time.monotonic() + 15
+        while not (tmp_path / "unawaited").exists():
+            assert time.monotonic() < deadline, "the wait never ended"
+            time.sleep(0.05)
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def test_granian_keeps_the_scope_and_serves_on_once_it_is_emptied(tmp_path):

@@ -59,7 +59,7 @@ from starlette.responses import JSONResponse, Response
 
 from fictures import analytics, client_address, db, metrics, presence, ratelimit
 from fictures.api.deps import bearer_token, optional_user
-from fictures.api.sse_response import PING, EventStreamResponse
+from fictures.api.sse_response import DRAIN, PING, EventStreamResponse
 from fictures.events import service
 from fictures.events.bus import StoredEvent
 from fictures.events.fanout import IDLE, Idle, Subscription
@@ -498,6 +498,57 @@ def _presence_changes(flt: StreamFilter) -> contextlib.AbstractAsyncContextManag
     return presence.listen(flt.presence_room) if flt.presence else contextlib.nullcontext(None)
 
 
+def _last_word(
+    stopping: _Stopping, sub: Subscription, flt: StreamFilter, at: Position, ip: str
+) -> ServerSentEvent | None:
+    """What a stream's live part ends with: the retry hint if the server stops, a
+    reset if the client fell behind."""
+    if stopping.is_set():
+        return _goodbye()
+    if sub.overflowed:
+        logger.warning("SSE client %s fell behind at #%s; sent reset", ip, at.label(flt))
+        return _reset("slow-consumer", at.label(flt))
+    return None
+
+
+class _Direct:
+    """A public stream's events written by the fan-out itself while the stream
+    waits for its next one (`Subscription.direct`): the shared frame goes straight
+    to the connection (`EventStreamResponse.write_now`), and the stream's task is
+    not woken for it. At thousands of streams, waking each one's task (through
+    its ASGI frames, its generator, its chunk) was most of a delivery's cost
+    (benchmarks/RESULTS.md, "issue10-round7" sections). An event the response
+    cannot take at once (a write still pending, a server other than Granian)
+    goes to the stream's queue, and its task sends it as before: the stream's
+    order is kept either way, since the queue is empty whenever this writes."""
+
+    __slots__ = ("at", "flt", "response", "sub")
+
+    def __init__(self, flt: StreamFilter, at: Position, response: EventStreamResponse, sub: Subscription):
+        self.flt, self.at, self.response, self.sub = flt, at, response, sub
+
+    def take(self, event: CommunityEvent) -> bool:
+        response = self.response
+        if not response.writable():
+            return False
+        if not self.at.passes(event) or not self.flt.accepts(event):
+            return True  # already replayed, or not this stream's: nothing to write
+        if response.write_now(_frame(event)):
+            analytics.delivered(event, "sse")
+            if response.blocked is not None:
+                self.sub.nudge()  # the stream's task waits for that write before the next
+        return True
+
+
+def _written_directly(
+    sub: Subscription, flt: StreamFilter, at: Position, response: EventStreamResponse | None
+) -> EventStreamResponse | None:
+    """While a public stream waits, the fan-out writes its events itself (`_Direct`)."""
+    if response is not None and not flt.private:
+        sub.direct = _Direct(flt, at, response, sub)
+    return response
+
+
 def _log_opened(ip: str, resume: int | str | None) -> None:
     # Logged from this short call, not from the stream's generator: a log record
     # looks up its caller's frame, and the frame object that makes stays alive
@@ -531,7 +582,17 @@ async def _stream(
             # yield the chunk is written: its events count as delivered.
             if changes is None:
                 idle = settings.sse_ping_seconds
-                while (event := await sub.get(idle)) is not None:
+                response = _written_directly(sub, flt, at, stopping.response)
+                while True:
+                    # `sub.get(idle)` in two steps: no coroutine of its own kept
+                    # while the stream waits.
+                    if (waiting := sub.wait(idle)) is not None:
+                        await waiting
+                    if (event := sub.next()) is None:
+                        break
+                    if event is IDLE and response is not None and response.blocked is not None:
+                        yield DRAIN  # a direct write to wait for first
+                        continue
                     chunk, sent = _chunk(_ready(sub, event), flt, at)
                     if chunk:
                         yield chunk
@@ -543,11 +604,8 @@ async def _stream(
                         if chunk:
                             yield chunk
                             _delivered(sent)
-            if stopping.is_set():
-                yield _goodbye()
-            elif sub.overflowed:
-                logger.warning("SSE client %s fell behind at #%s; sent reset", ip, at.label(flt))
-                yield _reset("slow-consumer", at.label(flt))
+            if (last := _last_word(stopping, sub, flt, at, ip)) is not None:
+                yield last
     finally:
         metrics.SSE_CLIENTS.dec()
         _open.discard(stopping)

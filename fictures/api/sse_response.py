@@ -28,6 +28,13 @@ of an idle stream's memory (benchmarks/RESULTS.md, "issue10" sections). Here:
   it was reverted while that is unknown;
 - **the server stopping** is the body's business (fictures.api.sse ends each
   stream with a `retry:` hint); `cancel` ends what is left after a grace period;
+- **writes from outside the task** (`write_now`): while the body waits for its
+  next event, the fan-out writes a public stream's events itself
+  (fictures.api.sse `_Direct`), on Granian's own `send` only: no task is woken
+  for them. Granian answers a chunk it cannot queue yet with a pending future;
+  the response then writes nothing more until its task has waited for it (the
+  body yields `DRAIN` to have it waited for), so chunks stay in order, and the
+  wait counts as a pending write for the stall check;
 - **HEAD** gets the headers and no body, like any GET route's HEAD;
 - **`on_end`** is awaited once the response is over, however it ended (the
   stream frees its per-address slot there); it is this response's own step, not
@@ -43,14 +50,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from sse_starlette import ServerSentEvent
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from fictures.deadline import sweep
+from fictures.reflex_compat import is_granian_send, written_at_once
 
 logger = logging.getLogger(__name__)
 
 # A comment line: keeps proxies and clients from timing the connection out.
 PING = b": ping\r\n\r\n"
+# A chunk of nothing: the body's way to have a write made by `write_now` that
+# the server could not take at once waited for (nothing is written for it).
+DRAIN = b""
 
 
 # The encoded headers, per distinct `headers` argument: every stream's response
@@ -90,6 +101,33 @@ class EventStreamResponse(Response):
         self._writer: asyncio.Task | None = None
         self._pending_since: float | None = None  # a write not finished yet began then
         self._ended_by: str | None = None  # "client" | "stall" | "cancel": why the stream ends early
+        self._send: Send | None = None  # the server's own send, for `write_now` (Granian's only)
+        self.blocked: Awaitable[None] | None = None  # a `write_now` the server asked to wait for
+
+    def writable(self) -> bool:
+        """Whether `write_now` can write now."""
+        return (self._send is not None and self._pending_since is None
+                and self.blocked is None and self._ended_by is None)
+
+    def write_now(self, chunk: bytes) -> bool:
+        """Write `chunk` at once, from outside the writer's task (the fan-out, while
+        the body waits for its next event): no task woken. False, and nothing
+        written, when it cannot be: a server other than Granian, a write still
+        pending or waited for, the stream ending. A write the server took but
+        wants waited for sets `blocked` (the body then yields `DRAIN`) and counts
+        as pending for the stall check."""
+        if not self.writable():
+            return False
+        send = self._send
+        try:
+            sent = send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except Exception:  # noqa: BLE001  (the connection is gone: the writer's own next write finds out)
+            self._send = None
+            return False
+        if not written_at_once(sent):
+            self.blocked = sent
+            self._pending_since = asyncio.get_running_loop().time()
+        return True
 
     def cancel(self) -> None:
         """End the stream now (the server stops and its grace period is over)."""
@@ -113,11 +151,7 @@ class EventStreamResponse(Response):
         start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         self.raw_headers = []
         if scope.get("method", "GET").upper() == "HEAD":
-            try:
-                await send(start)
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-            finally:
-                await self._ended()
+            await self._head(send, start)
             return
         loop = asyncio.get_running_loop()
         self._writer = asyncio.current_task()
@@ -127,9 +161,16 @@ class EventStreamResponse(Response):
         try:
             await send(start)
             start = None
+            if is_granian_send(send):
+                self._send = send
             async for chunk in self.body_iterator:
                 if self._ended_by is not None:
                     break  # the client left (or a cancel was swallowed on its way): stop writing
+                if (blocked := self.blocked) is not None:
+                    await blocked  # a `write_now` first (`_pending_since` is its start)
+                    self.blocked = blocked = self._pending_since = None
+                if not chunk:
+                    continue  # DRAIN
                 self._pending_since = loop.time()
                 await send({
                     "type": "http.response.body",
@@ -155,6 +196,13 @@ class EventStreamResponse(Response):
             # The client accepted nothing for `send_timeout` seconds: it is gone.
             # The request ends normally.
             logger.info("SSE client stalled for %ss; stream closed", self.send_timeout)
+
+    async def _head(self, send: Send, start: Message) -> None:
+        try:
+            await send(start)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await self._ended()
 
     async def _wait_for_disconnect(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":

@@ -19,6 +19,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 import redis.exceptions
 
@@ -40,6 +41,11 @@ class Idle:
 IDLE = Idle()
 
 
+class DirectConsumer(Protocol):
+    def take(self, event: CommunityEvent) -> bool:
+        """Deal with `event` now (True), or leave it to the queue (False). Never raises."""
+
+
 class Subscription:
     """A local subscriber's bounded queue of events.
 
@@ -49,11 +55,13 @@ class Subscription:
     up after an idle time (an SSE stream's keep-alive ping) without a timer or a
     task of its own: the loop's sweep for that idle time (fictures.deadline)
     looks at every waiting subscription's start every quarter of it, so an
-    idle wait ends between `idle` and `1.25 * idle` seconds. The deque
+    idle wait ends between `idle` and `1.25 * idle` seconds. A consumer that can
+    take an event at once while it waits sets `direct`, and `offer` hands it the
+    event (when nothing is queued ahead of it) instead of waking it. The deque
     exists only while events wait: an idle subscription (most of thousands of
     open streams, most of the time) does not keep its 64-slot block."""
 
-    __slots__ = ("_idle", "_items", "_since", "_sweep", "_waiter", "closed", "maxsize", "overflowed")
+    __slots__ = ("_idle", "_items", "_since", "_sweep", "_waiter", "closed", "direct", "maxsize", "overflowed")
 
     def __init__(self, maxsize: int):
         self.maxsize = maxsize
@@ -64,12 +72,23 @@ class Subscription:
         self._since: float | None = None  # loop time a `get(idle)` began waiting
         self._idle = 0.0  # that wait's idle seconds
         self._sweep: Sweep | None = None  # the sweep that looks at it
+        # Set by a consumer that can take an event at once while it waits (an SSE
+        # stream writing the shared frame straight to its connection): `offer`
+        # hands it the event instead of queueing it and waking the consumer.
+        self.direct: DirectConsumer | None = None
 
     def offer(self, event: CommunityEvent) -> bool:
         if self.closed:
             return False
         items = self._items
         if items is None:
+            waiter = self._waiter
+            if self.direct is not None and waiter is not None and not waiter.done() and self.direct.take(event):
+                # Taken while it waits: nothing queued, no one woken; its idle
+                # time (the next keep-alive ping) starts again.
+                if self._since is not None:
+                    self._since = waiter.get_loop().time()
+                return True
             items = self._items = deque()
         elif len(items) >= self.maxsize:
             self.overflowed = True
@@ -83,6 +102,7 @@ class Subscription:
         """No more events; `get` returns what is queued, then None."""
         if not self.closed:
             self.closed = True
+            self.direct = None
             self._wake()
             if self._sweep is not None:
                 self._sweep.discard(self)
@@ -91,6 +111,10 @@ class Subscription:
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def nudge(self) -> None:
+        """Wake a waiting `get` or `wait` without an event (it gives IDLE)."""
+        self._wake()
 
     def swept(self, now: float) -> None:
         """The sweep's look: a wait that lasted its idle time ends (`get` gives IDLE)."""
@@ -103,20 +127,34 @@ class Subscription:
     async def get(self, idle: float | None = None) -> CommunityEvent | Idle | None:
         """The next event; None once closed and drained (check `overflowed`);
         `IDLE` if `idle` seconds (up to a quarter more) passed with nothing."""
-        if self._items is None and not self.closed:
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            if idle is not None:
-                if (looking := self._sweep) is None or looking.period != idle / 4:
-                    if looking is not None:
-                        looking.discard(self)
-                    self._sweep = looking = sweep(idle / 4)
-                    looking.add(self)
-                self._since, self._idle = loop.time(), idle
+        if (waiting := self.wait(idle)) is not None:
             try:
-                await waiter
+                await waiting
             finally:
                 self._waiter = self._since = None
+        return self.next()
+
+    def wait(self, idle: float | None = None) -> asyncio.Future[None] | None:
+        """What to await before `next` (None: nothing, it has an answer now).
+
+        `get` in two steps, for a caller that waits for as long as a stream stays
+        open: awaiting the future itself keeps no coroutine of `get`'s."""
+        if self._items is not None or self.closed:
+            return None
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        if idle is not None:
+            if (looking := self._sweep) is None or looking.period != idle / 4:
+                if looking is not None:
+                    looking.discard(self)
+                self._sweep = looking = sweep(idle / 4)
+                looking.add(self)
+            self._since, self._idle = loop.time(), idle
+        return waiter
+
+    def next(self) -> CommunityEvent | Idle | None:
+        """After `wait`: the next event, `IDLE`, or None once closed and drained."""
+        self._waiter = self._since = None
         items = self._items
         if items:
             event = items.popleft()

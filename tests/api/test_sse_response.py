@@ -98,3 +98,102 @@ async def test_head_gets_headers_only_and_on_end_runs_once():
     assert messages[1]["body"] == b"" and not messages[1]["more_body"]
     assert (b"content-type", b"text/event-stream; charset=utf-8") in messages[0]["headers"]
     assert yielded == [] and ended == ["ended"]
+
+
+class PyEmptyAwaitable:
+    """What Granian's `send` answers when it took the chunk and has room for more."""
+
+    def __await__(self):
+        return iter(())
+
+
+class _GranianSend:
+    """Plays Granian's `send`: a plain call answering with an awaitable; while
+    `full`, a pending future (its queue for the connection is full)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.full = False
+        self.waits: list[asyncio.Future] = []
+
+    def __call__(self, message):
+        if message["type"] == "http.response.body":
+            self.bodies.append(message["body"])
+        if self.full:
+            self.waits.append(asyncio.get_running_loop().create_future())
+            return self.waits[-1]
+        return PyEmptyAwaitable()
+
+
+async def _open_stream(monkeypatch, send: _GranianSend, ended: list[str]):
+    """A public stream (fictures.api.sse) served to `send`, waiting for its first event."""
+    from fictures.api import sse, sse_response
+
+    monkeypatch.setattr(sse_response, "is_granian_send", lambda send: True)
+
+    async def receive():
+        await asyncio.Event().wait()  # the client stays
+
+    stopping = sse._Stopping()
+    flt = sse.StreamFilter(channels=sse._PUBLIC_CHANNELS, story_id=None, user_id=None)
+    stopping.response = EventStreamResponse(
+        sse._stream(flt, None, "192.0.2.1", stopping), send_timeout=0.6,
+        on_client_gone=stopping.client_gone, on_end=_recorder(ended),
+    )
+    serving = asyncio.create_task(stopping.response({"type": "http", "method": "GET"}, receive, send))
+    for _ in range(100):  # until it said `connected` and waits for its next event
+        await asyncio.sleep(0.01)
+        if stopping._sub is not None and stopping._sub._waiter is not None:
+            break
+    assert send.bodies and b"event: connected" in send.bodies[0]
+    return stopping, serving
+
+
+async def test_a_waiting_stream_is_written_by_the_fan_out_itself_in_order_and_waits_when_the_server_is_full(
+    monkeypatch,
+):
+    """The direct writes (fictures.api.sse `_Direct`): while a public stream waits,
+    the fan-out writes each event's frame during `dispatch` itself, no task woken.
+    When the server's queue for the connection is full (its pending future), the
+    next events queue and the stream's task writes them once that write is done,
+    in order; a client that then reads nothing is dropped as stalled."""
+    from fictures.api import sse
+    from fictures.events import service
+    from fictures.events.schema import StoryDeleted
+
+    send, ended = _GranianSend(), []
+    stopping, serving = await _open_stream(monkeypatch, send, ended)
+    fanout = service.fanout()
+    next_id = fanout.last_id + 1
+
+    def publish() -> bytes:
+        nonlocal next_id
+        event = StoryDeleted(id=next_id, story_id=next_id)
+        next_id += 1
+        fanout.dispatch(event)
+        return sse._frame(event)
+
+    first = publish()
+    assert send.bodies[-1] == first  # written during dispatch: the stream's task was not needed
+    send.full = True
+    second = publish()
+    assert send.bodies[-1] == second and stopping.response.blocked is send.waits[0]  # taken; wait before more
+    third, fourth = publish(), publish()
+    assert send.bodies[-1] == second  # not written past the pending one: queued
+    await asyncio.sleep(0.05)
+    assert send.bodies[-1] == second  # the task waits for the server too
+    send.full = False
+    send.waits[0].set_result(None)
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if send.bodies[-1].endswith(fourth):
+            break
+    assert send.bodies[1:] == [first, second, third + fourth]  # in order; the queued two in one chunk
+    assert stopping.response.blocked is None
+    fifth = publish()
+    assert send.bodies[-1] == fifth  # waiting again: written directly again
+    # The server stays full and the client reads nothing: the stall check drops it.
+    send.full = True
+    publish()
+    await asyncio.wait_for(serving, 5)
+    assert ended == ["ended"] and stopping._sub.closed
