@@ -717,6 +717,45 @@ def test_release_scope_leaves_another_servers_scope_alone():
     assert scope["path"] == "/api/community/events" and len(scope) == 4
 
 
+@contextlib.contextmanager
+def _granian_client(tmp_path: Path):
+    """A real Granian serving `_SCOPE_APP` (it writes what it saw to `tmp_path`),
+    and a client connection to it."""
+    import os
+    import socket
+    import time
+
+    from tests.cluster import free_port
+
+    (tmp_path / "scope_app.py").write_text(_SCOPE_APP)
+    port = free_port()
+    env = {**os.environ, "SCOPE_OUT": str(tmp_path),
+           "PYTHONPATH": f"{tmp_path}:{Path(__file__).resolve().parents[1]}"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "granian", "--interface", "asgi", "--http", "1", "--no-ws",
+         "--port", str(port), "scope_app:app"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client = socket.create_connection(("127.0.0.1", port), timeout=10)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "Granian did not start"
+                time.sleep(0.1)
+        with client:
+            yield client
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
 def test_granian_takes_body_chunks_at_the_call_and_asks_to_wait_once_full(tmp_path):
     """`is_granian_send` and `written_at_once` (the SSE fan-out's direct writes):
     Granian takes a chunk when `send` is called, awaited or not, and answers
@@ -725,57 +764,28 @@ def test_granian_takes_body_chunks_at_the_call_and_asks_to_wait_once_full(tmp_pa
     the client reads nothing), done once that chunk is queued. Waiting for that
     future before the next write keeps the chunks whole and in order. (Without
     the wait, later chunks can overtake it: seen here.)"""
-    import os
-    import socket
     import time
 
-    from tests.cluster import free_port
-
-    (tmp_path / "scope_app.py").write_text(_SCOPE_APP)
-    port = free_port()
-    env = {**os.environ, "SCOPE_OUT": str(tmp_path),
-           "PYTHONPATH": f"{tmp_path}:{Path(__file__).resolve().parents[1]}"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "granian", "--interface", "asgi", "--http", "1", "--no-ws",
-         "--port", str(port), "scope_app:app"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client = socket.create_connection(("127.0.0.1", port), timeout=10)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "Granian did not start"
-                time.sleep(0.1)
-        with client:
-            client.sendall(b"GET /unawaited HTTP/1.1\r\nHost: x\r\n\r\n")
-            pressure = tmp_path / "pressure"
-            deadline = time.monotonic() + 15
-            while not pressure.exists():  # the client reads nothing meanwhile
-                assert time.monotonic() < deadline, "Granian never asked to wait"
-                time.sleep(0.05)
-            granian, some_at_once, count = pressure.read_text().split()
-            # (a chunk may find the connection's queue full for a moment: the
-            # pending future then says so, and the chunk is written all the same)
-            assert granian == "True" and some_at_once == "True", (granian, some_at_once)
-            assert 1 < int(count) < 2000, count  # some taken at once, then a wait
-            assert not (tmp_path / "unawaited").exists()  # still waiting: nothing read
-            body = _read_response(client)  # reading lets the wait end
-        expected = b"".join(b"%03d," % i for i in range(20)) + b"x" * 65536 * int(count) + b"end"
-        assert body == expected, (body[:120], len(body), len(expected))  # whole, in order
+    with _granian_client(tmp_path) as client:
+        client.sendall(b"GET /unawaited HTTP/1.1\r\nHost: x\r\n\r\n")
+        pressure = tmp_path / "pressure"
         deadline = time.monotonic() + 15
-        while not (tmp_path / "unawaited").exists():
-            assert time.monotonic() < deadline, "the wait never ended"
+        while not pressure.exists():  # the client reads nothing meanwhile
+            assert time.monotonic() < deadline, "Granian never asked to wait"
             time.sleep(0.05)
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        granian, some_at_once, count = pressure.read_text().split()
+        # (a small chunk may find the connection's queue full for a moment: the
+        # app then waits for that chunk's future, as EventStreamResponse does)
+        assert granian == "True" and some_at_once == "True", (granian, some_at_once)
+        assert 1 < int(count) < 2000, count  # some taken at once, then a wait
+        assert not (tmp_path / "unawaited").exists()  # still waiting: nothing read
+        body = _read_response(client)  # reading lets the wait end
+    expected = b"".join(b"%03d," % i for i in range(20)) + b"x" * 65536 * int(count) + b"end"
+    assert body == expected, (body[:120], len(body), len(expected))  # whole, in order
+    deadline = time.monotonic() + 15
+    while not (tmp_path / "unawaited").exists():
+        assert time.monotonic() < deadline, "the wait never ended"
+        time.sleep(0.05)
 
 
 def test_granian_keeps_the_scope_and_serves_on_once_it_is_emptied(tmp_path):
@@ -783,46 +793,17 @@ def test_granian_keeps_the_scope_and_serves_on_once_it_is_emptied(tmp_path):
     (so emptying it is what frees its contents), and reads nothing of it once
     the app runs: a streamed response whose scope was emptied at once arrives
     whole, and the kept-alive connection serves the next request."""
-    import os
-    import socket
     import time
 
-    from tests.cluster import free_port
-
-    (tmp_path / "scope_app.py").write_text(_SCOPE_APP)
-    port = free_port()
-    env = {**os.environ, "SCOPE_OUT": str(tmp_path),
-           "PYTHONPATH": f"{tmp_path}:{Path(__file__).resolve().parents[1]}"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "granian", "--interface", "asgi", "--http", "1", "--no-ws",
-         "--port", str(port), "scope_app:app"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client = socket.create_connection(("127.0.0.1", port), timeout=10)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "Granian did not start"
-                time.sleep(0.1)
-        with client:
-            for path in ("/first", "/second"):  # one connection, kept alive
-                client.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nCookie: {'c' * 500}\r\n\r\n".encode())
-                assert _read_response(client) == b"one two three", path
-                out = tmp_path / path.strip("/")
-                deadline = time.monotonic() + 15
-                while not out.exists():
-                    assert time.monotonic() < deadline, f"{path}: the app never finished"
-                    time.sleep(0.05)
-                refs, released, left = out.read_text().split()
-                # 2 would be the app's own references only: Granian holds a third.
-                assert int(refs) >= 3 and released == "True" and left == "0", (path, refs, released, left)
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    with _granian_client(tmp_path) as client:
+        for path in ("/first", "/second"):  # one connection, kept alive
+            client.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nCookie: {'c' * 500}\r\n\r\n".encode())
+            assert _read_response(client) == b"one two three", path
+            out = tmp_path / path.strip("/")
+            deadline = time.monotonic() + 15
+            while not out.exists():
+                assert time.monotonic() < deadline, f"{path}: the app never finished"
+                time.sleep(0.05)
+            refs, released, left = out.read_text().split()
+            # 2 would be the app's own references only: Granian holds a third.
+            assert int(refs) >= 3 and released == "True" and left == "0", (path, refs, released, left)
