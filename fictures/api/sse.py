@@ -4,7 +4,8 @@ Protocol (Server-Sent Events; the response is fictures.api.sse_response's,
 frames are encoded by sse-starlette's `ServerSentEvent`):
 - first `event: connected` (data: the newest event id and the channels served);
 - then each event as `event: <channel>`, `id: <event id>`, `data: <JSON>`;
-- a `: ping` comment after `sse_ping_seconds` without anything else;
+- a `: ping` comment after `sse_ping_seconds` (up to a quarter more) without
+  anything else;
 - when the server stops (fictures.shutdown), a `retry: 1000` line (reconnect in a
   second: through a load balancer, to another instance, resuming with
   Last-Event-ID), then the stream ends cleanly.

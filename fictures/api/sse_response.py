@@ -10,8 +10,8 @@ of an idle stream's memory (benchmarks/RESULTS.md, "issue10" sections). Here:
   `ServerSentEvent`, still used to encode frames); the request's own task
   writes them in order;
 - **keep-alive pings** come from the body itself: it waits for its next event
-  with an idle timeout (`Subscription.get(idle=...)`) and yields `PING` when it
-  elapses, so a busy stream sends no pings at all;
+  with an idle time (`Subscription.wait(idle)`) and yields `PING` when that
+  passes, so a busy stream sends no pings at all;
 - **a client that stopped reading** (one write pending for `send_timeout`
   seconds) is found by the loop's sweep (fictures.deadline), which looks at
   every open stream every `send_timeout / 2` seconds, instead of a cancel scope
