@@ -1,9 +1,8 @@
-"""A deadline that moves on every wait, kept by one timer.
+"""A deadline that moves on every wait, kept by one timer; many deadlines, kept by one sweep.
 
-An SSE stream gives up waiting for its next event after its keep-alive time
-(fictures.events.fanout `Subscription.get(idle=...)`), and a tab's websocket
-writer after Engine.IO's ping timeout (fictures.reflex_compat
-`lighter_socket_writer`). Both wait again after every event they send, so a
+A tab's websocket writer gives up waiting for its next packet after Engine.IO's
+ping timeout (fictures.reflex_compat `lighter_socket_writer`). It waits again
+after every packet it sends, so a
 timer made and cancelled per wait (as `asyncio.timeout` or `call_later` does)
 is a timer-heap push and a cancel per event per connection: thousands for one
 broadcast. `MovingDeadline` keeps one timer instead: `start` only records the
@@ -90,10 +89,11 @@ class Sweep:
     `discard`ed (an owner discards itself when it is done or its deadline
     passed). Use `sweep(period)`: one per running loop and period."""
 
-    __slots__ = ("_loop", "_owners", "_timer", "period")
+    # No reference to its loop (the loop it is made in runs it): `sweep` keeps a
+    # loop's sweeps only for as long as the loop lives.
+    __slots__ = ("_owners", "_timer", "period")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, period: float):
-        self._loop = loop
+    def __init__(self, period: float):
         self.period = period
         self._owners: set[Swept] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -104,21 +104,22 @@ class Sweep:
     def add(self, owner: Swept) -> None:
         self._owners.add(owner)
         if self._timer is None:
-            self._timer = self._loop.call_later(self.period, self._tick)
+            self._timer = asyncio.get_running_loop().call_later(self.period, self._tick)
 
     def discard(self, owner: Swept) -> None:
         self._owners.discard(owner)
 
     def _tick(self) -> None:
         self._timer = None
-        now = self._loop.time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         for owner in list(self._owners):
             try:
                 owner.swept(now)
             except Exception:
                 logger.exception("Sweep: %r failed its deadline check", owner)
         if self._owners:
-            self._timer = self._loop.call_later(self.period, self._tick)
+            self._timer = loop.call_later(self.period, self._tick)
 
 
 _sweeps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, Sweep]] = weakref.WeakKeyDictionary()
@@ -130,5 +131,5 @@ def sweep(period: float) -> Sweep:
     if (by_period := _sweeps.get(loop)) is None:
         by_period = _sweeps[loop] = {}
     if (found := by_period.get(period)) is None:
-        found = by_period[period] = Sweep(loop, period)
+        found = by_period[period] = Sweep(period)
     return found

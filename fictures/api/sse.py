@@ -472,6 +472,19 @@ async def _live_with_presence(
         next_change.cancel()
 
 
+async def _presence_chunks(
+    sub: Subscription, changes: asyncio.Queue[tuple[str, presence.Readers]], flt: StreamFilter, at: Position
+) -> AsyncIterator[bytes]:
+    """A presence stream's live part as the chunks to write (after each is
+    written, its events count as delivered)."""
+    async with contextlib.aclosing(_live_with_presence(sub, changes)) as live:
+        async for ready in live:
+            chunk, sent = _chunk(ready, flt, at)
+            if chunk:
+                yield chunk
+                _delivered(sent)
+
+
 def _chunk(ready: list[Live], flt: StreamFilter, at: Position) -> tuple[bytes, list[CommunityEvent]]:
     """What `ready` puts on the wire for this stream (one write), and the events in it."""
     frames: list[bytes] = []
@@ -534,10 +547,14 @@ class _Direct:
             return False
         if not self.at.passes(event) or not self.flt.accepts(event):
             return True  # already replayed, or not this stream's: nothing to write
-        if response.write_now(_frame(event)):
-            analytics.delivered(event, "sse")
-            if response.blocked is not None:
-                self.sub.nudge()  # the stream's task waits for that write before the next
+        if not response.write_now(_frame(event)):
+            # The connection broke as it was written: the stream's task finds out.
+            self.sub.nudge()
+            return True
+        analytics.delivered(event, "sse")
+        self.sub.written()  # bytes went out: its keep-alive ping can wait again
+        if response.blocked is not None:
+            self.sub.nudge()  # the stream's task waits for that write before the next
         return True
 
 
@@ -591,20 +608,18 @@ async def _stream(
                         await waiting
                     if (event := sub.next()) is None:
                         break
-                    if event is IDLE and response is not None and response.blocked is not None:
-                        yield DRAIN  # a direct write to wait for first
-                        continue
+                    if response is not None and response.blocked is not None:
+                        yield DRAIN  # a direct write the server wants waited for, first
+                        if event is IDLE:
+                            continue
                     chunk, sent = _chunk(_ready(sub, event), flt, at)
                     if chunk:
                         yield chunk
                         _delivered(sent)
             else:
-                async with contextlib.aclosing(_live_with_presence(sub, changes)) as live:
-                    async for ready in live:
-                        chunk, sent = _chunk(ready, flt, at)
-                        if chunk:
-                            yield chunk
-                            _delivered(sent)
+                async with contextlib.aclosing(_presence_chunks(sub, changes, flt, at)) as live:
+                    async for chunk in live:
+                        yield chunk
             if (last := _last_word(stopping, sub, flt, at, ip)) is not None:
                 yield last
     finally:

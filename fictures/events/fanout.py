@@ -83,12 +83,8 @@ class Subscription:
         items = self._items
         if items is None:
             waiter = self._waiter
-            if self.direct is not None and waiter is not None and not waiter.done() and self.direct.take(event):
-                # Taken while it waits: nothing queued, no one woken; its idle
-                # time (the next keep-alive ping) starts again.
-                if self._since is not None:
-                    self._since = waiter.get_loop().time()
-                return True
+            if self.direct is not None and waiter is not None and not waiter.done() and self._taken(event):
+                return True  # taken while it waits: nothing queued, no one woken
             items = self._items = deque()
         elif len(items) >= self.maxsize:
             self.overflowed = True
@@ -111,6 +107,20 @@ class Subscription:
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def _taken(self, event: CommunityEvent) -> bool:
+        try:
+            return self.direct is not None and self.direct.take(event)
+        except Exception:
+            # A broken consumer must not stop the fan-out for every other one.
+            logger.exception("A direct consumer failed to take event #%s; queued instead", event.id)
+            return False
+
+    def written(self) -> None:
+        """A direct consumer wrote something while the subscription waits: the
+        wait's idle time starts again (its next keep-alive ping can wait)."""
+        if self._since is not None and self._waiter is not None:
+            self._since = self._waiter.get_loop().time()
 
     def nudge(self) -> None:
         """Wake a waiting `get` or `wait` without an event (it gives IDLE)."""

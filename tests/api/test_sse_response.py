@@ -125,7 +125,7 @@ class _GranianSend:
         return PyEmptyAwaitable()
 
 
-async def _open_stream(monkeypatch, send: _GranianSend, ended: list[str]):
+async def _open_stream(monkeypatch, send: _GranianSend, ended: list[str], story_id: int | None = None):
     """A public stream (fictures.api.sse) served to `send`, waiting for its first event."""
     from fictures.api import sse, sse_response
 
@@ -135,7 +135,7 @@ async def _open_stream(monkeypatch, send: _GranianSend, ended: list[str]):
         await asyncio.Event().wait()  # the client stays
 
     stopping = sse._Stopping()
-    flt = sse.StreamFilter(channels=sse._PUBLIC_CHANNELS, story_id=None, user_id=None)
+    flt = sse.StreamFilter(channels=sse._PUBLIC_CHANNELS, story_id=story_id, user_id=None)
     stopping.response = EventStreamResponse(
         sse._stream(flt, None, "192.0.2.1", stopping), send_timeout=0.6,
         on_client_gone=stopping.client_gone, on_end=_recorder(ended),
@@ -197,3 +197,62 @@ async def test_a_waiting_stream_is_written_by_the_fan_out_itself_in_order_and_wa
     publish()
     await asyncio.wait_for(serving, 5)
     assert ended == ["ended"] and stopping._sub.closed
+
+
+def _publisher():
+    """Dispatch a StoryDeleted event about a story through the process's fan-out;
+    returns the frame a public stream gets for it."""
+    from fictures.api import sse
+    from fictures.events import service
+    from fictures.events.schema import StoryDeleted
+
+    fanout = service.fanout()
+
+    def publish(story_id: int) -> bytes:
+        event = StoryDeleted(id=fanout.last_id + 1, story_id=story_id)
+        fanout.dispatch(event)
+        return sse._frame(event)
+
+    return publish
+
+
+async def test_a_filtered_stream_waits_for_a_direct_write_even_when_the_next_event_is_not_its_own(monkeypatch):
+    """A direct write the server asked to wait for is waited for before the stream
+    parks again, whatever comes next: an event the stream filters out too (else
+    the write stays pending, and the stall check drops a client that reads)."""
+    send, ended = _GranianSend(), []
+    stopping, serving = await _open_stream(monkeypatch, send, ended, story_id=5)
+    publish = _publisher()
+    response = stopping.response
+    send.full = True
+    mine = publish(5)
+    assert send.bodies[-1] == mine and response.blocked is not None  # written; wait before more
+    publish(7)  # someone else's story, queued behind it
+    send.full = False
+    send.waits[0].set_result(None)
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if response.blocked is None and stopping._sub._waiter is not None:
+            break
+    assert response.blocked is None and response._pending_since is None  # waited for, not stalled
+    again = publish(5)
+    assert send.bodies[-1] == again  # written directly again
+    stopping.client_gone()
+    await asyncio.wait_for(serving, 5)
+
+
+async def test_a_filtered_stream_still_pings_while_only_others_events_pass(monkeypatch):
+    """Events a stream filters out write nothing: its keep-alive ping stays due."""
+    from fictures.api.sse_response import PING
+    from fictures.settings import settings
+
+    monkeypatch.setattr(settings, "sse_ping_seconds", 0.2)
+    send, ended = _GranianSend(), []
+    stopping, serving = await _open_stream(monkeypatch, send, ended, story_id=5)
+    publish = _publisher()
+    for _ in range(16):  # 0.8 s of other stories' events, one every 0.05 s
+        publish(7)
+        await asyncio.sleep(0.05)
+    assert PING in send.bodies, send.bodies
+    stopping.client_gone()
+    await asyncio.wait_for(serving, 5)
