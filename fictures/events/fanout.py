@@ -41,6 +41,10 @@ class Idle:
 IDLE = Idle()
 
 
+# At most this many messages read at once from the subscription (a burst).
+_BURST = 256
+
+
 class DirectConsumer(Protocol):
     def take(self, event: CommunityEvent) -> bool:
         """Deal with `event` now (True), or leave it to the queue (False). Never raises."""
@@ -77,13 +81,15 @@ class Subscription:
         # hands it the event instead of queueing it and waking the consumer.
         self.direct: DirectConsumer | None = None
 
-    def offer(self, event: CommunityEvent) -> bool:
+    def offer(self, event: CommunityEvent, *, direct: bool = True) -> bool:
+        """Queue `event` (False if closed or too far behind); with `direct`, a
+        waiting direct consumer takes it instead."""
         if self.closed:
             return False
         items = self._items
         if items is None:
             waiter = self._waiter
-            if self.direct is not None and waiter is not None and not waiter.done() and self._taken(event):
+            if direct and self.direct is not None and waiter is not None and not waiter.done() and self._taken(event):
                 return True  # taken while it waits: nothing queued, no one woken
             items = self._items = deque()
         elif len(items) >= self.maxsize:
@@ -246,8 +252,9 @@ class Fanout:
             except Exception:
                 logger.exception("Health listener failed")
 
-    def dispatch(self, event: CommunityEvent) -> int:
-        """Hand an event to every local subscriber, once, in id order (per sequence)."""
+    def dispatch(self, event: CommunityEvent, *, direct: bool = True) -> int:
+        """Hand an event to every local subscriber, once, in id order (per sequence);
+        `direct=False` (one of a burst) queues it even for a direct consumer."""
         assert event.id is not None
         if event.public:
             if event.id <= self.last_id:
@@ -259,7 +266,7 @@ class Fanout:
             self.last_private_id = event.id
         delivered = 0
         for sub in list(self._subscriptions):
-            if sub.offer(event):
+            if sub.offer(event, direct=direct):
                 delivered += 1
         return delivered
 
@@ -292,8 +299,18 @@ class Fanout:
                     while True:
                         # A timeout, not a blocking listen, so health-check PINGs go out.
                         message = await pubsub.get_message(timeout=1.0)
-                        if message is not None and message["type"] == "message":
-                            self._receive(message["channel"], message["data"])
+                        if message is None:
+                            continue
+                        # What else has arrived already: a burst goes through the
+                        # subscribers' queues (an SSE stream writes what it finds
+                        # there in one chunk) rather than to direct consumers one
+                        # event at a time.
+                        burst = [message]
+                        while len(burst) < _BURST and (more := await pubsub.get_message(timeout=0)):
+                            burst.append(more)
+                        for received in burst:
+                            if received["type"] == "message":
+                                self._receive(received["channel"], received["data"], direct=len(burst) == 1)
                 finally:
                     with contextlib.suppress(Exception):
                         await pubsub.aclose()
@@ -318,16 +335,16 @@ class Fanout:
                 )
         missed = 0
         async for stored in self.bus.replay(self.last_id, self.last_private_id):
-            self._receive(stored.channel, stored.data)
+            self._receive(stored.channel, stored.data, direct=False)
             missed += 1
         if missed:
             logger.info("Caught up %d events missed while disconnected", missed)
 
-    def _receive(self, channel: str, data: str) -> None:
+    def _receive(self, channel: str, data: str, *, direct: bool = True) -> None:
         try:
             event = parse_event(channel, data)
         except MalformedEvent as exc:
             metrics.MALFORMED.inc()
             logger.warning("Skipped a malformed message on %s: %s", channel, exc)
             return
-        self.dispatch(event)
+        self.dispatch(event, direct=direct)

@@ -324,3 +324,40 @@ async def test_a_stream_writes_the_events_queued_behind_the_first_in_one_chunk()
     chunk, sent = sse._chunk(first, flt, sse.Position(10_001, 0))  # 10001 was already replayed
     assert [e.id for e in sent] == [10_002, 10_003]
     assert chunk.count(b"event: story:deleted") == 2 and b"id: 10003" in chunk
+
+
+async def test_an_event_alone_goes_to_a_direct_consumer_and_a_burst_through_the_queue(relay_running):
+    """`Subscription.direct`: a waiting direct consumer (an SSE stream writing to its
+    connection) takes an event that arrives alone; events that arrive together
+    (read in one go from the subscription) are queued for its own task to take in
+    one batch, in order. Real Redis: the burst is one pipeline of PUBLISHes."""
+    from fictures.events.fanout import Subscription
+
+    bus, fanout = relay_running.bus, relay_running.fanout
+    taken: list[int] = []
+
+    class Consumer:
+        def take(self, event) -> bool:
+            taken.append(event.id)
+            return True
+
+    def raw(event_id: int) -> str:
+        return StoryDeleted(id=event_id, story_id=event_id).to_json()
+
+    async with fanout.subscribe() as sub:
+        assert isinstance(sub, Subscription)
+        sub.direct = Consumer()
+        waiting = sub.wait()
+        first = fanout.last_id + 1
+        await bus.redis.publish("story:deleted", raw(first))
+        await wait_until(lambda: taken == [first], timeout=5)
+        assert sub.pending() == 0 and not waiting.done()  # taken: nothing queued, nobody woken
+        burst = list(range(first + 1, first + 6))
+        async with bus.redis.pipeline(transaction=False) as pipe:
+            for event_id in burst:
+                pipe.publish("story:deleted", raw(event_id))
+            await pipe.execute()
+        await asyncio.wait_for(waiting, 5)  # woken: the burst is in its queue
+        assert taken == [first]
+        got = [sub.next(), *sub.take(10)]
+        assert [e.id for e in got] == burst
