@@ -103,9 +103,9 @@ class FastPaths:
             await self._add_headers(response, scope, rid)
             # Nothing reads the request's scope from here on (the response reads
             # its method only): its contents are let go while the stream is open.
-            method = _METHOD_ONLY[scope["method"]]
+            method_only = _METHOD_ONLY[scope["method"]]
             reflex_compat.release_scope(scope, send)
-            await response(method, receive, send)
+            await response(method_only, receive, send)
         finally:
             request_id.reset(token)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from fictures.deadline import MovingDeadline
+from tests.conftest import wait_until
 
 
 async def test_a_wait_that_lasts_until_its_deadline_expires_once():
@@ -73,7 +74,7 @@ async def test_a_sweep_looks_at_every_owner_each_period_with_one_timer_while_it_
     for owner in (a, b, broken):
         the_sweep.add(owner)
     assert len(loop._scheduled) - before == 1
-    await asyncio.sleep(0.13)
+    await wait_until(lambda: len(looks) >= 6, timeout=5)  # two ticks (three owners each)
     names = [name for name, _ in looks]
     # each owner looked at twice (a broken one stops no one), no sooner than a period in
     assert sorted(names) == ["a", "a", "b", "b", "broken", "broken"], names

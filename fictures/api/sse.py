@@ -441,13 +441,14 @@ async def _opening(
 
 
 async def _live_with_presence(
-    sub: Subscription, changes: asyncio.Queue[tuple[str, presence.Readers]]
-) -> AsyncIterator[list[Live]]:
-    """A stream's live part when it asked for presence: what is ready to send, as
-    it arrives (events from the fan-out, the events already queued behind the
-    first, presence changes), or `[PING]` after `sse_ping_seconds` of nothing;
-    ends when the subscription closes. (Without presence, `_stream` reads the
-    subscription itself: one generator less to pass for each event.)"""
+    sub: Subscription, changes: asyncio.Queue[tuple[str, presence.Readers]], flt: StreamFilter, at: Position
+) -> AsyncIterator[bytes]:
+    """A stream's live part when it asked for presence: the chunks to write as
+    things arrive (events from the fan-out, the events already queued behind the
+    first, presence changes), or a ping after `sse_ping_seconds` of nothing;
+    ends when the subscription closes. After each chunk is written, its events
+    count as delivered. (Without presence, `_stream` reads the subscription
+    itself: one generator less to pass for each event.)"""
     idle = settings.sse_ping_seconds
     next_event = asyncio.ensure_future(sub.get())
     next_change = asyncio.ensure_future(changes.get())
@@ -456,33 +457,22 @@ async def _live_with_presence(
             done, _ = await asyncio.wait(
                 {next_event, next_change}, timeout=idle, return_when=asyncio.FIRST_COMPLETED
             )
-            if not done:
-                yield [PING]
-                continue
+            ready: list[Live] = [] if done else [PING]
             if next_change in done:
-                yield [next_change.result()]
+                ready.append(next_change.result())
                 next_change = asyncio.ensure_future(changes.get())
             if next_event in done:
                 if (event := next_event.result()) is None:
                     return
-                yield _ready(sub, event)
+                ready += _ready(sub, event)
                 next_event = asyncio.ensure_future(sub.get())
-    finally:
-        next_event.cancel()
-        next_change.cancel()
-
-
-async def _presence_chunks(
-    sub: Subscription, changes: asyncio.Queue[tuple[str, presence.Readers]], flt: StreamFilter, at: Position
-) -> AsyncIterator[bytes]:
-    """A presence stream's live part as the chunks to write (after each is
-    written, its events count as delivered)."""
-    async with contextlib.aclosing(_live_with_presence(sub, changes)) as live:
-        async for ready in live:
             chunk, sent = _chunk(ready, flt, at)
             if chunk:
                 yield chunk
                 _delivered(sent)
+    finally:
+        next_event.cancel()
+        next_change.cancel()
 
 
 def _chunk(ready: list[Live], flt: StreamFilter, at: Position) -> tuple[bytes, list[CommunityEvent]]:
@@ -558,13 +548,10 @@ class _Direct:
         return True
 
 
-def _written_directly(
-    sub: Subscription, flt: StreamFilter, at: Position, response: EventStreamResponse | None
-) -> EventStreamResponse | None:
+def _write_directly(sub: Subscription, flt: StreamFilter, at: Position, response: EventStreamResponse | None) -> None:
     """While a public stream waits, the fan-out writes its events itself (`_Direct`)."""
     if response is not None and not flt.private:
         sub.direct = _Direct(flt, at, response, sub)
-    return response
 
 
 def _log_opened(ip: str, resume: int | str | None) -> None:
@@ -600,7 +587,8 @@ async def _stream(
             # yield the chunk is written: its events count as delivered.
             if changes is None:
                 idle = settings.sse_ping_seconds
-                response = _written_directly(sub, flt, at, stopping.response)
+                response = stopping.response
+                _write_directly(sub, flt, at, response)
                 while True:
                     # `sub.get(idle)` in two steps: no coroutine of its own kept
                     # while the stream waits.
@@ -617,7 +605,7 @@ async def _stream(
                         yield chunk
                         _delivered(sent)
             else:
-                async with contextlib.aclosing(_presence_chunks(sub, changes, flt, at)) as live:
+                async with contextlib.aclosing(_live_with_presence(sub, changes, flt, at)) as live:
                     async for chunk in live:
                         yield chunk
             if (last := _last_word(stopping, sub, flt, at, ip)) is not None:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fictures.api.sse_response import EventStreamResponse
+from tests.conftest import wait_until
 
 
 async def _endless(sent: list[bytes]) -> AsyncIterator[bytes]:
@@ -141,10 +142,8 @@ async def _open_stream(monkeypatch, send: _GranianSend, ended: list[str], story_
         on_client_gone=stopping.client_gone, on_end=_recorder(ended),
     )
     serving = asyncio.create_task(stopping.response({"type": "http", "method": "GET"}, receive, send))
-    for _ in range(100):  # until it said `connected` and waits for its next event
-        await asyncio.sleep(0.01)
-        if stopping._sub is not None and stopping._sub._waiter is not None:
-            break
+    # until it said `connected` and waits for its next event
+    await wait_until(lambda: stopping._sub is not None and stopping._sub._waiter is not None, timeout=5)
     assert send.bodies and b"event: connected" in send.bodies[0]
     return stopping, serving
 
@@ -184,10 +183,7 @@ async def test_a_waiting_stream_is_written_by_the_fan_out_itself_in_order_and_wa
     assert send.bodies[-1] == second  # the task waits for the server too
     send.full = False
     send.waits[0].set_result(None)
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if send.bodies[-1].endswith(fourth):
-            break
+    await wait_until(lambda: send.bodies[-1].endswith(fourth), timeout=5)
     assert send.bodies[1:] == [first, second, third + fourth]  # in order; the queued two in one chunk
     assert stopping.response.blocked is None
     fifth = publish()
@@ -230,10 +226,7 @@ async def test_a_filtered_stream_waits_for_a_direct_write_even_when_the_next_eve
     publish(7)  # someone else's story, queued behind it
     send.full = False
     send.waits[0].set_result(None)
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if response.blocked is None and stopping._sub._waiter is not None:
-            break
+    await wait_until(lambda: response.blocked is None and stopping._sub._waiter is not None, timeout=5)
     assert response.blocked is None and response._pending_since is None  # waited for, not stalled
     again = publish(5)
     assert send.bodies[-1] == again  # written directly again
