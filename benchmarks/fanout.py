@@ -23,11 +23,12 @@ simulated readers in a separate process (benchmarks/_clients.py):
   (POST /api/stories, status published), one at a time (the next once every
   ready reader has the previous one and the server is idle again; a large
   size stops after --size-seconds once --min-events went out), and reports latency
-  from the API call and from the Redis PUBLISH (seen by an outside subscriber)
-  to the first frame carrying the story, per delivery and for the last reader
-  (the frame's time is the kernel's receive time at the reader's socket; the
-  reader process's later read, its own queue of sockets included, is reported
-  too, as "as read"), deliveries/s, bytes per event per reader, server CPU per 1,000 deliveries,
+  from the API call (its request's first byte written) and from the Redis
+  PUBLISH (seen by an outside subscriber) to the first frame carrying the story,
+  per delivery and for the last reader (the PUBLISH's and the frame's times are
+  the kernel's receive times at the subscriber's and the reader's sockets; the
+  earlier clocks, from calling the HTTP client to the processes' later reads,
+  the reader's own queue of sockets included, are reported too, as "as read"), deliveries/s, bytes per event per reader, server CPU per 1,000 deliveries,
   and server memory per idle connection;
 - for streams, a throughput burst: events sent to the bus as fast as possible;
 - publish path: with no readers, --publish-path stories one at a time, and
@@ -70,10 +71,10 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
+import _clients  # noqa: E402
 import _server  # noqa: E402
 import httpx  # noqa: E402
 import psutil  # noqa: E402
-import redis.asyncio as aioredis  # noqa: E402
 
 RESULTS = HERE / "RESULTS.md"
 EVENT_RATE_PER_HOUR = 60
@@ -90,6 +91,40 @@ def pct(values: list[float], p: float) -> float | None:
         return None
     s = sorted(values)
     return s[max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))]
+
+
+# -- the outside subscriber ---------------------------------------------------------
+
+
+def _resp(*parts: str) -> bytes:
+    """A Redis command in RESP."""
+    out = [f"*{len(parts)}\r\n".encode()]
+    for part in parts:
+        raw = part.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(out)
+
+
+class PublishWatch(_clients.Client):
+    """A raw Redis subscriber to `story:published` that notes, per marker, the
+    kernel's receive time of the data carrying its PUBLISH (`bench.t_pub`) and when
+    this process read it (`bench.t_pub_read`): the readers' clock, so that
+    "PUBLISH -> frame" and "API call -> PUBLISH" compare like with like."""
+
+    def __init__(self, bench: Bench) -> None:
+        super().__init__()
+        self.ready.set_result(True)  # nothing waits for it: no "closed before ready" at the end
+        self.bench = bench
+        self.tail = b""  # the end of the last read: a marker split across two reads
+
+    def data_received(self, data: bytes, now: int) -> None:
+        seen = self.tail + data
+        self.tail = seen[-64:]
+        for m in self.bench.whole_marker_re.finditer(seen.decode(errors="replace")):
+            k = int(m.group(1))
+            if k not in self.bench.t_pub:
+                self.bench.t_pub[k] = self.kernel_ns(now)
+                self.bench.t_pub_read[k] = now
 
 
 # -- the client process -----------------------------------------------------------
@@ -179,8 +214,14 @@ def _ms(ns: float) -> float:
 
 
 def analyse(phase: Phase, data: dict, t_api: dict[int, int], t_pub: dict[int, int],
-            markers: list[int], *, api: bool = True) -> None:
-    """`t_api`: when each event was sent (the API call, or the bus send when not `api`)."""
+            markers: list[int], *, api: bool = True, called: dict[int, int] | None = None,
+            pub_read: dict[int, int] | None = None) -> None:
+    """`t_api`: when each event was sent (the API call's first byte, or the bus send
+    when not `api`); `t_pub`: when the outside subscriber received its PUBLISH. The
+    "as read" figures use the earlier clocks where given: `called` (the HTTP
+    client called) and `pub_read` (the subscriber read the PUBLISH)."""
+    called = called or t_api
+    pub_read = pub_read or t_pub
     arrivals: dict[str, list[int | None]] = data["arrivals"]
     reads: dict[str, list[int | None]] = data.get("reads", {})
     sizes: dict[str, list[int]] = data["bytes"]
@@ -205,7 +246,7 @@ def analyse(phase: Phase, data: dict, t_api: dict[int, int], t_pub: dict[int, in
             if k in t_pub:
                 phase.last_pub.append(_ms(max(got) - t_pub[k]))
         _analyse_reads(phase, [t for t in reads.get(str(k), []) if t is not None], n,
-                       t_api[k] if api else None, t_pub.get(k))
+                       called.get(k, t_api[k]) if api else None, pub_read.get(k))
         b = [x for x, t in zip(sizes.get(str(k), []), arrivals.get(str(k), []), strict=False)
              if t is not None]
         if b:
@@ -277,9 +318,17 @@ class Bench:
         self.run_id = uuid.uuid4().hex[:8]
         self.prefix = f"bench-{self.run_id}-"
         self.marker_re = re.compile(re.escape(self.prefix) + r"(\d+)")
+        # Only a marker whose digits have all arrived (a read may end mid-number).
+        self.whole_marker_re = re.compile(self.marker_re.pattern + r"(?=\D)")
         self.next_marker = 1
+        # When each API call's request began to leave (its first byte written) and,
+        # the earlier clock, when the benchmark called its HTTP client (`t_called`).
         self.t_api: dict[int, int] = {}
+        self.t_called: dict[int, int] = {}
+        # When the outside subscriber's socket received each PUBLISH (the kernel's
+        # receive time) and, the earlier clock, when this process read it.
         self.t_pub: dict[int, int] = {}
+        self.t_pub_read: dict[int, int] = {}
         self.t_sent: dict[int, int] = {}  # bus sends (no API call)
         self.phases: list[Phase] = []
         self.extra: dict[str, Any] = {}
@@ -293,21 +342,35 @@ class Bench:
     # -- plumbing ---------------------------------------------------------------
 
     async def listen_redis(self) -> None:
-        """An outside subscriber: when Redis delivered each PUBLISH (≈ when it happened)."""
-        r = aioredis.Redis.from_url(self.app.redis_url)
-        ps = r.pubsub()
-        await ps.subscribe("story:published")
+        """An outside subscriber: when Redis delivered each PUBLISH (≈ when it happened),
+        as the kernel's receive time of the data that carried it (as for the readers)."""
+        watch = PublishWatch(self)
+        url = httpx.URL(self.app.redis_url)
+        conn = await _clients.connect(url.host or "127.0.0.1", url.port or 6379, watch)
+        if url.password:
+            conn.write(_resp("AUTH", *([url.username] if url.username else []), url.password))
+        conn.write(_resp("SUBSCRIBE", "story:published"))
         try:
-            async for msg in ps.listen():
-                if msg["type"] != "message":
-                    continue
-                now = time.time_ns()
-                m = self.marker_re.search(msg["data"].decode(errors="replace"))
-                if m:
-                    self.t_pub.setdefault(int(m.group(1)), now)
+            await asyncio.Event().wait()
         finally:
-            await ps.aclose()
-            await r.aclose()
+            conn.close()
+
+    async def _post_story(self, k: int) -> httpx.Response:
+        """POST /api/stories titled with marker `k`, noting when it was called and when
+        its request began to leave (the first byte written: httpx's own work before
+        that is the benchmark's, not the app's)."""
+
+        async def trace(name: str, _info: dict) -> None:
+            if name == "http11.send_request_headers.started":
+                self.t_api[k] = time.time_ns()
+
+        self.t_called[k] = time.time_ns()
+        response = await self.http.post(
+            "/api/stories", json={"title": f"{self.prefix}{k}", "status": "published"},
+            headers={"Authorization": f"Bearer {self.token}"}, extensions={"trace": trace},
+        )
+        self.t_api.setdefault(k, self.t_called[k])
+        return response
 
     async def wait_idle(self, max_seconds: float = 60, threshold: float = 0.08,
                         window: float = 0.5) -> float:
@@ -333,11 +396,7 @@ class Bench:
     async def publish_api(self) -> int:
         k = self.next_marker
         self.next_marker += 1
-        self.t_api[k] = time.time_ns()
-        r = await self.http.post(
-            "/api/stories", json={"title": f"{self.prefix}{k}", "status": "published"},
-            headers={"Authorization": f"Bearer {self.token}"},
-        )
+        r = await self._post_story(k)
         if r.status_code != 201:
             raise RuntimeError(f"POST /api/stories: {r.status_code} {r.text[:300]}")
         return k
@@ -476,7 +535,7 @@ class Bench:
                       f"reader process CPU {ccpu1 - ccpu0:.1f} s")
         data = await self.clients.call("collect", kind=kind)
         analyse(phase, data, self.t_sent if via_bus else self.t_api, self.t_pub, markers,
-                api=not via_bus)
+                api=not via_bus, called=self.t_called, pub_read=self.t_pub_read)
         if phase.deliveries:
             phase.cpu_per_1000 = (cpu1 - cpu0) / phase.deliveries * 1000
         if data["lost"]:
@@ -683,25 +742,31 @@ class Bench:
         floor = [await rtt("GET", "/api/health/live") for _ in range(n)]
         me = [await rtt("GET", "/api/me", headers=auth) for _ in range(n)]
         c0, s0, b0 = await self.relay_histogram()
-        posts, to_publish = [], []
+        posts, to_publish, as_called, client_part, read_part = [], [], [], [], []
         for _ in range(n):
             k = self.next_marker
             self.next_marker += 1
-            self.t_api[k] = time.time_ns()
-            posts.append(await rtt("POST", "/api/stories", headers=auth,
-                                   json={"title": f"{self.prefix}{k}", "status": "published"}))
+            t0 = time.perf_counter()
+            (await self._post_story(k)).raise_for_status()
+            posts.append((time.perf_counter() - t0) * 1000)
             for _ in range(200):
                 if k in self.t_pub:
                     break
                 await asyncio.sleep(0.005)
             if k in self.t_pub:
                 to_publish.append((self.t_pub[k] - self.t_api[k]) / 1e6)
+                as_called.append((self.t_pub_read[k] - self.t_called[k]) / 1e6)
+                client_part.append((self.t_api[k] - self.t_called[k]) / 1e6)
+                read_part.append((self.t_pub_read[k] - self.t_pub[k]) / 1e6)
             await asyncio.sleep(0.05)
         c1, s1, b1 = await self.relay_histogram()
         relay_n = c1 - c0
         relay_p50 = next((le * 1000 for le in sorted(b1) if relay_n and b1[le] - b0.get(le, 0) >= relay_n / 2), None)
         self.extra["publish_path"] = {
             "n": n, "api_to_publish_p50": pct(to_publish, 50), "api_to_publish_p99": pct(to_publish, 99),
+            # The earlier clocks: from calling the HTTP client to reading the PUBLISH.
+            "as_called_p50": pct(as_called, 50), "as_called_p99": pct(as_called, 99),
+            "client_p50": pct(client_part, 50), "subscriber_read_p50": pct(read_part, 50),
             "http_p50": pct(floor, 50), "me_p50": pct(me, 50), "post_p50": pct(posts, 50),
             "relay_mean": (s1 - s0) / relay_n * 1000 if relay_n else None, "relay_p50_bucket": relay_p50,
             "relay_n": relay_n,
@@ -945,7 +1010,8 @@ def _phase_details(p: Phase) -> str:
         bits.append(f"last reader from API p50/p99 {_f(pct(p.last_api, 50))}/{_f(pct(p.last_api, 99))} ms")
     if p.read_pub:
         bits.append(
-            "as read by the reader process (its own queue included): PUBLISH→frame p50/p99 "
+            "as read (the processes' reads, from the HTTP client called; the reader's queue "
+            "included): PUBLISH→frame p50/p99 "
             f"{_f(pct(p.read_pub, 50))}/{_f(pct(p.read_pub, 99))} ms, last reader from PUBLISH "
             f"p50/p99 {_f(pct(p.read_last_pub, 50))}/{_f(pct(p.read_last_pub, 99))} ms"
             + (f", from API p99 {_f(pct(p.read_last_api, 99))} ms" if p.read_last_api else "")
@@ -976,7 +1042,12 @@ def details(bench: Bench) -> list[str]:
     if pp:
         lines.append(
             f"- publish path, no readers, {pp['n']} stories one at a time: API call → PUBLISH p50 "
-            f"**{_f(pp['api_to_publish_p50'])} ms** (p99 {_f(pp['api_to_publish_p99'])}). Where it goes "
+            f"**{_f(pp['api_to_publish_p50'])} ms** (p99 {_f(pp['api_to_publish_p99'])}; from the "
+            f"request's first byte written to the kernel's receive time of the PUBLISH at the outside "
+            f"subscriber). On the earlier clocks, from calling the HTTP client to reading the PUBLISH: "
+            f"p50 {_f(pp.get('as_called_p50'))} ms (p99 {_f(pp.get('as_called_p99'))}); the client's "
+            f"own work before the first byte p50 {_f(pp.get('client_p50'))} ms, the subscriber's "
+            f"read after its kernel had the PUBLISH p50 {_f(pp.get('subscriber_read_p50'))} ms. Where it goes "
             f"(p50 round trips from the benchmark's client): HTTP to the app and back "
             f"{_f(pp['http_p50'])} ms (GET /api/health/live); bearer token check "
             f"+{_f(pp['me_p50'] - pp['http_p50'])} ms (GET /api/me); body, insert, outbox row and "
@@ -1034,11 +1105,13 @@ def render_block(bench: Bench, cmd: str, wall: float) -> str:
         "",
         table(bench.phases, bench.extra.get("replay")),
         "",
-        "Columns: latency is from just before the API call (`POST /api/stories`) or from the "
-        "moment an outside Redis subscriber received the `story:published` PUBLISH, to the first "
-        "frame carrying the story at the reader (the kernel's receive time of the data that "
-        "carried it, SO_TIMESTAMPNS: when it reached the reader's machine; the reader process's "
-        "own later read, its queue of sockets included, is in the details as \"as read\"), "
+        "Columns: latency is from the API call (`POST /api/stories`: its request's first byte "
+        "written) or from the moment an outside Redis subscriber received the `story:published` "
+        "PUBLISH, to the first "
+        "frame carrying the story at the reader (each the kernel's receive time of the data that "
+        "carried it, SO_TIMESTAMPNS: when it reached the reader's machine; the processes' own "
+        "later reads, the reader's queue of sockets included, and the HTTP client called, are in "
+        "the details as \"as read\"), "
         "over every (event, reader) delivery; "
         "\"last reader\" is, per event, the time until the last reader had it. Spaced burst: "
         "deliveries ÷ (first API call → last arrival) while events are published one at a time "
