@@ -8,6 +8,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from pwdlib import PasswordHash
+from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, func, select
 
@@ -79,12 +80,19 @@ def issue_token(*, session: Session, user: User) -> str:
     return token
 
 
+# Every API call asks this: a Core statement on the session's connection, not an
+# ORM query (a third of the cost on this project's machine, benchmarks/publish_floor.py).
+_TOKENS = AuthToken.__table__
+_TOKEN_OWNER = select(_TOKENS.c.user_id, _TOKENS.c.expires_at).where(
+    _TOKENS.c.token_hash == bindparam("token_hash")
+)
+
+
 def user_for_token(*, session: Session, token: str | None) -> User | None:
+    """The account of a valid (issued, unexpired, unrevoked) token, or None."""
     if not token:
         return None
-    row = session.exec(
-        select(AuthToken).where(AuthToken.token_hash == _token_hash(token))
-    ).first()
+    row = session.connection().execute(_TOKEN_OWNER, {"token_hash": _token_hash(token)}).first()
     if row is None or row.expires_at < utcnow():
         return None
     return session.get(User, row.user_id)

@@ -43,11 +43,13 @@ import logging
 import random
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import redis.exceptions
+import sqlalchemy as sa
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
@@ -62,15 +64,34 @@ logger = logging.getLogger(__name__)
 _BATCH = 200
 
 
+# Rows are written and read with Core statements on the session's connection:
+# an ORM object and the unit of work cost several times more on the way from a
+# commit to its PUBLISH (benchmarks/publish_floor.py; README "Performance").
+_OUTBOX = OutboxEvent.__table__
+_INSERT = _OUTBOX.insert()
+_UNSENT_COLUMNS = (_OUTBOX.c.id, _OUTBOX.c.event_key, _OUTBOX.c.channel, _OUTBOX.c.payload)
+_UNSENT = (
+    sa.select(*_UNSENT_COLUMNS)
+    .where(_OUTBOX.c.sent_at.is_(None))
+    .order_by(_OUTBOX.c.id)
+    .limit(sa.bindparam("limit"))
+)
+
+
 def record(session: Session, event: CommunityEvent) -> None:
-    """Add `event` to the session's transaction; the caller then calls `commit`.
+    """Write `event`'s row in the session's transaction; the caller then calls `commit`.
 
     Make the change first: the change's pending writes are flushed here, before
     the event's row draws its id (see the module doc)."""
     # Taking the change's row locks now means a concurrent change to the same
     # rows has committed (with its lower outbox id) before this row gets an id.
     session.flush()
-    session.add(OutboxEvent(channel=event.channel, payload=event.body_without_id()))
+    session.connection().execute(
+        _INSERT,
+        {"event_key": uuid.uuid4().hex, "channel": event.channel,
+         "payload": event.body_without_id(), "created_at": utcnow(),
+         "event_id": None, "sent_at": None},
+    )
 
 
 def commit(session: Session, *refresh: object) -> None:
@@ -106,19 +127,9 @@ def kick(session: Session | None = None) -> None:
         relay.wake(rows, kicked_at=kicked_at)
 
 
-_UNSENT_COLUMNS = (OutboxEvent.id, OutboxEvent.event_key, OutboxEvent.channel, OutboxEvent.payload)
-
-
 def _unsent_rows(session: Session, limit: int) -> list[Any]:
     """Unsent rows, oldest first, as (id, event_key, channel, payload) rows."""
-    return list(
-        session.exec(
-            select(*_UNSENT_COLUMNS)
-            .where(OutboxEvent.sent_at.is_(None))
-            .order_by(OutboxEvent.id)
-            .limit(limit)
-        )
-    )
+    return list(session.connection().execute(_UNSENT, {"limit": limit}))
 
 
 def _unsent(limit: int) -> list[Any]:
