@@ -7,9 +7,10 @@ import logging
 import secrets
 from datetime import datetime, timedelta
 
+import sqlalchemy as sa
 from pwdlib import PasswordHash
-from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, func, select
 
 from fictures.errors import Conflict, Unauthorized
@@ -80,22 +81,31 @@ def issue_token(*, session: Session, user: User) -> str:
     return token
 
 
-# Every API call asks this: a Core statement on the session's connection, not an
-# ORM query (a third of the cost on this project's machine, benchmarks/publish_floor.py).
+# Every API call asks this: one Core statement on the session's connection for
+# the token and its account, not ORM queries (the ORM's token query and account
+# load took 3 times as long on the way to a publish's PUBLISH, benchmarks/publish_floor.py).
 _TOKENS = AuthToken.__table__
-_TOKEN_OWNER = select(_TOKENS.c.user_id, _TOKENS.c.expires_at).where(
-    _TOKENS.c.token_hash == bindparam("token_hash")
+_USERS = User.__table__
+_TOKEN_OWNER = (
+    sa.select(_TOKENS.c.expires_at.label("token_expires_at"), *_USERS.columns)
+    .join_from(_TOKENS, _USERS, _TOKENS.c.user_id == _USERS.c.id)
+    .where(_TOKENS.c.token_hash == sa.bindparam("token_hash"))
 )
 
 
 def user_for_token(*, session: Session, token: str | None) -> User | None:
-    """The account of a valid (issued, unexpired, unrevoked) token, or None."""
+    """The account of a valid (issued, unexpired, unrevoked) token, or None.
+
+    The account is its row as read now, in no session (detached): read it, or
+    `session.add` it to change it."""
     if not token:
         return None
     row = session.connection().execute(_TOKEN_OWNER, {"token_hash": _token_hash(token)}).first()
-    if row is None or row.expires_at < utcnow():
+    if row is None or row.token_expires_at < utcnow():
         return None
-    return session.get(User, row.user_id)
+    user = User(**{column.key: row._mapping[column] for column in _USERS.columns})
+    make_transient_to_detached(user)
+    return user
 
 
 def logged_in_at(*, session: Session, token: str | None) -> datetime | None:

@@ -16,10 +16,7 @@ logger = logging.getLogger(__name__)
 
 def _user_for(token: str) -> User | None:
     with db.session() as s:
-        user = auth.user_for_token(session=s, token=token)
-        if user is not None:
-            s.expunge(user)
-        return user
+        return auth.user_for_token(session=s, token=token)
 
 
 class SessionState(rx.State):

@@ -111,9 +111,7 @@ async def subscribe(request: Request, token: Bearer) -> Subscribed:
     raw = await request.body()
 
     def user_and_data(session: Session):
-        user = require_user(session, token)
-        session.expunge(user)
-        return user, parse(PushSubscriptionIn, raw)
+        return require_user(session, token), parse(PushSubscriptionIn, raw)
 
     user, data = await in_db(user_and_data)
     await ratelimit.check_push_subscribe(user.id)

@@ -407,9 +407,7 @@ async def read_story(request: Request, story_id: StoryId, token: Bearer) -> Read
     pages count browsers too; the API counts accounts only)."""
 
     def reader(session: Session) -> User:
-        user = require_user(session, token)
-        session.expunge(user)
-        return user
+        return require_user(session, token)
 
     viewer = await in_db(reader)
     result = await live_receipts.story_opened(
@@ -479,9 +477,7 @@ async def create_post(request: Request, story_id: StoryId, token: Bearer) -> Pos
     raw = await request.body()
 
     def author_and_post(session: Session) -> tuple[User, PostCreate]:
-        author = require_user(session, token)
-        session.expunge(author)
-        return author, parse(PostCreate, raw)
+        return require_user(session, token), parse(PostCreate, raw)
 
     author, data = await in_db(author_and_post)
     await ratelimit.check_post(author.id)
