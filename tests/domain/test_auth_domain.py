@@ -77,3 +77,28 @@ def test_revoked_token_is_nobody(db_session):
     auth.revoke_token(session=db_session, token=token)
     assert auth.user_for_token(session=db_session, token=token) is None
     assert auth.user_for_token(session=db_session, token=other).id == user.id
+
+
+def test_the_bearers_account_is_its_row_as_read_now_in_no_session(db_session):
+    """One Core statement reads the token and its account: the account comes back
+    detached, with the row's current values, and can still be changed by adding it."""
+    user = make_user(db_session)
+    token = auth.issue_token(session=db_session, user=user)
+    with db.session() as s:
+        account = auth.user_for_token(session=s, token=token)
+        assert account not in s
+        assert (account.id, account.username, account.role) == (user.id, user.username, "member")
+    with db.session() as other:
+        row = other.get(User, user.id)
+        row.role = "admin"
+        other.add(row)
+        other.commit()
+    with db.session() as s:
+        account = auth.user_for_token(session=s, token=token)
+        assert account.role == "admin"  # what the database says now, not a copy kept anywhere
+        account.role = "member"
+        s.add(account)  # an UPDATE of that row, never a second account
+        s.commit()
+    with db.session() as fresh:
+        assert fresh.get(User, user.id).role == "member"
+        assert len(fresh.exec(select(User).where(User.username == user.username)).all()) == 1

@@ -82,6 +82,28 @@ async def _new_story(**fields) -> int:
     return await in_db(lambda s: make_story(s, make_user(s), **fields).id)
 
 
+def test_an_event_row_is_written_when_recorded_and_goes_with_a_rollback(db_session):
+    """`record` writes the row at once, in the change's transaction (after the
+    change's own writes, so it draws the later id); a rollback takes both away."""
+    author = make_user(db_session)
+    story = make_story(db_session, author)
+    before = db_session.exec(select(OutboxEvent.id).order_by(OutboxEvent.id.desc())).first() or 0
+    with db.session() as s:
+        row = s.get(Story, story.id)
+        row.title = "Renamed In A Rolled Back Change"
+        s.add(row)
+        outbox.record(s, StoryUpdated(story_id=story.id, title=row.title, status=row.status))
+        [(event_id, channel)] = s.exec(
+            select(OutboxEvent.id, OutboxEvent.channel).where(OutboxEvent.id > before)
+        ).all()
+        assert channel == "story:updated" and event_id > before
+        assert s.exec(select(Story.title).where(Story.id == story.id)).one() == row.title
+        s.rollback()
+    with db.session() as fresh:
+        assert fresh.exec(select(OutboxEvent.id).where(OutboxEvent.id > before)).all() == []
+        assert fresh.get(Story, story.id).title == story.title
+
+
 async def test_a_fresh_database_on_a_used_redis_still_publishes(bus, listen):
     await OutboxRelay(bus).flush()  # rows other tests left are not this test's business
     await in_db(_replace_outbox)
