@@ -46,6 +46,7 @@ async def test_opening_a_missing_or_unpublished_story_counts_nothing():
     with db.session() as s:
         author = make_user(s)
         draft = make_story(s, author, published=False)
+        s.refresh(author)  # the story's commit expired it; used below, outside the session
         s.expunge(author)
         draft_id = draft.id
     for viewer, browser in ((None, reads.new_browser_id()), (author, "")):
