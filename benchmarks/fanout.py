@@ -117,7 +117,13 @@ class PublishWatch(_clients.Client):
         self.bench = bench
         self.tail = b""  # the end of the last read: a marker split across two reads
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        log(f"the outside Redis subscriber's connection closed ({exc})")
+
     def data_received(self, data: bytes, now: int) -> None:
+        if data.startswith(b"-"):  # an error reply (AUTH, SUBSCRIBE): nothing will be noted
+            log(f"the outside Redis subscriber got an error: {data[:200]!r}")
         seen = self.tail + data
         self.tail = seen[-64:]
         for m in self.bench.whole_marker_re.finditer(seen.decode(errors="replace")):
@@ -344,7 +350,7 @@ class Bench:
     async def listen_redis(self) -> None:
         """An outside subscriber: when Redis delivered each PUBLISH (≈ when it happened),
         as the kernel's receive time of the data that carried it (as for the readers)."""
-        watch = PublishWatch(self)
+        watch = self.publish_watch = PublishWatch(self)
         url = httpx.URL(self.app.redis_url)
         conn = await _clients.connect(url.host or "127.0.0.1", url.port or 6379, watch)
         if url.password:
@@ -795,6 +801,13 @@ class Bench:
             if self.args.poll_samples:
                 await self.polling_baseline()
         finally:
+            watch = getattr(self, "publish_watch", None)
+            if watch is not None and watch.closed:
+                self.notes.append("the outside Redis subscriber's connection closed during the run: "
+                                  "events published after that have no PUBLISH time")
+            if watch is not None and watch.unstamped:
+                self.notes.append(f"{watch.unstamped:,} PUBLISH arrivals carried no kernel receive time "
+                                  "and were noted at read time")
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await listener
