@@ -121,16 +121,30 @@ def _sigterm(server: AppServer, kill_mode: str) -> tuple[int, float, list[tuple[
 GRANIAN_TEARDOWN_PANIC = "Cannot drop pointer into Python heap without the thread being attached"
 
 
+def _logged_by(pattern: str, log: str) -> set[int]:
+    return {int(pid) for pid in re.findall(rf"\[(\d+)\] {pattern}", log)}
+
+
 def _assert_one_line_per_phase(log: str, workers: set[int]) -> None:
     # (dev.py passes a SIGTERM it alone got on as SIGINT.)
     for pattern in (
         r"INFO fictures\.shutdown: Stopping \((?:SIGTERM|SIGINT)\): accepting no new connections",
         r"INFO fictures\.shutdown: Closed \d+ event streams \(told to retry in 1000 ms\) in [\d.]+s\n",
-        r"INFO fictures\.events\.service: Outbox flushed: \d+ rows sent to Redis before exit",
-        r"INFO fictures\.shutdown: Exiting, [\d.]+s after the stop signal",
     ):
-        pids = {int(pid) for pid in re.findall(rf"\[(\d+)\] {pattern}", log)}
+        pids = _logged_by(pattern, log)
         assert pids == workers, f"{pattern!r} logged by {pids}, workers {workers}"
+    flushed = _logged_by(r"INFO fictures\.events\.service: Outbox flushed: \d+ rows sent to Redis before exit", log)
+    exited = _logged_by(r"INFO fictures\.shutdown: Exiting, [\d.]+s after the stop signal", log)
+    if GRANIAN_TEARDOWN_PANIC in log:
+        # Granian's runtime panicked in one worker as it stopped (a Rust thread
+        # dropping a Python object without the GIL: emmett-framework/granian#799,
+        # #884; about one run in ten here), after that worker had closed its
+        # streams and before it logged its flush and exit. Only that one worker may
+        # lack those two lines; README "Operating" says what it costs.
+        assert flushed == exited and len(workers - flushed) <= 1, (flushed, exited, workers)
+    else:
+        assert flushed == workers, f"outbox flushed by {flushed}, workers {workers}"
+        assert exited == workers, f"exit logged by {exited}, workers {workers}"
     assert sum(int(n) for n in re.findall(r"Closed (\d+) event streams", log)) == STREAMS
     assert sum(int(n) for n in re.findall(r"(\d+) tabs' websockets close", log)) == TABS
     assert sum(int(n) for n in re.findall(r"Outbox flushed: (\d+) rows", log)) >= 1
@@ -185,14 +199,4 @@ def test_sigterm_closes_streams_with_a_retry_hint_flushes_the_outbox_and_exits_f
     assert unsent_outbox_rows(server) == 0
     # Readiness never said yes once the workers had the signal.
     assert "200" not in _answers_after_every_worker_stopped(log, polled)
-    try:
-        _assert_one_line_per_phase(log, workers)
-    except AssertionError:
-        if GRANIAN_TEARDOWN_PANIC not in log:
-            raise
-        # Everything above held (the outbox was flushed by the other worker). A
-        # worker's last lines are missing because Granian's runtime panicked as it
-        # stopped (a Rust thread dropping a Python object without the GIL:
-        # emmett-framework/granian#799, #884; about one run in ten here), before that
-        # worker logged its flush and exit. README "Operating" says what it costs.
-        pytest.xfail(f"Granian panicked while a worker stopped ({GRANIAN_TEARDOWN_PANIC!r})")
+    _assert_one_line_per_phase(log, workers)
