@@ -23,8 +23,19 @@ time, with the app's own code wherever there is some:
 Each part is timed --samples times "cold", after a pause of --gap seconds (as
 between fanout.py's publish calls, and as an author's call meets an idle
 server), and "hot", back to back. It prints p50/p99 per part and the sum of the
-p50s: what the path costs before any of its parts waits for another. It
-reports figures; it never passes or fails.
+p50s: what the path costs before any of its parts waits for another.
+
+Then the least a publish call can cost on this machine, end to end and on
+fanout.py's clocks: the same bare app, POSTed to, PUBLISHes the body with one
+command; first alone, then after committing it as a row of a raw sqlite3 WAL
+database (on the event loop, then in a worker thread as the app does). No
+framework, ORM, token check or outbox: what is left is Granian, the loopback,
+one commit and Redis. Timed from the request's first byte written (the whole
+request in one write) to the kernel's receive time of the PUBLISH at an
+outside subscriber (SO_TIMESTAMPNS). With --database-url the bare app still
+uses SQLite: the bound is for fanout.py's own set-up.
+
+It reports figures; it never passes or fails.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ import asyncio
 import math
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -46,8 +58,33 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+# Linux's SO_TIMESTAMPNS; Python's socket module may not name it.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+
 _BARE_APP = '''
+import os
+import sqlite3
+
+import redis.asyncio
+from starlette.concurrency import run_in_threadpool
+
+# The least a publish call can do: commit a row (raw sqlite3, WAL, as the app's
+# SQLite), then PUBLISH it (one command, no script). GET answers at once.
+db = sqlite3.connect(os.environ["BOUND_DB"], check_same_thread=False, isolation_level=None)
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("PRAGMA synchronous=NORMAL")
+db.execute("CREATE TABLE IF NOT EXISTS story (id INTEGER PRIMARY KEY, title TEXT)")
+bus = None
+
+
+def commit(title):
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("INSERT INTO story (title) VALUES (?)", (title,))
+    db.execute("COMMIT")
+
+
 async def app(scope, receive, send):
+    global bus
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -56,6 +93,20 @@ async def app(scope, receive, send):
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["method"] == "POST":
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if bus is None:
+            bus = redis.asyncio.Redis.from_url(os.environ["REDIS_URL"])
+        if scope["path"] == "/commit-in-thread":
+            await run_in_threadpool(commit, body.decode())
+        elif scope["path"] == "/commit":
+            commit(body.decode())
+        await bus.publish("bound", body)
     await send({"type": "http.response.start", "status": 204, "headers": []})
     await send({"type": "http.response.body", "body": b""})
 '''
@@ -97,7 +148,8 @@ class BareHttp:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
              "--port", str(self.port), "--workers", "1", "bare_app:app"],
-            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=workdir, stdout=(workdir / "granian.log").open("wb"), stderr=subprocess.STDOUT,
+            env={**os.environ, "BOUND_DB": str(workdir / "bound.db")},
         )
         self.sock: socket.socket | None = None
         self.request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n\r\n".encode()
@@ -115,6 +167,11 @@ class BareHttp:
                     raise
                 time.sleep(0.1)
 
+    def reconnect(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.connect()
+
     def round_trip(self) -> None:
         assert self.sock is not None
         self.sock.sendall(self.request)
@@ -125,6 +182,23 @@ class BareHttp:
                 raise ConnectionError("closed")
             got += chunk
 
+    def publish_call(self, path: str, marker: bytes, watch: PublishWatch) -> float:
+        """POST `marker` to `path` (the request in one write); milliseconds from its
+        first byte written to the kernel's receive time of its PUBLISH at `watch`."""
+        assert self.sock is not None
+        request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                   f"Content-Length: {len(marker)}\r\n\r\n").encode() + marker
+        sent_at = time.time_ns()
+        self.sock.sendall(request)
+        published_at = watch.wait_for(marker)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed")
+            got += chunk
+        return (published_at - sent_at) / 1e6
+
     def stop(self) -> None:
         if self.sock is not None:
             self.sock.close()
@@ -133,6 +207,47 @@ class BareHttp:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+class PublishWatch:
+    """A raw Redis subscriber to the bare app's channel: the kernel's receive time
+    of each PUBLISH (SO_TIMESTAMPNS, as fanout.py's outside subscriber)."""
+
+    def __init__(self, url: str) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379))
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.sock.settimeout(10)
+        if parts.password:
+            self._command(b"AUTH", *([parts.username.encode()] if parts.username else []),
+                          parts.password.encode())
+            if not self.sock.recv(4096).startswith(b"+OK"):
+                raise ConnectionError("the subscriber's AUTH was refused")
+        self._command(b"SUBSCRIBE", b"bound")
+        if b"subscribe" not in self.sock.recv(4096):
+            raise ConnectionError("the subscriber could not subscribe")
+
+    def _command(self, *words: bytes) -> None:
+        self.sock.sendall(b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words))
+
+    def wait_for(self, marker: bytes) -> int:
+        """The kernel's receive time (ns) of the read that completed `marker`'s message."""
+        seen = b""
+        while marker not in seen:
+            data, ancillary, _flags, _addr = self.sock.recvmsg(4096, socket.CMSG_SPACE(16))
+            if not data:
+                raise ConnectionError("the subscriber's connection closed")
+            seen += data
+        for level, kind, raw in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = struct.unpack_from("qq", raw)
+                return sec * 1_000_000_000 + nsec
+        raise RuntimeError("the kernel gave no receive time")
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def _database(args: argparse.Namespace, workdir: Path) -> tuple[str, Callable[[], None]]:
@@ -160,6 +275,9 @@ def _database(args: argparse.Namespace, workdir: Path) -> tuple[str, Callable[[]
 
 
 Part = Callable[[], Awaitable[object]]
+# The parts summed as the path; the others (the token check alone, and what it is
+# made of) show where a part's time goes. `write` includes its token check.
+_ON_PATH = ("http", "hop", "write", "unsent", "send")
 
 
 def _parts(token: str, bus: object, http: BareHttp) -> tuple[dict[str, Part], Part]:
@@ -177,6 +295,21 @@ def _parts(token: str, bus: object, http: BareHttp) -> tuple[dict[str, Part], Pa
     def check_token() -> None:
         with db.session() as s:
             assert auth.user_for_token(session=s, token=token) is not None
+
+    def open_session() -> None:
+        with db.session() as s:
+            s.connection()
+
+    engine = db.session().get_bind()
+    raw_token_check = None
+    if engine.dialect.name == "sqlite":
+        import sqlite3
+
+        raw = sqlite3.connect(engine.url.database, check_same_thread=False)
+        statement = str(auth._TOKEN_OWNER.compile(engine)).replace(":token_hash", "?")
+
+        def raw_token_check() -> None:
+            assert raw.execute(statement, (auth._token_hash(token),)).fetchone() is not None
 
     def write() -> None:
         nonlocal n
@@ -216,14 +349,50 @@ def _parts(token: str, bus: object, http: BareHttp) -> tuple[dict[str, Part], Pa
         "http (bare ASGI app under Granian, round trip)": http_round_trip,
         "hop (to a worker thread and back)": lambda: run_in_threadpool(lambda: None),
         "token (auth.user_for_token, new session)": lambda: here(check_token),
+        "session (a new session's connection, no statement)": lambda: here(open_session),
+        **({"token's statement on a raw sqlite3 connection": lambda: here(raw_token_check)}
+           if raw_token_check else {}),
         "write (token + stories.create_story + commit)": lambda: here(write),
         "unsent (outbox._unsent_rows, new session)": lambda: here(unsent),
         "send (EventBus.send: the publish script)": send,
     }, lambda: here(one_unsent))
 
 
+_BOUNDS = {
+    "/publish": "PUBLISH only (no database)",
+    "/commit": "commit a row on the event loop, then PUBLISH",
+    "/commit-in-thread": "commit a row in a worker thread, then PUBLISH",
+}
+
+
+async def _bounds(http: BareHttp, samples: int, gap: float) -> list[tuple[str, list[float], list[float]]]:
+    """The bare app's publish calls, cold and hot: first byte written -> PUBLISH."""
+    watch = PublishWatch(os.environ["REDIS_URL"])
+    await asyncio.to_thread(http.reconnect)  # the server may have closed the idle keep-alive
+    rows = []
+    n = 0
+    try:
+        for path, name in _BOUNDS.items():
+            times: dict[float, list[float]] = {}
+            for g, count in ((0, 20), (gap, samples), (0, samples)):  # warm-up, cold, hot
+                times[g] = []
+                for _ in range(count):
+                    if g:
+                        await asyncio.sleep(g)
+                    n += 1
+                    try:
+                        times[g].append(http.publish_call(path, b"bound-%d;" % n, watch))
+                    except TimeoutError:
+                        raise RuntimeError(f"no PUBLISH for call {n} to {path}") from None
+            rows.append((name, times[gap], times[0]))
+            log(f"{name}: cold p50 {pct(times[gap], 50):.3f} ms, hot p50 {pct(times[0], 50):.3f} ms")
+    finally:
+        watch.close()
+    return rows
+
+
 def _report(rows: list[tuple[str, list[float], list[float]]], args: argparse.Namespace,
-            db_kind: str, redis_kind: str) -> None:
+            db_kind: str, redis_kind: str, bounds: list[tuple[str, list[float], list[float]]]) -> None:
     print(f"\nPublish path parts, each alone ({args.samples} samples; cold: after a {args.gap} s "
           f"pause; hot: back to back). DB: {db_kind}; Redis: {redis_kind}; {os.cpu_count()} cores.\n")
     print("| part | cold p50 / p99 ms | hot p50 / p99 ms |")
@@ -231,11 +400,20 @@ def _report(rows: list[tuple[str, list[float], list[float]]], args: argparse.Nam
     for name, cold, hot in rows:
         print(f"| {name} | {pct(cold, 50):.2f} / {pct(cold, 99):.2f} | {pct(hot, 50):.2f} / {pct(hot, 99):.2f} |")
     # The path: http + hop + write (its token check included) + unsent + send.
-    on_path = [r for r in rows if not r[0].startswith("token")]
+    on_path = [r for r in rows if r[0].split()[0] in _ON_PATH]
     cold_sum = sum(pct(cold, 50) for _, cold, _ in on_path)
     hot_sum = sum(pct(hot, 50) for _, _, hot in on_path)
     print(f"\nSum of the p50s on the path (http + hop + write + unsent + send): cold {cold_sum:.2f} ms, "
           f"hot {hot_sum:.2f} ms.")
+    print("\nThe least a publish call can cost here, end to end: a bare ASGI app under Granian (no "
+          "framework, no ORM, no token check) takes the POST, commits a row in a raw sqlite3 WAL database "
+          "and PUBLISHes it with one command. From the request's first byte written (the whole request in "
+          "one write) to the kernel's receive time of the PUBLISH at an outside subscriber, as fanout.py's "
+          "publish path:\n")
+    print("| bare app | cold p50 / p99 ms | hot p50 / p99 ms |")
+    print("|---|---|---|")
+    for name, cold, hot in bounds:
+        print(f"| {name} | {pct(cold, 50):.2f} / {pct(cold, 99):.2f} | {pct(hot, 50):.2f} / {pct(hot, 99):.2f} |")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -278,6 +456,7 @@ async def main(args: argparse.Namespace) -> None:
             hot = await timed(part, args.samples, 0)
             rows.append((name, cold, hot))
             log(f"{name}: cold p50 {pct(cold, 50):.3f} ms, hot p50 {pct(hot, 50):.3f} ms")
+        bounds = await _bounds(http, args.samples, args.gap)
     finally:
         http.stop()
         await bus.close()
@@ -286,7 +465,7 @@ async def main(args: argparse.Namespace) -> None:
         rx.model.get_engine().dispose()
         drop_database()
     _report(rows, args, os.environ["DATABASE_URL"].split(":", 1)[0],
-            "embedded Valkey" if embedded else "REDIS_URL")
+            "embedded Valkey" if embedded else "REDIS_URL", bounds)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
