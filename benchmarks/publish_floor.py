@@ -300,7 +300,8 @@ def _parts(token: str, bus: object, http: BareHttp) -> tuple[dict[str, Part], Pa
         with db.session() as s:
             s.connection()
 
-    engine = db.session().get_bind()
+    with db.session() as s:
+        engine = s.get_bind()
     raw_token_check = None
     if engine.dialect.name == "sqlite":
         import sqlite3
