@@ -41,8 +41,29 @@ from typing import Any
 # Linux's SO_TIMESTAMPNS (= SCM_TIMESTAMPNS); Python's socket module may not name it.
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _TIMESPEC = struct.Struct("qq")
-_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
+ANCILLARY_SIZE = socket.CMSG_SPACE(_TIMESPEC.size)
 READ_SIZE = 256 * 1024
+
+
+
+
+def resp(*parts: str) -> bytes:
+    """A Redis command in RESP (for the raw subscribers that time PUBLISHes)."""
+    out = [f"*{len(parts)}\r\n".encode()]
+    for part in parts:
+        raw = part.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(out)
+
+
+def kernel_time_ns(ancillary: list) -> int | None:
+    """The kernel's receive time (ns) in a `recvmsg` read's ancillary data from a
+    socket with SO_TIMESTAMPNS on, or None if it carries none."""
+    for level, kind, raw in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+            sec, nsec = _TIMESPEC.unpack_from(raw)
+            return sec * 1_000_000_000 + nsec
+    return None
 
 
 # -- connections --------------------------------------------------------------------
@@ -62,7 +83,7 @@ class Connection:
 
     def _readable(self) -> None:
         try:
-            data, ancillary, _flags, _addr = self.sock.recvmsg(READ_SIZE, _ANCILLARY)
+            data, ancillary, _flags, _addr = self.sock.recvmsg(READ_SIZE, ANCILLARY_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -187,12 +208,11 @@ class Client:
     def kernel_ns(self, read: int) -> int:
         """The kernel's receive time of the data being handled (`read` if it gave
         none, counted in `unstamped` and reported)."""
-        for level, kind, raw in self.ancillary:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                sec, nsec = _TIMESPEC.unpack_from(raw)
-                return sec * 1_000_000_000 + nsec
-        self.unstamped += 1
-        return read
+        stamped = kernel_time_ns(self.ancillary)
+        if stamped is None:
+            self.unstamped += 1
+            return read
+        return stamped
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

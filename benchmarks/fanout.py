@@ -96,15 +96,6 @@ def pct(values: list[float], p: float) -> float | None:
 # -- the outside subscriber ---------------------------------------------------------
 
 
-def _resp(*parts: str) -> bytes:
-    """A Redis command in RESP."""
-    out = [f"*{len(parts)}\r\n".encode()]
-    for part in parts:
-        raw = part.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    return b"".join(out)
-
-
 class PublishWatch(_clients.Client):
     """A raw Redis subscriber to `story:published` that notes, per marker, the
     kernel's receive time of the data carrying its PUBLISH (`bench.t_pub`) and when
@@ -354,8 +345,8 @@ class Bench:
         url = httpx.URL(self.app.redis_url)
         conn = await _clients.connect(url.host or "127.0.0.1", url.port or 6379, watch)
         if url.password:
-            conn.write(_resp("AUTH", *([url.username] if url.username else []), url.password))
-        conn.write(_resp("SUBSCRIBE", "story:published"))
+            conn.write(_clients.resp("AUTH", *([url.username] if url.username else []), url.password))
+        conn.write(_clients.resp("SUBSCRIBE", "story:published"))
         try:
             await asyncio.Event().wait()
         finally:

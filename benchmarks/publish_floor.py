@@ -45,7 +45,6 @@ import asyncio
 import math
 import os
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -57,9 +56,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
 
-# Linux's SO_TIMESTAMPNS; Python's socket module may not name it.
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+import _clients  # noqa: E402
 
 _BARE_APP = '''
 import os
@@ -175,6 +174,11 @@ class BareHttp:
     def round_trip(self) -> None:
         assert self.sock is not None
         self.sock.sendall(self.request)
+        self._read_answer()
+
+    def _read_answer(self) -> None:
+        """Read the answer's head (the bare app's answers have no body)."""
+        assert self.sock is not None
         got = b""
         while b"\r\n\r\n" not in got:
             chunk = self.sock.recv(4096)
@@ -191,12 +195,7 @@ class BareHttp:
         sent_at = time.time_ns()
         self.sock.sendall(request)
         published_at = watch.wait_for(marker)
-        got = b""
-        while b"\r\n\r\n" not in got:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise ConnectionError("closed")
-            got += chunk
+        self._read_answer()
         return (published_at - sent_at) / 1e6
 
     def stop(self) -> None:
@@ -211,40 +210,37 @@ class BareHttp:
 
 class PublishWatch:
     """A raw Redis subscriber to the bare app's channel: the kernel's receive time
-    of each PUBLISH (SO_TIMESTAMPNS, as fanout.py's outside subscriber)."""
+    of each PUBLISH (SO_TIMESTAMPNS, as fanout.py's outside subscriber). Blocking:
+    the bound's calls are made one at a time, each waiting for its PUBLISH."""
 
     def __init__(self, url: str) -> None:
         from urllib.parse import urlsplit
 
         parts = urlsplit(url)
         self.sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379))
-        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, _clients.SO_TIMESTAMPNS, 1)
         self.sock.settimeout(10)
         if parts.password:
-            self._command(b"AUTH", *([parts.username.encode()] if parts.username else []),
-                          parts.password.encode())
+            self.sock.sendall(_clients.resp("AUTH", *([parts.username] if parts.username else []),
+                                            parts.password))
             if not self.sock.recv(4096).startswith(b"+OK"):
                 raise ConnectionError("the subscriber's AUTH was refused")
-        self._command(b"SUBSCRIBE", b"bound")
+        self.sock.sendall(_clients.resp("SUBSCRIBE", "bound"))
         if b"subscribe" not in self.sock.recv(4096):
             raise ConnectionError("the subscriber could not subscribe")
-
-    def _command(self, *words: bytes) -> None:
-        self.sock.sendall(b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words))
 
     def wait_for(self, marker: bytes) -> int:
         """The kernel's receive time (ns) of the read that completed `marker`'s message."""
         seen = b""
         while marker not in seen:
-            data, ancillary, _flags, _addr = self.sock.recvmsg(4096, socket.CMSG_SPACE(16))
+            data, ancillary, _flags, _addr = self.sock.recvmsg(_clients.READ_SIZE, _clients.ANCILLARY_SIZE)
             if not data:
                 raise ConnectionError("the subscriber's connection closed")
             seen += data
-        for level, kind, raw in ancillary:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                sec, nsec = struct.unpack_from("qq", raw)
-                return sec * 1_000_000_000 + nsec
-        raise RuntimeError("the kernel gave no receive time")
+        stamped = _clients.kernel_time_ns(ancillary)
+        if stamped is None:
+            raise RuntimeError("the kernel gave no receive time")
+        return stamped
 
     def close(self) -> None:
         self.sock.close()

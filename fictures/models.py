@@ -143,6 +143,11 @@ class PushSubscription(_Table, table=True):
     created_at: datetime = DBField(default_factory=utcnow)
 
 
+def new_event_key() -> str:
+    """A new outbox row's `event_key`."""
+    return uuid.uuid4().hex
+
+
 class OutboxEvent(_Table, table=True):
     """An event written in the same transaction as the change it describes.
 
@@ -154,7 +159,7 @@ class OutboxEvent(_Table, table=True):
     # The event's identity, unique across databases: Redis remembers which keys
     # it has sent, and a row number would repeat after a DB reset or restore.
     event_key: str = DBField(
-        default_factory=lambda: uuid.uuid4().hex,
+        default_factory=new_event_key,
         index=True,
         sa_column_kwargs={"unique": True},
         max_length=32,

@@ -43,7 +43,6 @@ import logging
 import random
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -56,7 +55,7 @@ from sqlmodel import Session, col, select
 from fictures import db, metrics
 from fictures.events.bus import EventBus
 from fictures.events.schema import PRIVATE_CHANNELS, CommunityEvent, is_private_channel
-from fictures.models import OutboxEvent, utcnow
+from fictures.models import OutboxEvent, new_event_key, utcnow
 from fictures.settings import settings
 
 logger = logging.getLogger(__name__)
@@ -88,7 +87,7 @@ def record(session: Session, event: CommunityEvent) -> None:
     session.flush()
     session.connection().execute(
         _INSERT,
-        {"event_key": uuid.uuid4().hex, "channel": event.channel,
+        {"event_key": new_event_key(), "channel": event.channel,
          "payload": event.body_without_id(), "created_at": utcnow(),
          "event_id": None, "sent_at": None},
     )
